@@ -1,0 +1,157 @@
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use tidings_domain::{ConfigError, StreamEpoch};
+
+use crate::{BusError, NatsConfig, StreamSettings, Subjects};
+
+/// Oldest nats-server Tidings runs against: replay reads a member's and its topics'
+/// subjects through one consumer with several filter subjects (2.10), and RePublish
+/// carries `Nats-Time-Stamp` from 2.10 on.
+pub const MIN_SERVER_VERSION: (u64, u64, u64) = (2, 10, 0);
+
+/// A connection to NATS with the Tidings stream ensured.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    subjects: Subjects,
+    stream: String,
+    epoch: StreamEpoch,
+}
+
+impl Bus {
+    /// Connects, checks the server, and creates or updates the stream to match
+    /// `settings` (idempotent: every replica does this at start-up).
+    pub async fn connect(nats: &NatsConfig, settings: &StreamSettings, client_name: &str) -> Result<Self, BusError> {
+        let urls = nats.server_urls().map_err(config_to_connect)?;
+        let client = async_nats::ConnectOptions::new()
+            .name(client_name)
+            .connection_timeout(nats.timeout)
+            .request_timeout(Some(nats.timeout))
+            .connect(urls.as_slice())
+            .await
+            .map_err(BusError::Connect)?;
+        Self::with_client(client, nats.timeout, settings).await
+    }
+
+    /// Ensures the stream over an existing client (tests share one client across
+    /// namespaces).
+    pub async fn with_client(
+        client: async_nats::Client,
+        timeout: Duration,
+        settings: &StreamSettings,
+    ) -> Result<Self, BusError> {
+        check_server(&client.server_info())?;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(timeout);
+        let subjects = Subjects::new(&settings.prefix);
+        let info = js
+            .create_or_update_stream(stream_config(settings, &subjects))
+            .await
+            .map_err(|source| match source.kind() {
+                jetstream::context::CreateStreamErrorKind::JetStreamUnavailable => BusError::JetStreamDisabled,
+                _ => BusError::Stream {
+                    stream: settings.name.clone(),
+                    source,
+                },
+            })?;
+        let epoch = StreamEpoch(info.created.timestamp_nanos_opt().unwrap_or_default().unsigned_abs());
+        tracing::debug!(stream = %settings.name, epoch = epoch.0, "stream ready");
+        Ok(Self {
+            client,
+            js,
+            subjects,
+            stream: settings.name.clone(),
+            epoch,
+        })
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    pub fn stream_name(&self) -> &str {
+        &self.stream
+    }
+
+    /// The incarnation of the stream this bus ensured.
+    pub fn epoch(&self) -> StreamEpoch {
+        self.epoch
+    }
+}
+
+/// The stream as DESIGN.md section 5 describes it.
+pub(crate) fn stream_config(settings: &StreamSettings, subjects: &Subjects) -> stream::Config {
+    let (source, destination) = subjects.republish();
+    stream::Config {
+        name: settings.name.clone(),
+        description: Some("Tidings notifications and topic messages".into()),
+        subjects: subjects.stored(),
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        num_replicas: usize::from(settings.replicas),
+        max_age: settings.max_age,
+        max_messages_per_subject: settings.max_msgs_per_subject,
+        discard: stream::DiscardPolicy::Old,
+        duplicate_window: settings.duplicate_window,
+        // Any replica answers Direct Get, spreading replay load off the leader.
+        allow_direct: true,
+        // Edges learn each live message's stream sequence and the previous sequence on
+        // the same subject from the re-published copy's headers; that is how they set
+        // SSE ids and detect gaps without a consumer per connection.
+        republish: Some(stream::Republish {
+            source,
+            destination,
+            headers_only: false,
+        }),
+        ..Default::default()
+    }
+}
+
+fn check_server(info: &async_nats::ServerInfo) -> Result<(), BusError> {
+    let found = parse_version(&info.version);
+    if found.is_none_or(|v| v < MIN_SERVER_VERSION) {
+        let (a, b, c) = MIN_SERVER_VERSION;
+        return Err(BusError::ServerTooOld {
+            found: info.version.clone(),
+            min: format!("{a}.{b}.{c}"),
+        });
+    }
+    Ok(())
+}
+
+fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
+    let core = v.trim_start_matches('v').split(['-', '+']).next()?;
+    let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
+    Some((parts.next()??, parts.next()??, parts.next().flatten().unwrap_or(0)))
+}
+
+fn config_to_connect(e: ConfigError) -> BusError {
+    BusError::Connect(async_nats::ConnectError::with_source(
+        async_nats::ConnectErrorKind::ServerParse,
+        e,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert_eq!(parse_version("2.9.10"), Some((2, 9, 10)));
+        assert_eq!(parse_version("v2.15.1-beta"), Some((2, 15, 1)));
+        assert!(parse_version("2.9.10").unwrap() < MIN_SERVER_VERSION);
+        assert!(parse_version("2.10.0").unwrap() >= MIN_SERVER_VERSION);
+        assert_eq!(parse_version("garbage"), None);
+    }
+}

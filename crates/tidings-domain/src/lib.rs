@@ -1,0 +1,30 @@
+//! The pure core of Tidings: the validated names every other crate passes around.
+//!
+//! Nothing here does IO, spawns tasks or knows about gRPC, SQL, NATS or HTTP. Each type
+//! is a newtype with a `parse` constructor, so a value that exists is a valid value:
+//! a [`MemberId`] is 1..=256 bytes of UTF-8 without control characters, a [`Topic`]
+//! matches `[A-Za-z0-9_-]{1,64}`, a [`SubjectToken`] is safe inside a NATS subject and
+//! decodes back to exactly one member id, and an [`EventId`] names a position in one
+//! incarnation of the JetStream stream.
+//!
+//! Layout:
+//! - `member.rs`: [`MemberId`] and its injective NATS subject token.
+//! - `topic.rs`: [`Topic`], a broadcast topic name.
+//! - `kind.rs`: [`NotificationType`], e.g. `comment.created`.
+//! - `event_id.rs`: [`EventId`], the SSE `id:` carrying stream sequence and incarnation.
+//! - `secret.rs`: [`Secret`], a value whose `Debug` never shows it.
+//! - `config_error.rs`: [`ConfigError`], a start-up error naming the bad variable.
+
+mod config_error;
+mod event_id;
+mod kind;
+mod member;
+mod secret;
+mod topic;
+
+pub use config_error::ConfigError;
+pub use event_id::{EventId, EventIdError, StreamEpoch};
+pub use kind::{NotificationType, NotificationTypeError};
+pub use member::{MemberId, MemberIdError, SubjectToken, SubjectTokenError};
+pub use secret::Secret;
+pub use topic::{Topic, TopicError};

@@ -1,0 +1,99 @@
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use tidings_store::{DbConfig, MIGRATOR, Store};
+
+use crate::services::{Keepalive, services};
+
+/// A database of its own for one test: created and migrated by [`TestDb::new`], dropped
+/// (with any connections still open) when the value is dropped.
+#[derive(Debug)]
+pub struct TestDb {
+    /// `tidings_test_<uuid>`.
+    pub name: String,
+    /// URL of this database, for role configs and child processes.
+    pub url: String,
+    /// A small pool on this database.
+    pub pool: PgPool,
+    admin_url: String,
+    _services: Keepalive,
+}
+
+impl TestDb {
+    /// Creates and migrates a fresh database. Panics with instructions when no Postgres
+    /// can be found.
+    pub async fn new() -> Self {
+        let (urls, keep) = services().await;
+        let admin_url = urls.database_url;
+        let name = format!("tidings_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = connect(&admin_url).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!(r#"create database "{name}""#)))
+            .execute(&admin)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("creating test database {name}: {e} (does the DATABASE_URL role have CREATEDB?)")
+            });
+        admin.close().await;
+
+        let url = with_database(&admin_url, &name);
+        let pool = connect(&url).await;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("migrating {name}: {e}"));
+        Self {
+            name,
+            url,
+            pool,
+            admin_url,
+            _services: keep,
+        }
+    }
+
+    /// A role config pointing at this database.
+    pub fn config(&self) -> DbConfig {
+        DbConfig::new(self.url.clone())
+    }
+
+    /// The store over this database's pool.
+    pub fn store(&self) -> Store {
+        Store::from_pool(self.pool.clone())
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime, which may be single-threaded: do the async
+        // work on a thread and runtime of its own, and wait for it so nothing is left.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let admin = PgPoolOptions::new().max_connections(1).connect(&admin_url).await.ok()?;
+                let sql = format!(r#"drop database if exists "{name}" with (force)"#);
+                sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await.ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            tracing::warn!(database = %self.name, "could not drop test database");
+        }
+    }
+}
+
+async fn connect(url: &str) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to Postgres at DATABASE_URL: {e}"))
+}
+
+/// `url` with its path replaced by `/database`.
+fn with_database(url: &str, database: &str) -> String {
+    let mut parsed = url::Url::parse(url).unwrap_or_else(|e| panic!("DATABASE_URL is not a URL: {e}"));
+    parsed.set_path(&format!("/{database}"));
+    parsed.to_string()
+}

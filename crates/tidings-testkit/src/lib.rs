@@ -1,0 +1,33 @@
+//! What every Tidings test stands on: real Postgres, real NATS JetStream, nothing mocked.
+//!
+//! - [`TestDb`]: a fresh database per test, created and migrated, dropped afterwards.
+//! - [`TestBus`]: an isolated JetStream namespace (its own stream name and subject
+//!   prefix) on the shared NATS server, deleted afterwards.
+//! - [`NatsServer`] and [`NatsCluster`]: real `nats-server` child processes on free
+//!   loopback ports, for tests that kill, restart or partition NATS; killed on drop.
+//! - [`eventually`]: the one way to wait for something; tests never sleep.
+//!
+//! Shared services come from `DATABASE_URL` and `NATS_URL`. When those are unset and a
+//! Docker engine is reachable, Postgres and NATS containers are started instead
+//! (testcontainers); otherwise the kit panics with a message saying how to provide them.
+//! Spawned servers use the binary named by `TIDINGS_NATS_SERVER`, else `nats-server`
+//! on `PATH`, and refuse one older than the version Tidings needs.
+//!
+//! Layout: `services.rs` (finding Postgres and NATS), `db.rs`, `bus.rs`,
+//! `nats_server.rs`, `eventually.rs`, `log.rs`.
+
+mod bus;
+#[cfg(feature = "containers")]
+mod containers;
+mod db;
+mod eventually;
+mod log;
+mod nats_server;
+mod services;
+
+pub use bus::TestBus;
+pub use db::TestDb;
+pub use eventually::{eventually, patience};
+pub use log::init_test_log;
+pub use nats_server::{NatsCluster, NatsServer, nats_server_binary};
+pub use services::{MissingService, ServiceUrls, locate_services};

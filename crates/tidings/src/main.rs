@@ -1,0 +1,56 @@
+//! `tidings`: the one binary. Parses the command line, starts telemetry, and hands over
+//! to a role library. Nothing here is logic a test would have to repeat.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+/// Exit status for a bad configuration (BSD `EX_USAGE`), before anything binds.
+const EXIT_CONFIG: u8 = 64;
+/// Exit status for a role or command that is not available in this build.
+const EXIT_UNAVAILABLE: u8 = 69;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                _ => ExitCode::from(EXIT_CONFIG),
+            };
+        }
+    };
+    if let Err(e) = cli.command.validate() {
+        eprintln!("tidings: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let Command::Migrate(db) = &cli.command else {
+        // Roles whose issues have not landed say so instead of pretending to run.
+        eprintln!(
+            "tidings: `tidings {}` is not built yet in this version",
+            cli.command.role()
+        );
+        return ExitCode::from(EXIT_UNAVAILABLE);
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tidings: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let _telemetry = tidings_telemetry::init(&cli.telemetry, cli.command.role())?;
+        cli::migrate(db).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tidings: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The `tidings` binary as an operator meets it: help, start-up validation, exit codes,
+//! secrets kept out of output, and `migrate` against a real Postgres.
+
+use std::process::{Command, Output};
+
+use tidings_testkit::TestDb;
+
+const SUBCOMMANDS: [&str; 6] = ["api", "edge", "dev", "migrate", "send", "token"];
+
+/// Runs the binary with only the given environment (plus PATH), never the test's own.
+fn tidings(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .output()
+        .expect("the tidings binary runs")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn every_subcommand_has_help_naming_its_variables() {
+    let top = tidings(&["--help"], &[]);
+    assert!(top.status.success());
+    for sub in SUBCOMMANDS {
+        assert!(text(&top).contains(sub), "top-level help lists {sub}");
+        let help = tidings(&[sub, "--help"], &[]);
+        assert!(help.status.success(), "{sub} --help: {}", text(&help));
+        assert!(text(&help).contains("Usage: tidings"), "{sub}");
+    }
+    let api = text(&tidings(&["api", "--help"], &[]));
+    for var in [
+        "TIDINGS_API_LISTEN",
+        "TIDINGS_API_HTTP_LISTEN",
+        "DATABASE_URL",
+        "NATS_URL",
+        "TIDINGS_API_KEYS",
+        "TIDINGS_STREAM",
+        "TIDINGS_SUBJECT_PREFIX",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ] {
+        assert!(api.contains(var), "api help names {var}");
+    }
+    let edge = text(&tidings(&["edge", "--help"], &[]));
+    for var in [
+        "TIDINGS_EDGE_LISTEN",
+        "TIDINGS_API_URL",
+        "TIDINGS_JWT_SECRET",
+        "TIDINGS_JWT_PUBLIC_KEY",
+        "TIDINGS_TOPIC_MODES",
+        "TIDINGS_CORS_ORIGINS",
+        "NATS_URL",
+    ] {
+        assert!(edge.contains(var), "edge help names {var}");
+    }
+}
+
+#[test]
+fn help_never_prints_secret_values() {
+    let env = [
+        ("DATABASE_URL", "postgres://app:hunter2@db/tidings"),
+        ("NATS_URL", "nats://user:natspass@nats:4222"),
+        ("TIDINGS_API_KEYS", "billing=apikey-123"),
+        ("TIDINGS_JWT_SECRET", "jwt-secret-0123456789abcdef0123456789"),
+        ("TIDINGS_EDGE_API_KEY", "edgekey-456"),
+    ];
+    for sub in ["api", "edge", "dev", "migrate"] {
+        let out = text(&tidings(&[sub, "--help"], &env));
+        for secret in ["hunter2", "natspass", "apikey-123", "jwt-secret-0123", "edgekey-456"] {
+            assert!(!out.contains(secret), "{sub} --help shows {secret}");
+        }
+    }
+}
+
+#[test]
+fn bad_configuration_exits_64_naming_the_variable_without_echoing_secrets() {
+    // (subcommand, environment, the variable the error must name)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case<'_>] = &[
+        ("api", &[("TIDINGS_API_LISTEN", "nope")], "TIDINGS_API_LISTEN"),
+        ("api", &[("DATABASE_URL", "mysql://u:hunter2@h/db")], "DATABASE_URL"),
+        ("api", &[("DATABASE_URL", "postgres://u:hunter2@h/")], "DATABASE_URL"),
+        ("api", &[("NATS_URL", "http://u:hunter2@h:4222")], "NATS_URL"),
+        ("api", &[("TIDINGS_SUBJECT_PREFIX", "a.b")], "TIDINGS_SUBJECT_PREFIX"),
+        ("api", &[("TIDINGS_STREAM_REPLICAS", "9")], "TIDINGS_STREAM_REPLICAS"),
+        ("api", &[("TIDINGS_API_KEYS", " ")], "TIDINGS_API_KEYS"),
+        ("edge", &[("TIDINGS_EDGE_LISTEN", "8080")], "TIDINGS_EDGE_LISTEN"),
+        ("edge", &[("TIDINGS_JWT_SECRET", "hunter2")], "TIDINGS_JWT_SECRET"),
+        ("edge", &[("TIDINGS_API_URL", "grpc://api")], "TIDINGS_API_URL"),
+        ("edge", &[("TIDINGS_CORS_ORIGINS", "*")], "TIDINGS_CORS_ORIGINS"),
+        ("edge", &[("TIDINGS_HEARTBEAT", "soon")], "TIDINGS_HEARTBEAT"),
+        ("migrate", &[("DATABASE_URL", "hunter2")], "DATABASE_URL"),
+        ("api", &[("TIDINGS_LOG_FORMAT", "xml")], "TIDINGS_LOG_FORMAT"),
+    ];
+    for (sub, env, variable) in cases {
+        let out = tidings(&[sub], env);
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(64), "{sub} {env:?}: {said}");
+        assert!(said.contains(variable), "{sub} {env:?} should name {variable}: {said}");
+        assert!(!said.contains("hunter2"), "{sub} {env:?} echoed a secret: {said}");
+    }
+}
+
+#[test]
+fn roles_not_built_yet_refuse_to_run() {
+    for sub in ["api", "edge", "dev", "send", "token"] {
+        let args: &[&str] = match sub {
+            "token" => &["token", "--member", "m"],
+            other => &[other],
+        };
+        let out = tidings(args, &[]);
+        assert_eq!(out.status.code(), Some(69), "{sub}: {}", text(&out));
+        assert!(text(&out).contains("not built yet"), "{sub}");
+    }
+}
+
+#[tokio::test]
+async fn migrate_creates_and_migrates_a_missing_database() {
+    let db = TestDb::new().await;
+    let fresh = format!("{}_m", db.name);
+    let url = db.url.replace(&db.name, &fresh);
+
+    let out = tidings(&["migrate", "--log-format", "json"], &[("DATABASE_URL", &url)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("database is migrated"));
+    // Idempotent: a second run (another replica, a re-run Job) changes nothing.
+    let again = tidings(&["migrate"], &[("DATABASE_URL", &url)]);
+    assert!(again.status.success(), "{}", text(&again));
+
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("select count(*) from _sqlx_migrations where success")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let drop_it = format!(r#"drop database "{fresh}" with (force)"#);
+    sqlx::query(sqlx::AssertSqlSafe(drop_it))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(applied, tidings_store::MIGRATOR.iter().count() as i64);
+}
+
+#[test]
+fn migrate_against_a_dead_postgres_fails_fast_and_clearly() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://postgres:hunter2@127.0.0.1:{port}/tidings");
+    let started = std::time::Instant::now();
+    let out = tidings(&["migrate", "--db-acquire-timeout", "2s"], &[("DATABASE_URL", &url)]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("connecting to postgres://postgres:redacted@127.0.0.1"),
+        "{said}"
+    );
+    assert!(!said.contains("hunter2"), "{said}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "no hang");
+}

