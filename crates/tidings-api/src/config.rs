@@ -5,6 +5,8 @@ use tidings_bus::{NatsConfig, StreamSettings};
 use tidings_domain::{ConfigError, Secret};
 use tidings_store::DbConfig;
 
+use crate::auth::ApiKeys;
+
 /// Configuration of an api node. Every field is a flag and an environment variable;
 /// `tidings api --help` is the reference.
 #[derive(Debug, Clone, clap::Args)]
@@ -13,7 +15,7 @@ pub struct ApiConfig {
     #[arg(long = "listen", env = "TIDINGS_API_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
 
-    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    /// Address of `/healthz` and `/readyz`.
     #[arg(
         long = "http-listen",
         env = "TIDINGS_API_HTTP_LISTEN",
@@ -21,11 +23,23 @@ pub struct ApiConfig {
     )]
     pub http_listen: SocketAddr,
 
-    /// Producer API keys, comma-separated `name=key` pairs, or the path of a file with
-    /// one pair per line. The name scopes idempotency keys and appears in logs; the key
-    /// never does.
+    /// Producer API keys, comma-separated `name=key` pairs (keys of at least 16
+    /// characters), or the path of a file with one pair per line. The name scopes
+    /// idempotency keys and appears in logs; the key never does. Required by `tidings
+    /// api`; `tidings dev` runs without it, unauthenticated.
     #[arg(long = "api-keys", env = "TIDINGS_API_KEYS", hide_env_values = true)]
     pub api_keys: Option<Secret<String>>,
+
+    /// How long a Send waits for JetStream to acknowledge its publish before returning
+    /// anyway (the notification is committed; the outbox relay publishes it).
+    #[arg(long = "publish-timeout", env = "TIDINGS_PUBLISH_TIMEOUT", default_value = "2s",
+          value_parser = humantime::parse_duration)]
+    pub publish_timeout: Duration,
+
+    /// How often the outbox relay looks for notifications whose publish is pending.
+    #[arg(long = "relay-poll", env = "TIDINGS_RELAY_POLL", default_value = "500ms",
+          value_parser = humantime::parse_duration)]
+    pub relay_poll: Duration,
 
     /// How long in-flight calls may take to finish after SIGTERM.
     #[arg(long = "shutdown-grace", env = "TIDINGS_SHUTDOWN_GRACE", default_value = "10s",
@@ -43,16 +57,50 @@ pub struct ApiConfig {
 }
 
 impl ApiConfig {
-    /// Checks what clap's types cannot, naming the variable at fault.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// A config for tests and embedding: the given services, ports chosen by the OS,
+    /// no API keys.
+    pub fn new(db: DbConfig, nats: NatsConfig, stream: StreamSettings) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api_keys: None,
+            publish_timeout: Duration::from_secs(2),
+            relay_poll: Duration::from_millis(500),
+            shutdown_grace: Duration::from_secs(10),
+            db,
+            nats,
+            stream,
+        }
+    }
+
+    /// Checks what clap's types cannot, naming the variable at fault. Without keys the
+    /// api would accept anyone: only `dev` (`keys_optional`) may run so.
+    pub fn validate(&self, keys_optional: bool) -> Result<(), ConfigError> {
         self.db.connect_options()?;
         self.nats.server_urls()?;
         self.stream.validate()?;
-        if let Some(keys) = &self.api_keys
-            && keys.expose().trim().is_empty()
-        {
-            return Err(ConfigError::new("TIDINGS_API_KEYS", "is set but empty"));
+        self.api_keys(keys_optional)?;
+        if self.publish_timeout.is_zero() || self.publish_timeout > Duration::from_secs(60) {
+            return Err(ConfigError::new(
+                "TIDINGS_PUBLISH_TIMEOUT",
+                "must be above 0 and at most 1m",
+            ));
+        }
+        if self.relay_poll < Duration::from_millis(10) {
+            return Err(ConfigError::new("TIDINGS_RELAY_POLL", "must be at least 10ms"));
         }
         Ok(())
+    }
+
+    /// The configured keys; empty only when `keys_optional` and none are set.
+    pub fn api_keys(&self, keys_optional: bool) -> Result<ApiKeys, ConfigError> {
+        match &self.api_keys {
+            Some(spec) => ApiKeys::parse(spec.expose()),
+            None if keys_optional => Ok(ApiKeys::default()),
+            None => Err(ConfigError::new(
+                "TIDINGS_API_KEYS",
+                "is required: producers authenticate with these keys (only `tidings dev` runs without)",
+            )),
+        }
     }
 }

@@ -10,14 +10,17 @@
 //!   retention).
 //! - `subject.rs`: [`Subjects`], the subject grammar, built from one prefix.
 //! - `stream.rs`: [`Bus`]: connect, create or update the stream, learn its epoch.
+//! - `publish.rs`: [`Bus::publish_all`]: pipelined publishes with Tidings' headers.
 //! - `error.rs`: [`BusError`].
 
 mod config;
 mod error;
+mod publish;
 mod stream;
 mod subject;
 
 pub use config::{NatsConfig, StreamSettings};
 pub use error::BusError;
+pub use publish::{EVENT, Outgoing, PUBLISHED_AT, Stored, TRACEPARENT};
 pub use stream::{Bus, MIN_SERVER_VERSION};
 pub use subject::{SubjectTarget, Subjects};

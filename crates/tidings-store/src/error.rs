@@ -13,11 +13,23 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
+            // A connection that broke, or a peer that answered the start-up exchange with
+            // garbage or nothing (a dying server, a proxy with no backend).
             sqlx::Error::Io(_)
+            | sqlx::Error::Protocol(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => Self::Unavailable(e),
+            // Connection exceptions (class 08) and the server shutting down or
+            // refusing connections (57P01..57P03) are outages, not bad queries.
+            sqlx::Error::Database(ref db)
+                if db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")) =>
+            {
+                Self::Unavailable(e)
+            }
             other => Self::Query(other),
         }
     }

@@ -3,17 +3,27 @@
 //! The api role owns Postgres (edges reach it only through the api's gRPC). This crate
 //! gives it a connection pool built from [`DbConfig`], the embedded [`MIGRATOR`] run by
 //! `tidings migrate` and at api start-up, and the queries of the notification, outbox
-//! and idempotency tables.
+//! and idempotency tables. Queries are checked at run time against a real database by
+//! this crate's tests, each of which gets a fresh database.
 //!
 //! Layout:
 //! - `config.rs`: [`DbConfig`] (`DATABASE_URL` and pool limits).
 //! - `pool.rs`: [`Store`]: connect (creating the database if missing) and migrate.
+//! - `send.rs`: the write path: rows, outbox entries and idempotency in one transaction.
+//! - `inbox.rs`: paging, unread count, mark read.
+//! - `outbox.rs`: the relay's claim / publish / retry queries.
 //! - `error.rs`: [`StoreError`].
 
 mod config;
 mod error;
+mod inbox;
+mod outbox;
 mod pool;
+mod send;
 
 pub use config::{DEFAULT_DATABASE_URL, DbConfig};
 pub use error::StoreError;
+pub use inbox::{InboxItem, MarkRead};
+pub use outbox::{OutboxBacklog, OutboxClaim, PendingPublish};
 pub use pool::{MIGRATOR, Store};
+pub use send::{NewSend, RowState, SendOutcome, StoredRow};

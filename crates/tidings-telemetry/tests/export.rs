@@ -1,5 +1,7 @@
 //! One process, one global subscriber: this binary holds the single test that installs it.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -5,6 +5,8 @@
 //!   prefix) on the shared NATS server, deleted afterwards.
 //! - [`NatsServer`] and [`NatsCluster`]: real `nats-server` child processes on free
 //!   loopback ports, for tests that kill, restart or partition NATS; killed on drop.
+//! - [`TestApi`]: a real api node in-process on OS-chosen ports, with a typed client.
+//! - [`TcpProxy`]: a loopback proxy whose connections a test can cut, for outages.
 //! - [`eventually`]: the one way to wait for something; tests never sleep.
 //!
 //! Shared services come from `DATABASE_URL` and `NATS_URL`. When those are unset and a
@@ -14,8 +16,9 @@
 //! on `PATH`, and refuse one older than the version Tidings needs.
 //!
 //! Layout: `services.rs` (finding Postgres and NATS), `db.rs`, `bus.rs`,
-//! `nats_server.rs`, `eventually.rs`, `log.rs`.
+//! `nats_server.rs`, `api.rs`, `proxy.rs`, `eventually.rs`, `log.rs`.
 
+mod api;
 mod bus;
 #[cfg(feature = "containers")]
 mod containers;
@@ -23,11 +26,14 @@ mod db;
 mod eventually;
 mod log;
 mod nats_server;
+mod proxy;
 mod services;
 
+pub use api::{ApiClient, BearerKey, TestApi};
 pub use bus::TestBus;
 pub use db::TestDb;
 pub use eventually::{eventually, patience};
 pub use log::init_test_log;
 pub use nats_server::{NatsCluster, NatsServer, nats_server_binary};
+pub use proxy::TcpProxy;
 pub use services::{MissingService, ServiceUrls, locate_services};

@@ -1,5 +1,7 @@
 //! The kit's own proof: each path it offers works against real servers.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::time::Duration;
 
 use async_nats::jetstream;

@@ -46,6 +46,9 @@ pub(crate) struct SendArgs {
     /// The api's gRPC address.
     #[arg(long = "api-url", env = "TIDINGS_API_URL", default_value = "http://127.0.0.1:50051")]
     pub(crate) api_url: String,
+    /// The producer API key to present (one of the api's TIDINGS_API_KEYS).
+    #[arg(long = "api-key", env = "TIDINGS_API_KEY", hide_env_values = true)]
+    pub(crate) api_key: Option<tidings_domain::Secret<String>>,
     /// Recipient member ids (repeat the flag or separate with commas).
     #[arg(long = "member", value_delimiter = ',')]
     pub(crate) members: Vec<String>,
@@ -58,9 +61,18 @@ pub(crate) struct SendArgs {
     /// Human-readable text.
     #[arg(long, default_value = "")]
     pub(crate) content: String,
-    /// Structured data as a JSON value.
+    /// Structured data as a JSON value (for --topic: the message itself).
     #[arg(long)]
     pub(crate) data: Option<String>,
+    /// Grouping key, e.g. a thread id.
+    #[arg(long)]
+    pub(crate) group: Option<String>,
+    /// Makes a retry of this command deliver once.
+    #[arg(long = "idempotency-key")]
+    pub(crate) idempotency_key: Option<String>,
+    /// SSE event name for --topic (default: the topic).
+    #[arg(long, requires = "topic")]
+    pub(crate) event: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -118,7 +130,8 @@ impl Command {
     /// Start-up validation: a bad variable stops the process before anything binds.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         match self {
-            Self::Api(c) | Self::Dev(c) => c.validate(),
+            Self::Api(c) => c.validate(false),
+            Self::Dev(c) => c.validate(true),
             Self::Edge(c) => c.validate(),
             Self::Migrate(db) => db.connect_options().map(drop),
             Self::Send(_) | Self::Token(_) => Ok(()),
@@ -126,7 +139,27 @@ impl Command {
     }
 }
 
-pub(crate) async fn migrate(db: &DbConfig) -> anyhow::Result<()> {
+/// Runs a command to completion. Roles run until SIGTERM/SIGINT.
+pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Api(config) => run_api(*config, false).await,
+        Command::Dev(config) => {
+            tracing::warn!("dev: running the api and outbox relay; the edge (SSE) is not built yet");
+            run_api(*config, true).await
+        }
+        Command::Migrate(db) => migrate(&db).await,
+        Command::Send(args) => crate::send::run(args).await,
+        Command::Edge(_) | Command::Token(_) => anyhow::bail!("not built yet in this version"),
+    }
+}
+
+async fn run_api(config: ApiConfig, dev: bool) -> anyhow::Result<()> {
+    let shutdown = crate::signal::shutdown_token();
+    let app = tidings_api::App::build(config, dev).await?;
+    app.run(shutdown).await
+}
+
+async fn migrate(db: &DbConfig) -> anyhow::Result<()> {
     let store = Store::connect(db)
         .await
         .with_context(|| format!("connecting to {}", db.redacted_url()))?;

@@ -1,7 +1,10 @@
-//! `tidings`: the one binary. Parses the command line, starts telemetry, and hands over
-//! to a role library. Nothing here is logic a test would have to repeat.
+//! `tidings`: the one binary. Parses the command line, starts telemetry, installs the
+//! signal handlers, and hands over to a role library. Nothing here is logic a test would
+//! have to repeat.
 
 mod cli;
+mod send;
+mod signal;
 
 use std::process::ExitCode;
 
@@ -27,14 +30,14 @@ fn main() -> ExitCode {
         eprintln!("tidings: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let Command::Migrate(db) = &cli.command else {
+    if matches!(cli.command, Command::Edge(_) | Command::Token(_)) {
         // Roles whose issues have not landed say so instead of pretending to run.
         eprintln!(
             "tidings: `tidings {}` is not built yet in this version",
             cli.command.role()
         );
         return ExitCode::from(EXIT_UNAVAILABLE);
-    };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -44,7 +47,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let _telemetry = tidings_telemetry::init(&cli.telemetry, cli.command.role())?;
-        cli::migrate(db).await
+        cli::run(cli.command).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,9 +1,12 @@
 //! The `tidings` binary as an operator meets it: help, start-up validation, exit codes,
 //! secrets kept out of output, and `migrate` against a real Postgres.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::process::{Command, Output};
 
-use tidings_testkit::TestDb;
+use tidings_proto::v1::notification_service_client::NotificationServiceClient;
+use tidings_testkit::{BearerKey, TestApi, TestBus, TestDb, eventually};
 
 const SUBCOMMANDS: [&str; 6] = ["api", "edge", "dev", "migrate", "send", "token"];
 
@@ -99,8 +102,16 @@ fn bad_configuration_exits_64_naming_the_variable_without_echoing_secrets() {
         ("edge", &[("TIDINGS_HEARTBEAT", "soon")], "TIDINGS_HEARTBEAT"),
         ("migrate", &[("DATABASE_URL", "hunter2")], "DATABASE_URL"),
         ("api", &[("TIDINGS_LOG_FORMAT", "xml")], "TIDINGS_LOG_FORMAT"),
+        ("api", &[("TIDINGS_API_KEYS", "billing=short")], "TIDINGS_API_KEYS"),
+        ("api", &[("TIDINGS_PUBLISH_TIMEOUT", "0s")], "TIDINGS_PUBLISH_TIMEOUT"),
     ];
     for (sub, env, variable) in cases {
+        // `api` needs keys; give valid ones unless the case is about them.
+        let mut env = env.to_vec();
+        if *sub == "api" && !env.iter().any(|(k, _)| *k == "TIDINGS_API_KEYS") {
+            env.push(("TIDINGS_API_KEYS", "ops=0123456789abcdef"));
+        }
+        let env = env.as_slice();
         let out = tidings(&[sub], env);
         let said = text(&out);
         assert_eq!(out.status.code(), Some(64), "{sub} {env:?}: {said}");
@@ -111,7 +122,7 @@ fn bad_configuration_exits_64_naming_the_variable_without_echoing_secrets() {
 
 #[test]
 fn roles_not_built_yet_refuse_to_run() {
-    for sub in ["api", "edge", "dev", "send", "token"] {
+    for sub in ["edge", "token"] {
         let args: &[&str] = match sub {
             "token" => &["token", "--member", "m"],
             other => &[other],
@@ -120,6 +131,94 @@ fn roles_not_built_yet_refuse_to_run() {
         assert_eq!(out.status.code(), Some(69), "{sub}: {}", text(&out));
         assert!(text(&out).contains("not built yet"), "{sub}");
     }
+}
+
+#[test]
+fn the_api_refuses_to_run_without_producer_keys() {
+    let out = tidings(&["api"], &[]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    assert!(text(&out).contains("TIDINGS_API_KEYS"), "{}", text(&out));
+}
+
+/// Guarantee 1: the process dies right after the commit, before publishing; another
+/// api's outbox relay delivers the notification, exactly once.
+#[tokio::test]
+async fn a_send_committed_by_an_api_killed_before_publishing_is_delivered_by_the_relay() {
+    let db = TestDb::new().await;
+    let bus = TestBus::new().await;
+    let port = free_port();
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("NATS_URL", bus.nats_url.as_str()),
+        ("TIDINGS_STREAM", bus.settings.name.as_str()),
+        ("TIDINGS_SUBJECT_PREFIX", bus.settings.prefix.as_str()),
+        ("TIDINGS_API_KEYS", "test=test-key-0123456789"),
+        ("TIDINGS_API_LISTEN", &format!("127.0.0.1:{port}")),
+        ("TIDINGS_API_HTTP_LISTEN", "127.0.0.1:0"),
+        ("TIDINGS_FAULT", "crash-after-commit"),
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .arg("api")
+        .env_clear()
+        .envs(env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let channel = eventually("the api to listen", || async move {
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .ok()?
+            .connect()
+            .await
+            .ok()
+    })
+    .await;
+    let mut client =
+        NotificationServiceClient::with_interceptor(channel, BearerKey(Some("test-key-0123456789".into())));
+    let request = tidings_proto::v1::SendRequest {
+        member_ids: vec!["alice".into()],
+        r#type: "order.paid".into(),
+        content: "paid".into(),
+        ..Default::default()
+    };
+    let status = client.send(request).await.unwrap_err();
+    assert_ne!(status.code(), tonic::Code::Ok);
+    let exit = child.wait().unwrap();
+    assert!(!exit.success(), "the api crashed: {exit:?}");
+
+    let (id, seq): (uuid::Uuid, Option<i64>) = sqlx::query_as("select id, stream_seq from notification")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(seq, None, "committed, never published");
+
+    // Another api (any replica) runs the relay.
+    let api = TestApi::start(TestApi::config(&db, &bus), false).await;
+    let seq = eventually("the relay to publish", || {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<i64>>("select stream_seq from notification where id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .ok()
+                .flatten()
+        }
+    })
+    .await;
+    let mut stream = bus.bus.jetstream().get_stream(&bus.settings.name).await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 1);
+    let stored = stream.get_raw_message(seq as u64).await.unwrap();
+    assert_eq!(stored.headers.get("Nats-Msg-Id").unwrap().as_str(), id.to_string());
+    drop(api);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test]

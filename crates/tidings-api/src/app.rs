@@ -1,0 +1,160 @@
+//! The api process: bind, serve gRPC and the health endpoints, run the outbox relay,
+//! and stop in order on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tidings_bus::Bus;
+use tidings_proto::v1::notification_service_server::NotificationServiceServer;
+use tidings_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::oversize;
+use crate::relay::{self, RelaySettings};
+use crate::service::Service;
+use crate::{ApiConfig, Sender, http};
+
+/// Largest gRPC message the api decodes. A Send at every limit (1,000 member ids of 256
+/// bytes, 4 KiB content, 16 KiB data) is about 280 KiB.
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
+/// A bound, connected api node. [`App::build`] connects and binds; [`App::run`] serves.
+#[derive(Debug)]
+pub struct App {
+    config: ApiConfig,
+    grpc: TcpListener,
+    http: TcpListener,
+    service: Service,
+    relay: RelaySettings,
+    relay_wake: Arc<Notify>,
+}
+
+impl App {
+    /// Connects to Postgres (creating and migrating the database) and NATS (creating or
+    /// updating the stream), and binds both listeners. `dev` allows running without API
+    /// keys.
+    pub async fn build(config: ApiConfig, dev: bool) -> anyhow::Result<Self> {
+        config.validate(dev)?;
+        let keys = config.api_keys(dev)?;
+        if keys.is_empty() {
+            tracing::warn!(
+                "producer authentication is OFF: any client may send; set TIDINGS_API_KEYS outside development"
+            );
+        }
+        let store = Store::connect(&config.db)
+            .await
+            .with_context(|| format!("connecting to Postgres at {}", config.db.redacted_url()))?;
+        store.migrate().await.context("migrating the database")?;
+        let bus = Bus::connect(&config.nats, &config.stream, "tidings-api")
+            .await
+            .context("connecting to NATS")?;
+        let grpc = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding TIDINGS_API_LISTEN {}", config.listen))?;
+        let http = TcpListener::bind(config.http_listen)
+            .await
+            .with_context(|| format!("binding TIDINGS_API_HTTP_LISTEN {}", config.http_listen))?;
+        let relay_wake = Arc::new(Notify::new());
+        let sender = Sender {
+            store,
+            bus,
+            publish_timeout: config.publish_timeout,
+            relay_wake: relay_wake.clone(),
+            crash_after_commit: crash_after_commit(),
+        };
+        let relay = RelaySettings {
+            poll: config.relay_poll,
+            ..RelaySettings::default()
+        };
+        Ok(Self {
+            config,
+            grpc,
+            http,
+            service: Service { sender, keys },
+            relay,
+            relay_wake,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+            .local_addr()
+            .expect("invariant: a bound listener has an address")
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .expect("invariant: a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` is cancelled, then: reports NOT_SERVING, stops accepting,
+    /// lets in-flight calls finish, stops the relay, within `shutdown_grace`.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let tracker = TaskTracker::new();
+        let sender = self.service.sender.clone();
+        tracing::info!(grpc = %self.grpc_addr(), http = %self.http_addr(), stream = %sender.bus.stream_name(), "api serving");
+
+        tracker.spawn(relay::run(
+            sender.clone(),
+            self.relay_wake.clone(),
+            self.relay,
+            shutdown.clone(),
+        ));
+        tracker.spawn(http::serve(self.http, sender.clone(), shutdown.clone()));
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<NotificationServiceServer<Service>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tidings_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("building gRPC reflection")?;
+        let notifications = NotificationServiceServer::new(self.service).max_decoding_message_size(MAX_REQUEST_BYTES);
+
+        let stopping = shutdown.clone();
+        let readiness = health.clone();
+        let server = tonic::transport::Server::builder()
+            .layer(tower::util::MapResponseLayer::new(
+                oversize::resource_exhausted_for_oversize,
+            ))
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(notifications)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), async move {
+                stopping.cancelled().await;
+                readiness.set_not_serving::<NotificationServiceServer<Service>>().await;
+            });
+        let served = tokio::select! {
+            result = server => result.context("gRPC server failed"),
+            () = async { shutdown.cancelled().await; tokio::time::sleep(self.config.shutdown_grace).await } => {
+                tracing::warn!("in-flight calls outlived the shutdown grace; exiting anyway");
+                Ok(())
+            }
+        };
+        tracker.close();
+        if tokio::time::timeout(self.config.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks outlived the shutdown grace");
+        }
+        tracing::info!("api stopped");
+        served
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+fn crash_after_commit() -> bool {
+    std::env::var("TIDINGS_FAULT").is_ok_and(|f| f == "crash-after-commit")
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn crash_after_commit() -> bool {
+    false
+}

@@ -1,0 +1,49 @@
+//! `/healthz` (the process is alive) and `/readyz` (it can do its job: Postgres answers
+//! and NATS is connected) for load balancers and Kubernetes probes.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::Sender;
+
+/// How long readiness waits for Postgres before calling it down.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub(crate) async fn serve(listener: TcpListener, sender: Sender, shutdown: CancellationToken) {
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(sender);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+    {
+        tracing::error!(error = %e, "health endpoint failed");
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(sender): State<Sender>) -> (StatusCode, Json<Value>) {
+    let postgres = matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, sender.store.ping()).await,
+        Ok(Ok(()))
+    );
+    let nats = sender.bus.is_connected();
+    let status = if postgres && nats {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "postgres": postgres, "nats": nats })))
+}

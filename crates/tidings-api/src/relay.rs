@@ -1,0 +1,120 @@
+//! The outbox relay: publishes what the inline step missed (NATS down or slow, the
+//! process killed between commit and publish). Every api replica runs one; they share
+//! the work through `for update skip locked`, and `Nats-Msg-Id` makes a re-publish of
+//! something already stored harmless.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidings_bus::Outgoing;
+use tidings_store::StoreError;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::Sender;
+use crate::payload;
+
+/// How the relay paces itself.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RelaySettings {
+    /// How often it looks for due entries when nothing wakes it.
+    pub(crate) poll: Duration,
+    /// Entries claimed per round.
+    pub(crate) batch: u32,
+    /// First retry delay after a failed publish; doubles per attempt up to `max_backoff`.
+    pub(crate) backoff: Duration,
+    pub(crate) max_backoff: Duration,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_millis(500),
+            batch: 500,
+            backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Runs until `shutdown`. Errors are logged and retried; the loop never ends early.
+pub(crate) async fn run(sender: Sender, wake: Arc<Notify>, settings: RelaySettings, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = wake.notified() => {}
+            () = tokio::time::sleep(settings.poll) => {}
+        }
+        // Drain everything due, a batch at a time.
+        loop {
+            if shutdown.is_cancelled() || !sender.bus.is_connected() {
+                break;
+            }
+            match round(&sender, &settings).await {
+                Ok(claimed) if claimed < settings.batch as usize => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox relay round failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// One round: claim, publish, record. Returns how many entries were claimed.
+async fn round(sender: &Sender, settings: &RelaySettings) -> Result<usize, StoreError> {
+    let mut claim = sender.store.claim_outbox(settings.batch).await?;
+    let claimed = claim.entries.len();
+    if claimed == 0 {
+        return Ok(0);
+    }
+    let (ids, messages): (Vec<Uuid>, Vec<Outgoing>) = claim
+        .entries
+        .iter()
+        .filter_map(|e| {
+            let member = tidings_domain::MemberId::parse(&e.member_id).ok()?;
+            let message = Outgoing {
+                subject: sender.bus.subjects().member(&member),
+                msg_id: Some(e.id.to_string()),
+                event: None,
+                traceparent: e.traceparent.clone(),
+                payload: payload::notification(
+                    e.id,
+                    &e.kind,
+                    &e.content,
+                    e.data.as_deref(),
+                    e.group_id.as_deref(),
+                    e.created_at,
+                ),
+            };
+            Some((e.id, message))
+        })
+        .unzip();
+    let results = sender.bus.publish_all(messages, sender.publish_timeout).await;
+    let mut published = Vec::with_capacity(ids.len());
+    let mut failed = Vec::new();
+    for (id, result) in ids.into_iter().zip(results) {
+        match result {
+            Ok(stored) => published.push((id, stored.seq)),
+            Err(e) => {
+                tracing::debug!(notification = %id, error = %e, "relay publish failed; backing off");
+                failed.push(id);
+            }
+        }
+    }
+    claim.published(&published, sender.bus.epoch().0).await?;
+    claim
+        .retry_later(&failed, settings.backoff, settings.max_backoff)
+        .await?;
+    claim.commit().await?;
+    if !published.is_empty() {
+        tracing::info!(
+            published = published.len(),
+            failed = failed.len(),
+            "outbox relay published"
+        );
+    }
+    Ok(claimed)
+}

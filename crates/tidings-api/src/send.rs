@@ -1,0 +1,131 @@
+//! The write path shared by Send and SendStream: commit, then publish inline, then
+//! record the sequences. Whatever the inline publish misses stays in the outbox for
+//! the relay, so a committed notification is never lost.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidings_bus::{Bus, Outgoing};
+use tidings_domain::{EventId, StreamEpoch};
+use tidings_proto::v1 as pb;
+use tidings_store::{NewSend, RowState, SendOutcome, Store};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::{ApiError, payload};
+
+/// Stores and publishes sends. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    pub(crate) store: Store,
+    pub(crate) bus: Bus,
+    /// How long the inline publish waits for JetStream's acks before leaving the rest to
+    /// the relay.
+    pub(crate) publish_timeout: Duration,
+    /// Wakes the relay when an inline publish failed, instead of waiting for its poll.
+    pub(crate) relay_wake: Arc<Notify>,
+    /// Test-only crash point between commit and publish (the `fault-injection` feature).
+    pub(crate) crash_after_commit: bool,
+}
+
+impl Sender {
+    /// Outbox entries wait this long before the relay may take them: long enough for
+    /// the inline publish to finish first, short enough that a crash delays delivery
+    /// by seconds, not minutes.
+    pub(crate) fn relay_grace(&self) -> Duration {
+        self.publish_timeout * 2
+    }
+
+    /// Stores every send in one transaction, publishes the new rows, and returns one
+    /// result per send, in order. An error for the whole batch means nothing was stored.
+    pub async fn send(&self, sends: Vec<NewSend>) -> Result<Vec<Result<pb::SendResponse, ApiError>>, ApiError> {
+        let outcomes = self.store.insert_sends(&sends, self.relay_grace()).await?;
+        if self.crash_after_commit {
+            tracing::error!("fault injection: crashing between commit and publish");
+            std::process::abort();
+        }
+
+        // Publish every fresh row, pipelined, in request order.
+        let mut fresh: Vec<Uuid> = Vec::new();
+        let mut messages: Vec<Outgoing> = Vec::new();
+        for (send, outcome) in sends.iter().zip(&outcomes) {
+            let SendOutcome::Stored(rows) = outcome else { continue };
+            for row in rows.iter().filter(|r| r.state == RowState::Fresh) {
+                fresh.push(row.id);
+                messages.push(Outgoing {
+                    subject: self.bus.subjects().member(&row.member_id),
+                    msg_id: Some(row.id.to_string()),
+                    event: None,
+                    traceparent: send.traceparent.clone(),
+                    payload: payload::notification(
+                        row.id,
+                        send.kind.as_str(),
+                        &send.content,
+                        send.data_json.as_deref(),
+                        send.group_id.as_deref(),
+                        send.created_at,
+                    ),
+                });
+            }
+        }
+        let epoch = self.bus.epoch();
+        let mut published: Vec<(Uuid, u64)> = Vec::with_capacity(fresh.len());
+        if !messages.is_empty() {
+            if self.bus.is_connected() {
+                let results = self.bus.publish_all(messages, self.publish_timeout).await;
+                for (id, result) in fresh.iter().zip(results) {
+                    match result {
+                        Ok(stored) => published.push((*id, stored.seq)),
+                        Err(e) => {
+                            tracing::debug!(notification = %id, error = %e, "inline publish failed; relay will retry")
+                        }
+                    }
+                }
+            }
+            if published.len() < fresh.len() {
+                tracing::warn!(
+                    pending = fresh.len() - published.len(),
+                    "publishing deferred to the outbox relay"
+                );
+                self.relay_wake.notify_one();
+            }
+            // Recording is bookkeeping: if it fails, the relay re-publishes, and the
+            // Nats-Msg-Id makes JetStream answer with the same sequence.
+            if let Err(e) = self.store.record_published(&published, epoch.0).await {
+                tracing::warn!(error = %e, "recording published sequences failed; relay will reconcile");
+            }
+        }
+
+        let published: HashMap<Uuid, u64> = published.into_iter().collect();
+        let seq_of = |id: &Uuid| published.get(id).copied();
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                SendOutcome::KeyConflict => Err(ApiError::Conflict(
+                    "idempotency_key: already used for a different set of members".into(),
+                )),
+                SendOutcome::Skipped => Err(ApiError::Conflict(
+                    "not attempted: an earlier request of this batch had a conflicting idempotency_key".into(),
+                )),
+                SendOutcome::Stored(rows) => Ok(pb::SendResponse {
+                    deliveries: rows
+                        .into_iter()
+                        .map(|row| {
+                            let event_id = match row.state {
+                                RowState::Fresh => seq_of(&row.id).map(|seq| EventId::new(epoch, seq)),
+                                RowState::Published { seq, epoch } => Some(EventId::new(StreamEpoch(epoch), seq)),
+                                RowState::Pending => None,
+                            };
+                            pb::Delivery {
+                                member_id: row.member_id.to_string(),
+                                notification_id: row.id.to_string(),
+                                event_id: event_id.map(|e| e.to_string()).unwrap_or_default(),
+                            }
+                        })
+                        .collect(),
+                }),
+            })
+            .collect())
+    }
+}

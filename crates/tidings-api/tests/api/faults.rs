@@ -1,0 +1,146 @@
+use std::time::{Duration, Instant};
+
+use tidings_domain::EventId;
+use tidings_testkit::{NatsServer, TcpProxy, TestApi, TestBus, TestDb, eventually, init_test_log};
+use tonic::Code;
+
+use crate::send::reqwest_like_get;
+use crate::support::send_to;
+
+#[tokio::test]
+async fn nats_down_during_send_still_succeeds_and_the_relay_publishes_exactly_once() {
+    init_test_log();
+    let db = TestDb::new().await;
+    let mut nats = NatsServer::start().await;
+    let bus = TestBus::on(nats.url()).await;
+    let mut config = TestApi::config(&db, &bus);
+    config.publish_timeout = Duration::from_millis(500);
+    let api = TestApi::start(config, false).await;
+    let mut client = api.client().await;
+
+    nats.kill();
+    let mut request = tonic::Request::new(send_to(&["alice"]));
+    let traceparent = "00-11111111111111111111111111111111-2222222222222222-01";
+    request
+        .metadata_mut()
+        .insert("traceparent", traceparent.parse().unwrap());
+    let response = client
+        .send(request)
+        .await
+        .expect("committed, so the call succeeds")
+        .into_inner();
+    let delivery = &response.deliveries[0];
+    assert_eq!(delivery.event_id, "", "not published yet");
+
+    nats.restart().await;
+    let id = delivery.notification_id.clone();
+    let seq: i64 = eventually("the relay to publish the notification", || {
+        let (pool, id) = (db.pool.clone(), id.clone());
+        async move {
+            sqlx::query_scalar::<_, Option<i64>>("select stream_seq from notification where id = $1::uuid")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .ok()
+                .flatten()
+        }
+    })
+    .await;
+
+    let stream = bus.bus.jetstream().get_stream(&bus.settings.name).await.unwrap();
+    let stored = stream.get_raw_message(seq as u64).await.unwrap();
+    assert_eq!(stored.headers.get("Nats-Msg-Id").unwrap().as_str(), id);
+    assert_eq!(
+        stored.headers.get("traceparent").unwrap().as_str(),
+        traceparent,
+        "the relay continues the trace"
+    );
+    let mut stream = stream;
+    assert_eq!(stream.info().await.unwrap().state.messages, 1, "published exactly once");
+    let outbox: i64 = sqlx::query_scalar("select count(*) from outbox")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(outbox, 0);
+
+    // Inbox reads report the event id the relay got.
+    let listed = client
+        .list_notifications(tidings_proto::v1::ListNotificationsRequest {
+            member_id: "alice".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        EventId::parse(&listed.notifications[0].event_id).unwrap().seq,
+        seq as u64
+    );
+}
+
+#[tokio::test]
+async fn postgres_down_answers_unavailable_in_bounded_time_and_recovers() {
+    init_test_log();
+    let db = TestDb::new().await;
+    let bus = TestBus::new().await;
+    let url = url_of(&db.url);
+    let proxy = TcpProxy::start(url).await;
+    let mut config = TestApi::config(&db, &bus);
+    config.db.url = db.url.replace(&url.to_string(), &proxy.addr().to_string()).into();
+    config.db.acquire_timeout = Duration::from_secs(2);
+    let api = TestApi::start(config, false).await;
+    let mut client = api.client().await;
+    client.send(send_to(&["a"])).await.unwrap();
+
+    proxy.cut();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let status = client.send(send_to(&["a"])).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no hang: {:?}",
+            started.elapsed()
+        );
+        let status = client
+            .get_unread_count(tidings_proto::v1::GetUnreadCountRequest { member_id: "a".into() })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable);
+    }
+    let ready = reqwest_like_get(api.http_addr, "/readyz").await;
+    assert!(
+        ready.starts_with("HTTP/1.1 503") && ready.contains(r#""postgres":false"#),
+        "{ready}"
+    );
+
+    proxy.restore();
+    eventually("sends to work again", || {
+        let mut client = client.clone();
+        async move { client.send(send_to(&["a"])).await.ok() }
+    })
+    .await;
+    let rows: i64 = sqlx::query_scalar("select count(*) from notification")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 2, "nothing was half-stored during the outage");
+}
+
+fn url_of(database_url: &str) -> std::net::SocketAddr {
+    let rest = database_url
+        .split('@')
+        .nth(1)
+        .unwrap_or(database_url.trim_start_matches("postgres://"));
+    let host_port = rest.split('/').next().unwrap();
+    let host_port = if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:5432")
+    };
+    let host_port = host_port.replace("localhost", "127.0.0.1");
+    std::net::ToSocketAddrs::to_socket_addrs(&host_port)
+        .unwrap()
+        .next()
+        .unwrap()
+}

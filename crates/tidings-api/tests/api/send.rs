@@ -1,0 +1,272 @@
+use tidings_domain::{EventId, MemberId};
+use tidings_proto::v1 as pb;
+use tonic::Code;
+
+use crate::support::{Harness, send_to};
+
+#[tokio::test]
+async fn a_send_is_stored_and_published_with_subject_headers_and_sequence() {
+    let h = Harness::start().await;
+    let mut client = h.api.client().await;
+    let mut request = tonic::Request::new(send_to(&["alice", "bob.*> x"]));
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    request
+        .metadata_mut()
+        .insert("traceparent", traceparent.parse().unwrap());
+    let response = client.send(request).await.unwrap().into_inner();
+    assert_eq!(response.deliveries.len(), 2);
+
+    for delivery in &response.deliveries {
+        let event_id = EventId::parse(&delivery.event_id).expect("published inline: an event id");
+        assert_eq!(event_id.epoch, h.bus.bus.epoch());
+        let stored = h.stored(event_id.seq).await;
+        let member = MemberId::parse(&delivery.member_id).unwrap();
+        assert_eq!(stored.subject.as_str(), h.bus.bus.subjects().member(&member));
+        assert_eq!(
+            stored.headers.get("Nats-Msg-Id").unwrap().as_str(),
+            delivery.notification_id
+        );
+        assert_eq!(stored.headers.get("traceparent").unwrap().as_str(), traceparent);
+        let published_at: u128 = stored
+            .headers
+            .get("Tidings-Published-At")
+            .unwrap()
+            .as_str()
+            .parse()
+            .unwrap();
+        assert!(published_at > 1_700_000_000_000_000_000);
+        let payload: serde_json::Value = serde_json::from_slice(&stored.payload).unwrap();
+        assert_eq!(payload["id"], delivery.notification_id.as_str());
+        assert_eq!(payload["type"], "comment.created");
+        assert_eq!(payload["data"], serde_json::json!({"post": 7}));
+        assert_eq!(payload["groupId"], "thread-7");
+
+        let (seq, epoch): (Option<i64>, Option<i64>) =
+            sqlx::query_as("select stream_seq, stream_epoch from notification where id = $1::uuid")
+                .bind(&delivery.notification_id)
+                .fetch_one(&h.db.pool)
+                .await
+                .unwrap();
+        assert_eq!(seq, Some(event_id.seq as i64));
+        assert_eq!(epoch, Some(event_id.epoch.0 as i64));
+    }
+    let outbox: i64 = sqlx::query_scalar("select count(*) from outbox")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(outbox, 0, "published rows leave the outbox");
+}
+
+#[tokio::test]
+async fn a_retried_send_with_the_same_key_stores_and_delivers_once() {
+    let h = Harness::start().await;
+    let mut client = h.api.client().await;
+    let request = pb::SendRequest {
+        idempotency_key: "order-42-paid".into(),
+        ..send_to(&["a", "b", "c"])
+    };
+    let first = client.send(request.clone()).await.unwrap().into_inner();
+    let second = client.send(request.clone()).await.unwrap().into_inner();
+    assert_eq!(first, second, "same ids and event ids");
+    assert_eq!(h.stream_messages().await, 3);
+    let rows: i64 = sqlx::query_scalar("select count(*) from notification")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 3);
+
+    let other_members = pb::SendRequest {
+        member_ids: vec!["a".into()],
+        ..request
+    };
+    let status = client.send(other_members).await.unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists);
+    assert!(status.message().contains("idempotency_key"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors_and_change_nothing() {
+    let h = Harness::start().await;
+    let mut client = h.api.client().await;
+    let cases: Vec<(pb::SendRequest, Code, &str)> = vec![
+        (send_to(&[]), Code::InvalidArgument, "member_ids"),
+        (send_to(&["ok", "bad\u{0}"]), Code::InvalidArgument, "member_ids[1]"),
+        (
+            pb::SendRequest {
+                r#type: "not a type".into(),
+                ..send_to(&["a"])
+            },
+            Code::InvalidArgument,
+            "type",
+        ),
+        (
+            pb::SendRequest {
+                data_json: "{oops".into(),
+                ..send_to(&["a"])
+            },
+            Code::InvalidArgument,
+            "data_json",
+        ),
+        (
+            pb::SendRequest {
+                content: "x".repeat(5000),
+                ..send_to(&["a"])
+            },
+            Code::ResourceExhausted,
+            "content",
+        ),
+        (
+            pb::SendRequest {
+                member_ids: vec!["m".into(); 1001],
+                ..send_to(&[])
+            },
+            Code::ResourceExhausted,
+            "member_ids",
+        ),
+    ];
+    for (request, code, field) in cases {
+        let status = client.send(request).await.unwrap_err();
+        assert_eq!(status.code(), code, "{field}: {}", status.message());
+        assert!(status.message().starts_with(field), "{}", status.message());
+    }
+    // A 10 MB request is refused before it is decoded.
+    let huge = pb::SendRequest {
+        content: "x".repeat(10 * 1024 * 1024),
+        ..send_to(&["a"])
+    };
+    let status = client.send(huge).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("larger than the api accepts"),
+        "{}",
+        status.message()
+    );
+
+    let rows: i64 = sqlx::query_scalar("select count(*) from notification")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+    assert_eq!(h.stream_messages().await, 0);
+    // The node is fine afterwards.
+    client.send(send_to(&["a"])).await.unwrap();
+}
+
+#[tokio::test]
+async fn producers_must_present_a_known_key() {
+    let h = Harness::start().await;
+    for key in [None, Some("wrong-key-0123456789".to_owned())] {
+        let mut client = h.api.client_with_key(key.clone()).await;
+        let status = client.send(send_to(&["a"])).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{key:?}");
+        let status = client
+            .get_unread_count(pb::GetUnreadCountRequest { member_id: "a".into() })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    let rows: i64 = sqlx::query_scalar("select count(*) from notification")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+}
+
+#[tokio::test]
+async fn publish_to_a_topic_is_stored_for_replay_but_in_no_inbox() {
+    let h = Harness::start().await;
+    let mut client = h.api.client().await;
+    let response = client
+        .publish(pb::PublishRequest {
+            topic: "ranking".into(),
+            event: "board".into(),
+            data_json: "[3,1,2]".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let event_id = EventId::parse(&response.event_id).unwrap();
+    let stored = h.stored(event_id.seq).await;
+    assert_eq!(
+        stored.subject.as_str(),
+        format!("{}.topic.ranking", h.bus.settings.prefix)
+    );
+    assert_eq!(stored.headers.get("Tidings-Event").unwrap().as_str(), "board");
+    assert_eq!(stored.payload.as_ref(), b"[3,1,2]");
+    let rows: i64 = sqlx::query_scalar("select count(*) from notification")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+
+    let spoof = pb::PublishRequest {
+        topic: "ranking".into(),
+        event: "notification".into(),
+        data_json: "{}".into(),
+    };
+    assert_eq!(client.publish(spoof).await.unwrap_err().code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn health_and_reflection_are_served() {
+    let h = Harness::start().await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", h.api.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "tidings.v1.NotificationService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("{response:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"tidings.v1.NotificationService".to_owned()),
+        "{names:?}"
+    );
+    assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
+
+    let ready = reqwest_like_get(h.api.http_addr, "/readyz").await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert!(
+        ready.contains(r#""postgres":true"#) && ready.contains(r#""nats":true"#),
+        "{ready}"
+    );
+}
+
+/// A minimal HTTP/1.1 GET, enough for health endpoints.
+pub(crate) async fn reqwest_like_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}

@@ -1,0 +1,124 @@
+//! The read side of a member's inbox: paging, unread count, marking read.
+//!
+//! Every query is bounded by one member's index entries: paging walks
+//! `notification_member_page` (or `notification_member_unread`) from the cursor, and the
+//! unread count touches only the member's unread rows.
+
+use chrono::{DateTime, Utc};
+use tidings_domain::MemberId;
+use uuid::Uuid;
+
+use crate::{Store, StoreError};
+
+/// One notification of a member's inbox.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct InboxItem {
+    pub id: Uuid,
+    pub member_id: String,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub content: String,
+    /// The JSON value given at Send, as text.
+    pub data: Option<String>,
+    pub group_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub read_at: Option<DateTime<Utc>>,
+    pub stream_seq: Option<i64>,
+    pub stream_epoch: Option<i64>,
+}
+
+/// Which notifications [`Store::mark_read`] marks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MarkRead {
+    /// These ids; ids of other members or unknown ids are ignored.
+    Ids(Vec<Uuid>),
+    /// This notification and every older one of the member.
+    UpTo(Uuid),
+}
+
+impl Store {
+    /// A page of the member's inbox, newest first, strictly older than `before` (the
+    /// last id of the previous page). Returns at most `limit` items.
+    pub async fn list(
+        &self,
+        member: &MemberId,
+        before: Option<Uuid>,
+        limit: u32,
+        unread_only: bool,
+    ) -> Result<Vec<InboxItem>, StoreError> {
+        // Two statements rather than a `read_at is null or not $4` predicate, so the
+        // planner always sees which partial index applies.
+        let sql = if unread_only {
+            "select id, member_id, type, content, data::text as data, group_id, created_at, read_at, stream_seq, stream_epoch
+             from notification
+             where member_id = $1 and ($2::uuid is null or id < $2) and read_at is null
+             order by id desc limit $3"
+        } else {
+            "select id, member_id, type, content, data::text as data, group_id, created_at, read_at, stream_seq, stream_epoch
+             from notification
+             where member_id = $1 and ($2::uuid is null or id < $2)
+             order by id desc limit $3"
+        };
+        Ok(sqlx::query_as(sql)
+            .bind(member.as_str())
+            .bind(before)
+            .bind(i64::from(limit))
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    /// The number of the member's unread notifications.
+    pub async fn unread_count(&self, member: &MemberId) -> Result<u64, StoreError> {
+        let count: i64 =
+            sqlx::query_scalar("select count(*) from notification where member_id = $1 and read_at is null")
+                .bind(member.as_str())
+                .fetch_one(self.pool())
+                .await?;
+        Ok(count.unsigned_abs())
+    }
+
+    /// Marks notifications read (already-read ones keep their first `read_at`) and
+    /// returns the new unread count. `None` when `UpTo` names no notification of this
+    /// member.
+    pub async fn mark_read(&self, member: &MemberId, which: &MarkRead) -> Result<Option<u64>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        match which {
+            MarkRead::Ids(ids) => {
+                sqlx::query(
+                    "update notification set read_at = now()
+                     where member_id = $1 and id = any($2) and read_at is null",
+                )
+                .bind(member.as_str())
+                .bind(ids)
+                .execute(&mut *tx)
+                .await?;
+            }
+            MarkRead::UpTo(id) => {
+                let exists: bool =
+                    sqlx::query_scalar("select exists (select 1 from notification where member_id = $1 and id = $2)")
+                        .bind(member.as_str())
+                        .bind(id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if !exists {
+                    return Ok(None);
+                }
+                sqlx::query(
+                    "update notification set read_at = now()
+                     where member_id = $1 and id <= $2 and read_at is null",
+                )
+                .bind(member.as_str())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let count: i64 =
+            sqlx::query_scalar("select count(*) from notification where member_id = $1 and read_at is null")
+                .bind(member.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(Some(count.unsigned_abs()))
+    }
+}

@@ -1,0 +1,309 @@
+//! The write path: storing the notifications of many Send requests in one transaction,
+//! each with its outbox entry, honouring idempotency keys.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{Postgres, Transaction};
+use tidings_domain::{MemberId, NotificationType};
+use uuid::Uuid;
+
+use crate::{Store, StoreError};
+
+/// One Send, validated: everything the store needs to write its rows.
+#[derive(Debug, Clone)]
+pub struct NewSend {
+    /// The authenticated producer; scopes `idempotency_key`.
+    pub producer: String,
+    pub idempotency_key: Option<String>,
+    pub kind: NotificationType,
+    pub content: String,
+    /// A JSON value, already validated, as text.
+    pub data_json: Option<String>,
+    pub group_id: Option<String>,
+    /// Distinct recipients, in request order.
+    pub members: Vec<MemberId>,
+    /// W3C trace context of the request, kept with the outbox entry.
+    pub traceparent: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What happened to one [`NewSend`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// One row per member, in the order of [`NewSend::members`].
+    Stored(Vec<StoredRow>),
+    /// The idempotency key was used before for a different set of members.
+    KeyConflict,
+    /// Not attempted: an earlier send of the batch had a [`SendOutcome::KeyConflict`],
+    /// and a batch stops there so a stream's answers stay in order.
+    Skipped,
+}
+
+/// One member's notification row after the transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRow {
+    pub id: Uuid,
+    pub member_id: MemberId,
+    pub created_at: DateTime<Utc>,
+    pub state: RowState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowState {
+    /// Written by this call: the caller publishes it (or leaves it to the relay).
+    Fresh,
+    /// Written by an earlier call with the same key and already published.
+    Published { seq: u64, epoch: u64 },
+    /// Written by an earlier call with the same key; its publish is still pending.
+    Pending,
+}
+
+impl Store {
+    /// Stores every send in one transaction: notification rows plus outbox entries.
+    /// A send whose idempotency key was seen before writes nothing and returns the
+    /// earlier rows; one whose key was used for other members is a conflict, and the
+    /// sends after it are skipped. Outbox entries become due for the relay after `relay_grace`, giving
+    /// the caller time to publish them itself first.
+    pub async fn insert_sends(&self, sends: &[NewSend], relay_grace: Duration) -> Result<Vec<SendOutcome>, StoreError> {
+        // Ids are UUIDv7: time-ordered, so inbox order is id order.
+        let planned: Vec<Vec<Uuid>> = sends
+            .iter()
+            .map(|s| s.members.iter().map(|_| Uuid::now_v7()).collect())
+            .collect();
+        let mut tx = self.pool().begin().await?;
+        let mut outcomes: Vec<Option<SendOutcome>> = vec![None; sends.len()];
+
+        // Keys seen before: replay their rows, or refuse a different member set.
+        let mut earlier = existing_rows(&mut tx, sends.iter()).await?;
+        for (send, outcome) in sends.iter().zip(outcomes.iter_mut()) {
+            if let Some(rows) = key_of(send).and_then(|k| earlier.remove(&k)) {
+                *outcome = Some(replay(send, rows));
+            }
+        }
+        if let Some(first) = outcomes.iter().position(|o| o == &Some(SendOutcome::KeyConflict)) {
+            for later in &mut outcomes[first + 1..] {
+                *later = Some(SendOutcome::Skipped);
+            }
+        }
+
+        let to_insert: Vec<(&NewSend, &[Uuid])> = sends
+            .iter()
+            .zip(&planned)
+            .zip(&outcomes)
+            .filter(|(_, o)| o.is_none())
+            .map(|((s, ids), _)| (s, ids.as_slice()))
+            .collect();
+        let fresh = insert_rows(&mut tx, &to_insert, relay_grace).await?;
+
+        // A concurrent call may have stored the same key between our check and insert:
+        // our insert then skipped those rows, and the winner's rows are visible now.
+        let raced = sends
+            .iter()
+            .zip(&planned)
+            .zip(&outcomes)
+            .filter(|((s, ids), o)| o.is_none() && key_of(s).is_some() && !all_fresh(ids, &fresh))
+            .map(|((s, _), _)| s);
+        let mut raced_rows = existing_rows(&mut tx, raced).await?;
+        tx.commit().await?;
+
+        Ok(sends
+            .iter()
+            .zip(planned)
+            .zip(outcomes)
+            .map(|((send, ids), outcome)| match outcome {
+                Some(done) => done,
+                None if !all_fresh(&ids, &fresh) => match key_of(send).and_then(|k| raced_rows.remove(&k)) {
+                    Some(rows) => replay(send, rows),
+                    None => SendOutcome::KeyConflict,
+                },
+                None => SendOutcome::Stored(
+                    send.members
+                        .iter()
+                        .zip(ids)
+                        .map(|(member, id)| StoredRow {
+                            id,
+                            member_id: member.clone(),
+                            created_at: send.created_at,
+                            state: RowState::Fresh,
+                        })
+                        .collect(),
+                ),
+            })
+            .collect())
+    }
+
+    /// Records stream sequences after JetStream acknowledged the publishes, and
+    /// clears their outbox entries.
+    pub async fn record_published(&self, published: &[(Uuid, u64)], epoch: u64) -> Result<(), StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        crate::outbox::record_published(&mut conn, published, epoch).await
+    }
+}
+
+type Key = (String, String);
+
+fn key_of(send: &NewSend) -> Option<Key> {
+    send.idempotency_key.clone().map(|k| (send.producer.clone(), k))
+}
+
+fn all_fresh(ids: &[Uuid], fresh: &HashSet<Uuid>) -> bool {
+    ids.iter().all(|id| fresh.contains(id))
+}
+
+fn replay(send: &NewSend, rows: Vec<ExistingRow>) -> SendOutcome {
+    let mut by_member: HashMap<String, ExistingRow> = rows.into_iter().map(|r| (r.member_id.clone(), r)).collect();
+    if by_member.len() != send.members.len() {
+        return SendOutcome::KeyConflict;
+    }
+    let mut out = Vec::with_capacity(send.members.len());
+    for member in &send.members {
+        let Some(row) = by_member.remove(member.as_str()) else {
+            return SendOutcome::KeyConflict;
+        };
+        let state = match (row.stream_seq, row.stream_epoch) {
+            (Some(seq), Some(epoch)) => RowState::Published {
+                seq: seq.unsigned_abs(),
+                epoch: epoch.unsigned_abs(),
+            },
+            _ => RowState::Pending,
+        };
+        out.push(StoredRow {
+            id: row.id,
+            member_id: member.clone(),
+            created_at: row.created_at,
+            state,
+        });
+    }
+    SendOutcome::Stored(out)
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct ExistingRow {
+    producer: String,
+    idempotency_key: String,
+    member_id: String,
+    id: Uuid,
+    created_at: DateTime<Utc>,
+    stream_seq: Option<i64>,
+    stream_epoch: Option<i64>,
+}
+
+async fn existing_rows<'a>(
+    tx: &mut Transaction<'static, Postgres>,
+    sends: impl Iterator<Item = &'a NewSend>,
+) -> Result<HashMap<Key, Vec<ExistingRow>>, StoreError> {
+    let (producers, keys): (Vec<String>, Vec<String>) = sends.filter_map(key_of).unzip();
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<ExistingRow> = sqlx::query_as(
+        "select producer, idempotency_key, member_id, id, created_at, stream_seq, stream_epoch
+         from notification
+         where (producer, idempotency_key) in (select * from unnest($1::text[], $2::text[]))",
+    )
+    .bind(&producers)
+    .bind(&keys)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut grouped: HashMap<Key, Vec<ExistingRow>> = HashMap::new();
+    for row in rows {
+        grouped
+            .entry((row.producer.clone(), row.idempotency_key.clone()))
+            .or_default()
+            .push(row);
+    }
+    Ok(grouped)
+}
+
+/// Inserts the rows of `sends` and their outbox entries in one statement; returns the
+/// ids actually inserted (an idempotency conflict with a concurrent call skips rows).
+async fn insert_rows(
+    tx: &mut Transaction<'static, Postgres>,
+    sends: &[(&NewSend, &[Uuid])],
+    relay_grace: Duration,
+) -> Result<HashSet<Uuid>, StoreError> {
+    let rows: usize = sends.iter().map(|(s, _)| s.members.len()).sum();
+    if rows == 0 {
+        return Ok(HashSet::new());
+    }
+    let mut cols = Columns::with_capacity(rows);
+    for (send, ids) in sends {
+        for (member, id) in send.members.iter().zip(ids.iter()) {
+            cols.id.push(*id);
+            cols.member.push(member.as_str().to_owned());
+            cols.kind.push(send.kind.as_str().to_owned());
+            cols.content.push(send.content.clone());
+            cols.data.push(send.data_json.clone());
+            cols.group.push(send.group_id.clone());
+            cols.created.push(send.created_at);
+            cols.producer.push(send.producer.clone());
+            cols.key.push(send.idempotency_key.clone());
+            cols.traceparent.push(send.traceparent.clone());
+        }
+    }
+    let grace_ms = i64::try_from(relay_grace.as_millis()).unwrap_or(i64::MAX);
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
+        "with t as (
+             select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                  $7::timestamptz[], $8::text[], $9::text[], $10::text[])
+                 as t(id, member_id, type, content, data, group_id, created_at, producer, idempotency_key, traceparent)
+         ),
+         ins as (
+             insert into notification (id, member_id, type, content, data, group_id, created_at, producer, idempotency_key)
+             select id, member_id, type, content, data::jsonb, group_id, created_at, producer, idempotency_key from t
+             on conflict (producer, idempotency_key, member_id) where idempotency_key is not null do nothing
+             returning id
+         )
+         insert into outbox (notification_id, next_attempt_at, traceparent)
+         select ins.id, now() + $11 * interval '1 millisecond', t.traceparent from ins join t using (id)
+         returning notification_id",
+    )
+    .bind(&cols.id)
+    .bind(&cols.member)
+    .bind(&cols.kind)
+    .bind(&cols.content)
+    .bind(&cols.data)
+    .bind(&cols.group)
+    .bind(&cols.created)
+    .bind(&cols.producer)
+    .bind(&cols.key)
+    .bind(&cols.traceparent)
+    .bind(grace_ms)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(inserted.into_iter().collect())
+}
+
+/// Column arrays for `unnest`: one round trip however many rows.
+#[derive(Default)]
+struct Columns {
+    id: Vec<Uuid>,
+    member: Vec<String>,
+    kind: Vec<String>,
+    content: Vec<String>,
+    data: Vec<Option<String>>,
+    group: Vec<Option<String>>,
+    created: Vec<DateTime<Utc>>,
+    producer: Vec<String>,
+    key: Vec<Option<String>>,
+    traceparent: Vec<Option<String>>,
+}
+
+impl Columns {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            id: Vec::with_capacity(n),
+            member: Vec::with_capacity(n),
+            kind: Vec::with_capacity(n),
+            content: Vec::with_capacity(n),
+            data: Vec::with_capacity(n),
+            group: Vec::with_capacity(n),
+            created: Vec::with_capacity(n),
+            producer: Vec::with_capacity(n),
+            key: Vec::with_capacity(n),
+            traceparent: Vec::with_capacity(n),
+        }
+    }
+}

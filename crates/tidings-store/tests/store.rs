@@ -1,0 +1,338 @@
+//! The store against a real Postgres: a fresh database per test.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use tidings_domain::{MemberId, NotificationType};
+use tidings_store::{MarkRead, NewSend, RowState, SendOutcome, StoredRow};
+use tidings_testkit::TestDb;
+use uuid::Uuid;
+
+fn member(s: &str) -> MemberId {
+    MemberId::parse(s).unwrap()
+}
+
+fn send(members: &[&str], key: Option<&str>) -> NewSend {
+    NewSend {
+        producer: "billing".into(),
+        idempotency_key: key.map(str::to_owned),
+        kind: NotificationType::parse("invoice.paid").unwrap(),
+        content: "Your invoice was paid".into(),
+        data_json: Some(r#"{"amount":42}"#.into()),
+        group_id: Some("inv-1".into()),
+        members: members.iter().map(|m| member(m)).collect(),
+        traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        created_at: Utc::now(),
+    }
+}
+
+fn rows(outcome: &SendOutcome) -> &[StoredRow] {
+    match outcome {
+        SendOutcome::Stored(rows) => rows,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+const NOW: Duration = Duration::ZERO;
+
+async fn count(db: &TestDb, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_send_stores_one_row_and_one_outbox_entry_per_member_in_order() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let out = store.insert_sends(&[send(&["b", "a", "c"], None)], NOW).await.unwrap();
+    let rows = rows(&out[0]);
+    assert_eq!(
+        rows.iter().map(|r| r.member_id.as_str()).collect::<Vec<_>>(),
+        ["b", "a", "c"]
+    );
+    assert!(rows.iter().all(|r| r.state == RowState::Fresh));
+    assert_eq!(count(&db, "select count(*) from notification").await, 3);
+    assert_eq!(count(&db, "select count(*) from outbox").await, 3);
+
+    let item = &store.list(&member("a"), None, 10, false).await.unwrap()[0];
+    assert_eq!(item.id, rows[1].id);
+    assert_eq!(item.kind, "invoice.paid");
+    assert_eq!(
+        item.data.as_deref(),
+        Some(r#"{"amount": 42}"#),
+        "jsonb normalises spacing"
+    );
+    assert_eq!(item.stream_seq, None);
+
+    store.record_published(&[(rows[1].id, 7)], 99).await.unwrap();
+    let item = &store.list(&member("a"), None, 10, false).await.unwrap()[0];
+    assert_eq!((item.stream_seq, item.stream_epoch), (Some(7), Some(99)));
+    assert_eq!(count(&db, "select count(*) from outbox").await, 2);
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_stores_once_and_returns_the_same_ids() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let first = store.insert_sends(&[send(&["a", "b"], Some("k1"))], NOW).await.unwrap();
+    let ids: Vec<Uuid> = rows(&first[0]).iter().map(|r| r.id).collect();
+
+    let again = store.insert_sends(&[send(&["a", "b"], Some("k1"))], NOW).await.unwrap();
+    assert_eq!(rows(&again[0]).iter().map(|r| r.id).collect::<Vec<_>>(), ids);
+    assert!(rows(&again[0]).iter().all(|r| r.state == RowState::Pending));
+
+    store.record_published(&[(ids[0], 5), (ids[1], 6)], 1).await.unwrap();
+    // Members in another order still match, and now report their sequences.
+    let third = store.insert_sends(&[send(&["b", "a"], Some("k1"))], NOW).await.unwrap();
+    let states: Vec<_> = rows(&third[0]).iter().map(|r| (r.id, r.state)).collect();
+    assert_eq!(
+        states,
+        [
+            (ids[1], RowState::Published { seq: 6, epoch: 1 }),
+            (ids[0], RowState::Published { seq: 5, epoch: 1 })
+        ]
+    );
+    assert_eq!(count(&db, "select count(*) from notification").await, 2);
+
+    // Another producer's identical key is a different request.
+    let mut other = send(&["a", "b"], Some("k1"));
+    other.producer = "shipping".into();
+    let other = store.insert_sends(&[other], NOW).await.unwrap();
+    assert!(rows(&other[0]).iter().all(|r| r.state == RowState::Fresh));
+    assert_eq!(count(&db, "select count(*) from notification").await, 4);
+}
+
+#[tokio::test]
+async fn a_key_reused_for_other_members_is_refused_and_writes_nothing() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    store.insert_sends(&[send(&["a", "b"], Some("k1"))], NOW).await.unwrap();
+    for members in [&["a"][..], &["a", "b", "c"], &["a", "c"]] {
+        let batch = [send(&["y"], None), send(members, Some("k1")), send(&["z"], None)];
+        let out = store.insert_sends(&batch, NOW).await.unwrap();
+        assert_eq!(rows(&out[0]).len(), 1, "sends before the conflict are stored");
+        assert_eq!(out[1], SendOutcome::KeyConflict, "{members:?}");
+        assert_eq!(out[2], SendOutcome::Skipped, "sends after it are not attempted");
+    }
+    assert_eq!(
+        count(&db, "select count(*) from notification where idempotency_key = 'k1'").await,
+        2
+    );
+    assert_eq!(
+        count(&db, "select count(*) from notification where member_id = 'z'").await,
+        0
+    );
+    assert_eq!(
+        count(&db, "select count(*) from notification where member_id = 'y'").await,
+        3
+    );
+}
+
+#[tokio::test]
+async fn concurrent_retries_with_one_key_store_once() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let members: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+    let refs: Vec<&str> = members.iter().map(String::as_str).collect();
+    let attempts = (0..8).map(|_| {
+        let (store, s) = (store.clone(), send(&refs, Some("retry")));
+        tokio::spawn(async move { store.insert_sends(&[s], NOW).await.unwrap() })
+    });
+    let results = futures::future::join_all(attempts).await;
+    let id_sets: HashSet<Vec<Uuid>> = results
+        .iter()
+        .map(|r| rows(&r.as_ref().unwrap()[0]).iter().map(|r| r.id).collect())
+        .collect();
+    assert_eq!(id_sets.len(), 1, "every attempt returns the same ids");
+    let fresh = results
+        .iter()
+        .filter(|r| rows(&r.as_ref().unwrap()[0])[0].state == RowState::Fresh)
+        .count();
+    assert_eq!(fresh, 1, "exactly one attempt wrote (and will publish) the rows");
+    assert_eq!(count(&db, "select count(*) from notification").await, 50);
+    assert_eq!(count(&db, "select count(*) from outbox").await, 50);
+}
+
+#[tokio::test]
+async fn paging_is_newest_first_and_stable_while_new_rows_arrive() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let m = member("reader");
+    for _ in 0..25 {
+        store
+            .insert_sends(&[send(&["reader", "someone-else"], None)], NOW)
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.list(&m, cursor, 10, false).await.unwrap();
+        // New notifications keep arriving between pages.
+        store.insert_sends(&[send(&["reader"], None)], NOW).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+        assert!(page.iter().all(|i| i.member_id == "reader"));
+        cursor = page.last().map(|i| i.id);
+        seen.extend(page.into_iter().map(|i| i.id));
+    }
+    assert_eq!(seen.len(), 25, "every original row exactly once, none of the new ones");
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 25);
+}
+
+#[tokio::test]
+async fn mark_read_by_ids_and_up_to_keeps_the_unread_count_exact() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let (m, other) = (member("m"), member("other"));
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(rows(&store.insert_sends(&[send(&["m"], None)], NOW).await.unwrap()[0])[0].id);
+    }
+    let foreign = rows(&store.insert_sends(&[send(&["other"], None)], NOW).await.unwrap()[0])[0].id;
+    assert_eq!(store.unread_count(&m).await.unwrap(), 6);
+
+    // Another member's id and an unknown id are ignored; marking twice is harmless.
+    let n = store
+        .mark_read(&m, &MarkRead::Ids(vec![ids[5], foreign, Uuid::now_v7()]))
+        .await
+        .unwrap();
+    assert_eq!(n, Some(5));
+    assert_eq!(
+        store.mark_read(&m, &MarkRead::Ids(vec![ids[5]])).await.unwrap(),
+        Some(5)
+    );
+    assert_eq!(store.unread_count(&other).await.unwrap(), 1);
+
+    assert_eq!(store.mark_read(&m, &MarkRead::UpTo(ids[2])).await.unwrap(), Some(2));
+    let unread: Vec<Uuid> = store
+        .list(&m, None, 50, true)
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(unread, [ids[4], ids[3]]);
+    assert!(
+        store
+            .list(&m, None, 50, false)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|i| i.read_at.is_some())
+            .count()
+            == 4
+    );
+
+    assert_eq!(
+        store.mark_read(&m, &MarkRead::UpTo(foreign)).await.unwrap(),
+        None,
+        "not m's notification"
+    );
+    assert_eq!(
+        store.mark_read(&m, &MarkRead::UpTo(Uuid::now_v7())).await.unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn relays_claim_disjoint_due_entries_and_back_off_failures() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let members: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    let refs: Vec<&str> = members.iter().map(String::as_str).collect();
+    store.insert_sends(&[send(&refs, None)], NOW).await.unwrap();
+    // Entries still inside the inline publisher's grace period are not due.
+    store
+        .insert_sends(&[send(&["later"], None)], Duration::from_secs(3600))
+        .await
+        .unwrap();
+
+    let mut a = store.claim_outbox(6).await.unwrap();
+    let mut b = store.claim_outbox(100).await.unwrap();
+    assert_eq!(a.entries.len(), 6);
+    assert_eq!(b.entries.len(), 4, "the rest, skipping a's locked entries");
+    let a_ids: HashSet<Uuid> = a.entries.iter().map(|e| e.id).collect();
+    assert!(b.entries.iter().all(|e| !a_ids.contains(&e.id)));
+    assert_eq!(
+        a.entries[0].traceparent.as_deref(),
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    );
+
+    let published: Vec<(Uuid, u64)> = a.entries.iter().zip(1..).map(|(e, seq)| (e.id, seq)).collect();
+    a.published(&published, 3).await.unwrap();
+    a.commit().await.unwrap();
+    let failed: Vec<Uuid> = b.entries.iter().map(|e| e.id).collect();
+    b.retry_later(&failed, Duration::from_secs(60), Duration::from_secs(600))
+        .await
+        .unwrap();
+    b.commit().await.unwrap();
+
+    let backlog = store.outbox_backlog().await.unwrap();
+    assert_eq!(backlog.entries, 5);
+    assert!(backlog.oldest.is_some());
+    let again = store.claim_outbox(100).await.unwrap();
+    assert!(again.entries.is_empty(), "backed-off and not-yet-due entries wait");
+    drop(again);
+    let attempts: i64 = sqlx::query_scalar("select sum(attempts) from outbox")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 4);
+    let stored: i64 = count(
+        &db,
+        "select count(*) from notification where stream_seq is not null and stream_epoch = 3",
+    )
+    .await;
+    assert_eq!(stored, 6);
+}
+
+/// The plans behind "fast for a member with 100k notifications": each inbox query is an
+/// index range scan over one member's entries, never a scan of the table.
+#[tokio::test]
+async fn inbox_queries_use_the_member_indexes_at_100k_rows() {
+    let db = TestDb::new().await;
+    sqlx::query(
+        "insert into notification (id, member_id, type, content, created_at, producer, read_at)
+         select gen_random_uuid(), case when i % 4 = 0 then 'big' else 'm' || (i % 5000) end, 't', 'c', now(), 'p',
+                case when i % 100 = 0 then null else now() end
+         from generate_series(1, 400000) as i",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("analyze notification").execute(&db.pool).await.unwrap();
+
+    let plans = [
+        (
+            "page",
+            "select * from notification where member_id = 'big' and ($1::uuid is null or id < $1) order by id desc limit 51",
+            "notification_member_page",
+        ),
+        (
+            "unread page",
+            "select * from notification where member_id = 'big' and ($1::uuid is null or id < $1) and read_at is null order by id desc limit 51",
+            "notification_member_unread",
+        ),
+        (
+            "unread count",
+            "select count(*) from notification where member_id = 'big' and read_at is null and $1::uuid is null",
+            "notification_member_unread",
+        ),
+    ];
+    for (what, sql, index) in plans {
+        let explain = format!("explain (format json) {sql}");
+        let plan: serde_json::Value = sqlx::query_scalar(sqlx::AssertSqlSafe(explain))
+            .bind(None::<Uuid>)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        let text = plan.to_string();
+        assert!(text.contains(index), "{what} should use {index}: {text}");
+        assert!(!text.contains("Seq Scan"), "{what} scans the table: {text}");
+    }
+}
