@@ -74,6 +74,11 @@ impl ApiKeys {
         self.keys.is_empty()
     }
 
+    /// The first configured key (`tidings dev` hands it to its own edge).
+    pub fn first_key(&self) -> Option<Secret<String>> {
+        self.keys.first().map(|(_, key)| key.clone())
+    }
+
     /// Who presents this request's bearer key. Compares against every key in constant
     /// time, so timing reveals neither which key nor how much of one matched.
     pub fn authenticate<T>(&self, request: &Request<T>) -> Result<Producer, Status> {

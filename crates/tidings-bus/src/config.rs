@@ -97,6 +97,13 @@ pub struct StreamSettings {
           value_parser = humantime::parse_duration)]
     pub duplicate_window: Duration,
 
+    /// Live-delivery partitions of member subjects, fixed when the stream is created
+    /// (stored in its metadata; an existing stream's value wins). Edges take NATS
+    /// interest per partition their connections live in.
+    #[arg(long = "stream-partitions", env = "TIDINGS_STREAM_PARTITIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub partitions: u16,
+
     /// Stream replicas: 1 for a single NATS server, 3 for a production cluster.
     #[arg(long = "stream-replicas", env = "TIDINGS_STREAM_REPLICAS", default_value_t = 1,
           value_parser = clap::value_parser!(u8).range(1..=5))]
@@ -111,6 +118,7 @@ impl Default for StreamSettings {
             max_age: Duration::from_secs(7 * 24 * 3600),
             max_msgs_per_subject: 10_000,
             duplicate_window: Duration::from_secs(120),
+            partitions: 1024,
             replicas: 1,
         }
     }

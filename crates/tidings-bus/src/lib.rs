@@ -11,16 +11,25 @@
 //! - `subject.rs`: [`Subjects`], the subject grammar, built from one prefix.
 //! - `stream.rs`: [`Bus`]: connect, create or update the stream, learn its epoch.
 //! - `publish.rs`: [`Bus::publish_all`]: pipelined publishes with Tidings' headers.
+//! - `event.rs`: [`BusEvent`]: a live or stored message decoded once.
+//! - `ticket.rs`: [`Tickets`]: single-use stream tickets in a key-value bucket.
+//! - `replay.rs`: [`Bus::replay`], [`Bus::latest`], [`Bus::extent`]: reading back by sequence.
 //! - `error.rs`: [`BusError`].
 
 mod config;
 mod error;
+mod event;
 mod publish;
+mod replay;
 mod stream;
 mod subject;
+mod ticket;
 
 pub use config::{NatsConfig, StreamSettings};
 pub use error::BusError;
+pub use event::{BusEvent, EventKind, UNREAD_EVENT};
 pub use publish::{EVENT, Outgoing, PUBLISHED_AT, Stored, TRACEPARENT};
+pub use replay::{Replay, ReplayError, StreamExtent};
 pub use stream::{Bus, MIN_SERVER_VERSION};
 pub use subject::{SubjectTarget, Subjects};
+pub use ticket::{TICKET_TTL, TicketError, Tickets};

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use tidings_domain::{ConfigError, StreamEpoch};
+use tokio::sync::watch;
 
 use crate::{BusError, NatsConfig, StreamSettings, Subjects};
 
@@ -18,6 +19,7 @@ pub struct Bus {
     subjects: Subjects,
     stream: String,
     epoch: StreamEpoch,
+    losses: watch::Receiver<u64>,
 }
 
 impl Bus {
@@ -25,14 +27,32 @@ impl Bus {
     /// `settings` (idempotent: every replica does this at start-up).
     pub async fn connect(nats: &NatsConfig, settings: &StreamSettings, client_name: &str) -> Result<Self, BusError> {
         let urls = nats.server_urls().map_err(config_to_connect)?;
+        let (losses_tx, losses) = watch::channel(0u64);
         let client = async_nats::ConnectOptions::new()
+            .event_callback(move |event| {
+                let losses_tx = losses_tx.clone();
+                async move {
+                    match event {
+                        // Core messages published while disconnected are never re-sent,
+                        // and a slow subscription drops messages: either way live
+                        // delivery may have a hole that consumers must replay over.
+                        async_nats::Event::Connected | async_nats::Event::SlowConsumer(_) => {
+                            losses_tx.send_modify(|n| *n += 1);
+                        }
+                        async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                        _ => {}
+                    }
+                }
+            })
             .name(client_name)
             .connection_timeout(nats.timeout)
             .request_timeout(Some(nats.timeout))
             .connect(urls.as_slice())
             .await
             .map_err(BusError::Connect)?;
-        Self::with_client(client, nats.timeout, settings).await
+        let mut bus = Self::with_client(client, nats.timeout, settings).await?;
+        bus.losses = losses;
+        Ok(bus)
     }
 
     /// Ensures the stream over an existing client (tests share one client across
@@ -45,7 +65,23 @@ impl Bus {
         check_server(&client.server_info())?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(timeout);
-        let subjects = Subjects::new(&settings.prefix);
+        // The partition count is part of the subject grammar: an existing stream keeps
+        // the one it was created with, whatever this process was configured with.
+        let partitions = match js.get_stream(&settings.name).await {
+            Ok(mut stream) => match stream.info().await {
+                Ok(info) => stored_partitions(&info.config).unwrap_or(settings.partitions),
+                Err(_) => settings.partitions,
+            },
+            Err(_) => settings.partitions,
+        };
+        if partitions != settings.partitions {
+            tracing::warn!(
+                configured = settings.partitions,
+                stream = partitions,
+                "TIDINGS_STREAM_PARTITIONS differs from the existing stream's; using the stream's"
+            );
+        }
+        let subjects = Subjects::new(&settings.prefix, partitions);
         let info = js
             .create_or_update_stream(stream_config(settings, &subjects))
             .await
@@ -64,7 +100,14 @@ impl Bus {
             subjects,
             stream: settings.name.clone(),
             epoch,
+            losses: watch::channel(0).1,
         })
+    }
+
+    /// Changes whenever live delivery may have lost messages: after every (re)connect
+    /// and every client-side slow-consumer drop.
+    pub fn losses(&self) -> watch::Receiver<u64> {
+        self.losses.clone()
     }
 
     pub fn client(&self) -> &async_nats::Client {
@@ -113,8 +156,16 @@ pub(crate) fn stream_config(settings: &StreamSettings, subjects: &Subjects) -> s
             destination,
             headers_only: false,
         }),
+        metadata: [(PARTITIONS_KEY.to_owned(), subjects.partitions().to_string())].into(),
         ..Default::default()
     }
+}
+
+/// Stream metadata key holding the member partition count.
+const PARTITIONS_KEY: &str = "tidings.partitions";
+
+fn stored_partitions(config: &stream::Config) -> Option<u16> {
+    config.metadata.get(PARTITIONS_KEY)?.parse().ok().filter(|p| *p > 0)
 }
 
 fn check_server(info: &async_nats::ServerInfo) -> Result<(), BusError> {

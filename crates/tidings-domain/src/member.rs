@@ -44,6 +44,18 @@ impl MemberId {
         &self.0
     }
 
+    /// The live-delivery partition of this member among `partitions` (FNV-1a 32 of the
+    /// id's bytes, modulo). Edges take NATS interest per partition, and a load balancer
+    /// that hashes on the same key sends each partition to one edge. The function is
+    /// part of the subject grammar: it must never change for an existing stream.
+    pub fn partition(&self, partitions: u16) -> u16 {
+        let hash = self
+            .0
+            .bytes()
+            .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+        u16::try_from(hash % u32::from(partitions.max(1))).expect("invariant: below a u16 modulus")
+    }
+
     /// The token that stands for this member in NATS subjects.
     pub fn subject_token(&self) -> SubjectToken {
         SubjectToken(URL_SAFE_NO_PAD.encode(self.0.as_bytes()))
@@ -155,6 +167,20 @@ mod tests {
     }
 
     #[test]
+    fn partitions_are_stable_fnv1a() {
+        // Pinned values: changing the function would move every member's subject.
+        assert_eq!(
+            MemberId::parse("a").unwrap().partition(u16::MAX),
+            (0xe40c_292c_u32 % 65535) as u16
+        );
+        assert_eq!(
+            MemberId::parse("alice").unwrap().partition(1024),
+            (0x8722_13e7_u32 % 1024) as u16
+        );
+        assert_eq!(MemberId::parse("x").unwrap().partition(1), 0);
+    }
+
+    #[test]
     fn token_decode_rejects_foreign_tokens() {
         assert_eq!(SubjectToken::decode("a.b"), Err(SubjectTokenError::NotBase64));
         assert_eq!(SubjectToken::decode("YQ=="), Err(SubjectTokenError::NotBase64));
@@ -173,6 +199,11 @@ mod tests {
             prop_assert!(!token.as_str().is_empty());
             prop_assert!(token.as_str().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
                 "token {token:?}");
+        }
+
+        #[test]
+        fn partitions_are_in_range(m in member_id(), n in 1u16..) {
+            prop_assert!(m.partition(n) < n);
         }
 
         #[test]

@@ -1,14 +1,38 @@
 //! The edge role: holds browsers' Server-Sent-Events connections, receives live messages
-//! only for the members and topics connected to it, replays what a reconnecting browser
-//! missed from JetStream by stream sequence, and serves the inbox REST API through the
-//! api's gRPC.
-//!
-//! The role itself is not built yet: this crate holds its typed configuration, so
-//! `tidings edge --help` documents the operator contract and start-up validates it.
+//! only for the members (by partition) and topics connected to it, replays what a
+//! reconnecting browser missed from JetStream by stream sequence, and serves the inbox
+//! REST API through the api's gRPC.
 //!
 //! Layout:
-//! - `config.rs`: [`EdgeConfig`].
+//! - `config.rs`: [`EdgeConfig`], [`EdgeOptions`].
+//! - `app.rs`: [`EdgeApp`]: build (connect, bind) and run (serve, drain).
+//! - `routes.rs`: `GET /v1/stream`, `POST /v1/stream/ticket`, health; CORS.
+//! - `connection.rs`: one stream's life: catch-up, live delivery, gap healing, reauth,
+//!   drain.
+//! - `hub.rs`: which connections want which member and topic; interest refcounts.
+//! - `live.rs`: the node's NATS subscriptions, delivering to the hub in stream order.
+//! - `auth.rs`: subscriber JWTs (HS256, RS256, ES256, EdDSA) and credentials.
+//! - `inbox.rs`: the inbox REST API over the api's gRPC.
+//! - `unread.rs`: coalesced unread-count refreshes for `unread` events.
+//! - `topics.rs`: per-topic delivery modes.
+//! - `sse.rs`: the SSE wire format.
+//! - `error.rs`: `EdgeError` and its one mapping to HTTP.
 
+mod app;
+mod auth;
 mod config;
+mod connection;
+mod error;
+mod hub;
+mod inbox;
+mod live;
+mod routes;
+mod sse;
+mod state;
+mod topics;
+mod unread;
 
-pub use config::EdgeConfig;
+pub use app::{DEV_JWT_SECRET, EdgeApp, EdgeStats, StatsHandle};
+pub use auth::{COOKIE, Claims, Verifier, expiry_in};
+pub use config::{EdgeConfig, EdgeOptions};
+pub use topics::{TopicMode, TopicModes};

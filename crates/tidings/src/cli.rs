@@ -2,7 +2,7 @@ use anyhow::Context as _;
 use clap::{CommandFactory as _, FromArgMatches as _};
 use tidings_api::ApiConfig;
 use tidings_domain::ConfigError;
-use tidings_edge::EdgeConfig;
+use tidings_edge::{EdgeConfig, EdgeOptions};
 use tidings_store::{DbConfig, Store};
 use tidings_telemetry::TelemetryConfig;
 
@@ -29,9 +29,10 @@ pub(crate) enum Command {
     /// Serve Server-Sent Events to browsers, with Last-Event-ID replay, and the inbox
     /// REST API.
     Edge(Box<EdgeConfig>),
-    /// Run api, edge and outbox relay in one process, with the demo page: a whole
-    /// cluster on a laptop.
-    Dev(Box<ApiConfig>),
+    /// Run api, edge and outbox relay in one process: a whole cluster on a laptop.
+    /// Without TIDINGS_API_KEYS and TIDINGS_JWT_SECRET it runs unauthenticated and with
+    /// a public development secret, and says so.
+    Dev(Box<DevConfig>),
     /// Apply the Postgres migrations and exit (a Kubernetes Job before a rollout).
     Migrate(DbConfig),
     /// Send a notification, or publish to a topic, through a running api.
@@ -75,8 +76,21 @@ pub(crate) struct SendArgs {
     pub(crate) event: Option<String>,
 }
 
+/// Both roles' options; NATS and the stream are shared.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DevConfig {
+    #[command(flatten)]
+    pub(crate) api: ApiConfig,
+    #[command(flatten)]
+    pub(crate) edge: EdgeOptions,
+}
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct TokenArgs {
+    /// The HS256 secret to sign with (the edge's TIDINGS_JWT_SECRET). Unset: the
+    /// public development secret `tidings dev` uses.
+    #[arg(long = "jwt-secret", env = "TIDINGS_JWT_SECRET", hide_env_values = true)]
+    pub(crate) jwt_secret: Option<tidings_domain::Secret<String>>,
     /// The member the token is for (its `sub`).
     #[arg(long)]
     pub(crate) member: String,
@@ -131,8 +145,8 @@ impl Command {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         match self {
             Self::Api(c) => c.validate(false),
-            Self::Dev(c) => c.validate(true),
-            Self::Edge(c) => c.validate(),
+            Self::Dev(c) => c.api.validate(true).and_then(|()| c.edge.validate(true)),
+            Self::Edge(c) => c.validate(false),
             Self::Migrate(db) => db.connect_options().map(drop),
             Self::Send(_) | Self::Token(_) => Ok(()),
         }
@@ -143,14 +157,43 @@ impl Command {
 pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Api(config) => run_api(*config, false).await,
-        Command::Dev(config) => {
-            tracing::warn!("dev: running the api and outbox relay; the edge (SSE) is not built yet");
-            run_api(*config, true).await
+        Command::Edge(config) => {
+            let shutdown = crate::signal::shutdown_token();
+            tidings_edge::EdgeApp::build(*config, false).await?.run(shutdown).await
         }
+        Command::Dev(config) => run_dev(*config).await,
         Command::Migrate(db) => migrate(&db).await,
         Command::Send(args) => crate::send::run(args).await,
-        Command::Edge(_) | Command::Token(_) => anyhow::bail!("not built yet in this version"),
+        Command::Token(args) => crate::token::run(&args),
     }
+}
+
+/// api, relay and edge in one process; the edge reaches the api over loopback gRPC.
+async fn run_dev(config: DevConfig) -> anyhow::Result<()> {
+    let shutdown = crate::signal::shutdown_token();
+    let DevConfig { api, mut edge } = config;
+    let edge_key = api.api_keys(true)?.first_key();
+    let nats = api.nats.clone();
+    let stream = api.stream.clone();
+    let api = tidings_api::App::build(api, true).await?;
+    edge.api_url = format!("http://{}", api.grpc_addr());
+    edge.api_key = edge_key;
+    let edge = tidings_edge::EdgeApp::build(
+        EdgeConfig {
+            options: edge,
+            nats,
+            stream,
+        },
+        true,
+    )
+    .await?;
+    tracing::info!(
+        stream = %format!("http://{}/v1/stream", edge.local_addr()),
+        grpc = %api.grpc_addr(),
+        "dev cluster ready: mint a token with `tidings token --member <id>`"
+    );
+    let (a, e) = tokio::join!(api.run(shutdown.clone()), edge.run(shutdown));
+    a.and(e)
 }
 
 async fn run_api(config: ApiConfig, dev: bool) -> anyhow::Result<()> {

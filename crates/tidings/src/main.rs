@@ -5,15 +5,14 @@
 mod cli;
 mod send;
 mod signal;
+mod token;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command};
+use crate::cli::Cli;
 
 /// Exit status for a bad configuration (BSD `EX_USAGE`), before anything binds.
 const EXIT_CONFIG: u8 = 64;
-/// Exit status for a role or command that is not available in this build.
-const EXIT_UNAVAILABLE: u8 = 69;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -29,14 +28,6 @@ fn main() -> ExitCode {
     if let Err(e) = cli.command.validate() {
         eprintln!("tidings: {e}");
         return ExitCode::from(EXIT_CONFIG);
-    }
-    if matches!(cli.command, Command::Edge(_) | Command::Token(_)) {
-        // Roles whose issues have not landed say so instead of pretending to run.
-        eprintln!(
-            "tidings: `tidings {}` is not built yet in this version",
-            cli.command.role()
-        );
-        return ExitCode::from(EXIT_UNAVAILABLE);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -97,6 +97,11 @@ fn bad_configuration_exits_64_naming_the_variable_without_echoing_secrets() {
         ("api", &[("TIDINGS_API_KEYS", " ")], "TIDINGS_API_KEYS"),
         ("edge", &[("TIDINGS_EDGE_LISTEN", "8080")], "TIDINGS_EDGE_LISTEN"),
         ("edge", &[("TIDINGS_JWT_SECRET", "hunter2")], "TIDINGS_JWT_SECRET"),
+        (
+            "edge",
+            &[("TIDINGS_TOPIC_MODES", "ranking=sometimes")],
+            "TIDINGS_TOPIC_MODES",
+        ),
         ("edge", &[("TIDINGS_API_URL", "grpc://api")], "TIDINGS_API_URL"),
         ("edge", &[("TIDINGS_CORS_ORIGINS", "*")], "TIDINGS_CORS_ORIGINS"),
         ("edge", &[("TIDINGS_HEARTBEAT", "soon")], "TIDINGS_HEARTBEAT"),
@@ -106,10 +111,14 @@ fn bad_configuration_exits_64_naming_the_variable_without_echoing_secrets() {
         ("api", &[("TIDINGS_PUBLISH_TIMEOUT", "0s")], "TIDINGS_PUBLISH_TIMEOUT"),
     ];
     for (sub, env, variable) in cases {
-        // `api` needs keys; give valid ones unless the case is about them.
+        // `api` needs keys and `edge` a token key; give valid ones unless the case is
+        // about them.
         let mut env = env.to_vec();
         if *sub == "api" && !env.iter().any(|(k, _)| *k == "TIDINGS_API_KEYS") {
             env.push(("TIDINGS_API_KEYS", "ops=0123456789abcdef"));
+        }
+        if *sub == "edge" && !env.iter().any(|(k, _)| *k == "TIDINGS_JWT_SECRET") {
+            env.push(("TIDINGS_JWT_SECRET", "0123456789abcdef0123456789abcdef"));
         }
         let env = env.as_slice();
         let out = tidings(&[sub], env);
@@ -121,16 +130,28 @@ fn bad_configuration_exits_64_naming_the_variable_without_echoing_secrets() {
 }
 
 #[test]
-fn roles_not_built_yet_refuse_to_run() {
-    for sub in ["edge", "token"] {
-        let args: &[&str] = match sub {
-            "token" => &["token", "--member", "m"],
-            other => &[other],
-        };
-        let out = tidings(args, &[]);
-        assert_eq!(out.status.code(), Some(69), "{sub}: {}", text(&out));
-        assert!(text(&out).contains("not built yet"), "{sub}");
-    }
+fn token_mints_a_verifiable_subscriber_token() {
+    let secret = "0123456789abcdef0123456789abcdef";
+    let out = tidings(
+        &["token", "--member", "alice", "--topics", "ranking", "--ttl", "10m"],
+        &[("TIDINGS_JWT_SECRET", secret)],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let token = String::from_utf8(out.stdout).unwrap();
+    let subscriber = tidings_edge::Verifier::hs256(secret.as_bytes())
+        .verify(token.trim())
+        .unwrap();
+    assert_eq!(subscriber.member.as_str(), "alice");
+    assert_eq!(subscriber.topics.len(), 1);
+    let bad = tidings(&["token", "--member", ""], &[]);
+    assert!(!bad.status.success());
+}
+
+#[test]
+fn the_edge_refuses_to_run_without_a_token_key() {
+    let out = tidings(&["edge"], &[]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    assert!(text(&out).contains("TIDINGS_JWT_SECRET"), "{}", text(&out));
 }
 
 #[test]

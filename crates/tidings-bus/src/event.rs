@@ -1,0 +1,99 @@
+//! Messages read back from the stream, live (re-published) or replayed, decoded once.
+
+use async_nats::HeaderMap;
+use async_nats::header::{NATS_LAST_SEQUENCE, NATS_SEQUENCE, NATS_SUBJECT};
+use bytes::Bytes;
+
+use crate::publish::{EVENT, PUBLISHED_AT, TRACEPARENT};
+use crate::{SubjectTarget, Subjects};
+
+/// What an event is, from its subject and `Tidings-Event` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// An inbox item for a member (payload: the SSE `notification` data).
+    Notification,
+    /// A member's unread count changed (MarkRead); edges refresh it.
+    UnreadChanged,
+    /// A topic message, delivered as this SSE event name.
+    Topic(String),
+}
+
+/// Header value marking a member message as an unread-count change.
+pub const UNREAD_EVENT: &str = "unread";
+
+/// One stored message of the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusEvent {
+    /// Stream sequence: with the stream epoch, the SSE id.
+    pub seq: u64,
+    /// Live only: the sequence of the previous message stored on the same subject
+    /// (RePublish's `Nats-Last-Sequence`), 0 when none. How edges detect a gap.
+    pub previous_on_subject: Option<u64>,
+    pub target: SubjectTarget,
+    /// The stored subject.
+    pub subject: String,
+    pub kind: EventKind,
+    pub payload: Bytes,
+    /// Publisher's clock at publish, Unix nanoseconds.
+    pub published_at: Option<u128>,
+    pub traceparent: Option<String>,
+}
+
+impl BusEvent {
+    /// Decodes a re-published live message; `None` for anything that is not one of ours
+    /// (foreign subject, missing headers, subject delete markers).
+    pub fn from_live(subjects: &Subjects, headers: Option<&HeaderMap>, payload: Bytes) -> Option<Self> {
+        let headers = headers?;
+        let seq = header_u64(headers, NATS_SEQUENCE.as_ref())?;
+        let previous = header_u64(headers, NATS_LAST_SEQUENCE.as_ref()).unwrap_or(0);
+        let subject = headers.get_last(NATS_SUBJECT)?.as_str().to_owned();
+        Self::decode(subjects, seq, Some(previous), subject, headers, payload)
+    }
+
+    /// Decodes a message read from the stream by sequence (replay, Direct Get).
+    pub fn from_stored(
+        subjects: &Subjects,
+        seq: u64,
+        subject: String,
+        headers: &HeaderMap,
+        payload: Bytes,
+    ) -> Option<Self> {
+        Self::decode(subjects, seq, None, subject, headers, payload)
+    }
+
+    fn decode(
+        subjects: &Subjects,
+        seq: u64,
+        previous_on_subject: Option<u64>,
+        subject: String,
+        headers: &HeaderMap,
+        payload: Bytes,
+    ) -> Option<Self> {
+        if headers.get("Nats-Marker-Reason").is_some() {
+            return None;
+        }
+        let target = subjects.parse_stored(&subject)?;
+        let event = headers.get_last(EVENT).map(|v| v.as_str().to_owned());
+        let kind = match (&target, event) {
+            (SubjectTarget::Member(_), None) => EventKind::Notification,
+            (SubjectTarget::Member(_), Some(e)) if e == UNREAD_EVENT => EventKind::UnreadChanged,
+            (SubjectTarget::Member(_), Some(_)) => return None,
+            (SubjectTarget::Topic(t), None) => EventKind::Topic(t.as_str().to_owned()),
+            (SubjectTarget::Topic(_), Some(e)) => EventKind::Topic(e),
+        };
+        Some(Self {
+            seq,
+            previous_on_subject,
+            target,
+            subject,
+            kind,
+            payload,
+            published_at: headers.get_last(PUBLISHED_AT).and_then(|v| v.as_str().parse().ok()),
+            traceparent: headers.get_last(TRACEPARENT).map(|v| v.as_str().to_owned()),
+        })
+    }
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get_last(name)?.as_str().parse().ok()
+}

@@ -1,0 +1,81 @@
+//! Single-use stream tickets, shared by every edge through a JetStream key-value bucket:
+//! a browser trades its real credential for a short-lived ticket (so no token lands in
+//! access logs as `?access_token=`), and any edge redeems it exactly once.
+
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use rand::RngCore as _;
+
+use crate::Bus;
+
+/// How long an unredeemed ticket lives.
+pub const TICKET_TTL: Duration = Duration::from_secs(30);
+
+/// The tickets bucket of one stream.
+#[derive(Debug, Clone)]
+pub struct Tickets {
+    store: kv::Store,
+}
+
+/// A ticket store operation failed (NATS unavailable).
+#[derive(Debug, thiserror::Error)]
+#[error("ticket store: {0}")]
+pub struct TicketError(String);
+
+impl Bus {
+    /// Opens (creating if needed) the `<stream>_TICKETS` bucket.
+    pub async fn tickets(&self) -> Result<Tickets, TicketError> {
+        let config = kv::Config {
+            bucket: format!("{}_TICKETS", self.stream_name()),
+            description: "Tidings single-use stream tickets".into(),
+            max_age: TICKET_TTL,
+            max_value_size: 16 * 1024,
+            history: 1,
+            ..Default::default()
+        };
+        let store = match self.jetstream().get_key_value(&config.bucket).await {
+            Ok(store) => store,
+            Err(_) => self
+                .jetstream()
+                .create_key_value(config)
+                .await
+                .map_err(|e| TicketError(e.to_string()))?,
+        };
+        Ok(Tickets { store })
+    }
+}
+
+impl Tickets {
+    /// Stores `value` under a fresh random ticket id (128 bits, hex) and returns the id.
+    pub async fn issue(&self, value: Bytes) -> Result<String, TicketError> {
+        let mut raw = [0u8; 16];
+        rand::rng().fill_bytes(&mut raw);
+        let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        self.store
+            .create(&id, value)
+            .await
+            .map_err(|e| TicketError(e.to_string()))?;
+        Ok(id)
+    }
+
+    /// The ticket's value, once: the delete is conditional on the revision read, so of
+    /// two concurrent redemptions exactly one wins. `None` for an unknown, expired or
+    /// already redeemed ticket.
+    pub async fn redeem(&self, id: &str) -> Result<Option<Bytes>, TicketError> {
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let Some(entry) = self.store.entry(id).await.map_err(|e| TicketError(e.to_string()))? else {
+            return Ok(None);
+        };
+        if entry.operation != kv::Operation::Put {
+            return Ok(None);
+        }
+        match self.store.delete_expect_revision(id, Some(entry.revision)).await {
+            Ok(()) => Ok(Some(entry.value)),
+            Err(_) => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The edge process: connect, bind, serve, and drain on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tidings_bus::Bus;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Verifier;
+use crate::hub::Hub;
+use crate::inbox::ApiClient;
+use crate::live::Live;
+use crate::state::EdgeState;
+use crate::topics::TopicModes;
+use crate::unread::Unread;
+use crate::{EdgeConfig, routes};
+
+/// The HS256 secret `tidings dev` uses when none is configured. Public, so never for
+/// anything but a laptop.
+pub const DEV_JWT_SECRET: &str = "tidings-dev-secret-not-for-production-use";
+
+/// A bound, connected edge node. [`EdgeApp::build`] connects and binds;
+/// [`EdgeApp::run`] serves.
+#[derive(Debug)]
+pub struct EdgeApp {
+    listener: TcpListener,
+    state: Arc<EdgeState>,
+    router: axum::Router,
+    background: TaskTracker,
+}
+
+/// What an edge node is doing, for tests and operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeStats {
+    pub connections: usize,
+    /// Live messages received from NATS since start.
+    pub live_received: u64,
+    /// NATS subscriptions held (member partitions plus topics).
+    pub interests: usize,
+}
+
+impl EdgeApp {
+    /// Connects to NATS (creating or updating the stream), opens the ticket bucket, and
+    /// binds the listener. `dev` allows running without a configured key (it then uses
+    /// [`DEV_JWT_SECRET`]).
+    pub async fn build(config: EdgeConfig, dev: bool) -> anyhow::Result<Self> {
+        config.validate(dev)?;
+        let o = &config.options;
+        let verifier = match (&o.jwt_secret, &o.jwt_public_key) {
+            (Some(secret), _) => Verifier::hs256(secret.expose().as_bytes()),
+            (None, Some(path)) => Verifier::from_public_key_file(path)?,
+            (None, None) => {
+                tracing::warn!("TIDINGS_JWT_SECRET is not set: using the public development secret");
+                Verifier::hs256(DEV_JWT_SECRET.as_bytes())
+            }
+        };
+        let bus = Bus::connect(&config.nats, &config.stream, "tidings-edge")
+            .await
+            .context("connecting to NATS")?;
+        let tickets = bus.tickets().await.context("opening the ticket bucket")?;
+        let listener = TcpListener::bind(o.listen)
+            .await
+            .with_context(|| format!("binding TIDINGS_EDGE_LISTEN {}", o.listen))?;
+        let api = ApiClient::new(&o.api_url, o.api_key.as_ref()).context("TIDINGS_API_URL")?;
+
+        let background = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let hub = Arc::new(Hub::default());
+        let live = Live::spawn(bus.clone(), hub.clone(), shutdown.clone(), &background);
+        let unread = Unread::spawn(api.clone(), hub.clone(), shutdown.clone(), &background);
+        let node = o
+            .node_name
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "edge".into());
+        let state = Arc::new(EdgeState {
+            bus,
+            hub,
+            live,
+            unread,
+            api,
+            tickets,
+            verifier,
+            topic_modes: TopicModes::parse(&o.topic_modes)?,
+            node,
+            retry: o.retry,
+            heartbeat: o.heartbeat,
+            replay_limit: o.replay_limit,
+            queue_capacity: o.connection_queue as usize,
+            max_connections: o.max_connections as usize,
+            max_connections_per_member: o.max_connections_per_member as usize,
+            reauth_before: o.reauth_before,
+            drain_window: o.drain_window,
+            write_timeout: (o.heartbeat * 2).max(Duration::from_secs(10)),
+            drain: CancellationToken::new(),
+            shutdown,
+            tracker: TaskTracker::new(),
+        });
+        let router = routes::router(state.clone(), &o.cors_origins);
+        Ok(Self {
+            listener,
+            state,
+            router,
+            background,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("invariant: a bound listener has an address")
+    }
+
+    /// A handle to this node's counters that stays valid while it runs.
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle(self.state.clone())
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains: `/readyz` turns 503, the
+    /// listener stops accepting, open streams close spread over the drain window (each
+    /// told to come back after a randomized `retry:`), and the node exits within the
+    /// window.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        tracing::info!(addr = %self.local_addr(), node = %state.node, "edge serving");
+        let drain = state.drain.clone();
+        let stop_accepting = {
+            let shutdown = shutdown.clone();
+            let drain = drain.clone();
+            async move {
+                shutdown.cancelled().await;
+                tracing::info!("draining");
+                drain.cancel();
+            }
+        };
+        let server = axum::serve(self.listener, self.router.into_make_service()).with_graceful_shutdown(stop_accepting);
+        let window = state.drain_window;
+        let served = tokio::select! {
+            result = server => result.context("edge server failed"),
+            () = async { shutdown.cancelled().await; tokio::time::sleep(window).await } => Ok(()),
+        };
+        // Whatever is still open at the end of the window ends now.
+        state.shutdown.cancel();
+        state.tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), state.tracker.wait()).await;
+        self.background.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.background.wait()).await;
+        tracing::info!("edge stopped");
+        served
+    }
+}
+
+/// Reads an edge node's counters.
+#[derive(Debug, Clone)]
+pub struct StatsHandle(Arc<EdgeState>);
+
+impl StatsHandle {
+    pub fn get(&self) -> EdgeStats {
+        EdgeStats {
+            connections: self.0.hub.connections(),
+            live_received: self.0.live.received.load(Ordering::Relaxed),
+            interests: self.0.hub.interests().len(),
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! Subscriber authentication: a JWT whose `sub` is the member, from the `Authorization`
+//! header, the `tidings_token` cookie, the `access_token` query parameter, or a
+//! single-use `ticket` (redeemed through the bus, so any edge accepts it once).
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::HeaderMap;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use tidings_domain::{ConfigError, MemberId, Topic};
+
+/// The cookie a browser may carry its token in.
+pub const COOKIE: &str = "tidings_token";
+
+/// Claims Tidings reads from a subscriber token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The member id.
+    pub sub: String,
+    /// Expiry, seconds since the Unix epoch. Required.
+    pub exp: u64,
+    /// Topics the token may join; absent means none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topics: Option<Vec<String>>,
+}
+
+/// An authenticated subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscriber {
+    pub member: MemberId,
+    pub topics: Vec<Topic>,
+    /// When the token expires; the stream ends then.
+    pub expires_at: SystemTime,
+}
+
+impl Subscriber {
+    pub fn may_join(&self, topic: &Topic) -> bool {
+        self.topics.contains(topic)
+    }
+}
+
+/// Why a request is not authenticated; the message goes to the client in a 401 body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no token: send Authorization: Bearer <token>, the tidings_token cookie, ?access_token= or ?ticket=")]
+    Missing,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is invalid: {0}")]
+    Invalid(String),
+    #[error("the ticket is unknown, expired or already used")]
+    BadTicket,
+}
+
+/// Checks subscriber tokens against the configured key.
+#[derive(Clone)]
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+    /// Set when tokens can also be minted here (HS256): `tidings token`, dev mode.
+    signer: Option<EncodingKey>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("algorithms", &self.validation.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    pub fn hs256(secret: &[u8]) -> Self {
+        Self {
+            key: DecodingKey::from_secret(secret),
+            validation: validation(Algorithm::HS256),
+            signer: Some(EncodingKey::from_secret(secret)),
+        }
+    }
+
+    /// A verifier for the public key in a PEM file: RSA (RS256), P-256 (ES256) or
+    /// Ed25519 (EdDSA), recognised from the key itself.
+    pub fn from_public_key_file(path: &Path) -> Result<Self, ConfigError> {
+        let err = |why: String| ConfigError::new("TIDINGS_JWT_PUBLIC_KEY", why);
+        let pem = std::fs::read(path).map_err(|e| err(format!("cannot read {} ({e})", path.display())))?;
+        let (key, algorithm) = if let Ok(k) = DecodingKey::from_ed_pem(&pem) {
+            (k, Algorithm::EdDSA)
+        } else if let Ok(k) = DecodingKey::from_ec_pem(&pem) {
+            (k, Algorithm::ES256)
+        } else if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
+            (k, Algorithm::RS256)
+        } else {
+            return Err(err(format!(
+                "{} holds no RSA, P-256 or Ed25519 public key in PEM",
+                path.display()
+            )));
+        };
+        Ok(Self {
+            key,
+            validation: validation(algorithm),
+            signer: None,
+        })
+    }
+
+    /// Verifies a token: signature, algorithm, `exp` (no leeway), and a valid member id.
+    pub fn verify(&self, token: &str) -> Result<Subscriber, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+            other => AuthError::Invalid(format!("{other:?}").to_lowercase()),
+        })?;
+        subscriber(data.claims)
+    }
+
+    /// Signs a token for `claims` (HS256 only: a public key cannot sign).
+    pub fn sign(&self, claims: &Claims) -> Option<String> {
+        let signer = self.signer.as_ref()?;
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, signer).ok()
+    }
+}
+
+/// Turns verified claims into a subscriber, refusing bad member ids and topic names.
+pub(crate) fn subscriber(claims: Claims) -> Result<Subscriber, AuthError> {
+    let member = MemberId::parse(&claims.sub).map_err(|e| AuthError::Invalid(format!("sub: {e}")))?;
+    let topics = claims
+        .topics
+        .unwrap_or_default()
+        .iter()
+        .map(|t| Topic::parse(t).map_err(|e| AuthError::Invalid(format!("topics: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let expires_at = UNIX_EPOCH + Duration::from_secs(claims.exp);
+    if expires_at <= SystemTime::now() {
+        return Err(AuthError::Expired);
+    }
+    Ok(Subscriber {
+        member,
+        topics,
+        expires_at,
+    })
+}
+
+fn validation(algorithm: Algorithm) -> Validation {
+    let mut v = Validation::new(algorithm);
+    v.leeway = 0;
+    v.set_required_spec_claims(&["exp", "sub"]);
+    v.validate_aud = false;
+    v
+}
+
+/// Where a request's credential came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Credential {
+    Token(String),
+    Ticket(String),
+}
+
+/// Finds the credential: `Authorization: Bearer`, then the cookie, then `access_token`,
+/// then `ticket`.
+pub(crate) fn credential(headers: &HeaderMap, access_token: Option<&str>, ticket: Option<&str>) -> Option<Credential> {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let cookie = headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.trim());
+    bearer
+        .or(cookie)
+        .or(access_token)
+        .filter(|t| !t.is_empty())
+        .map(|t| Credential::Token(t.to_owned()))
+        .or_else(|| {
+            ticket
+                .filter(|t| !t.is_empty())
+                .map(|t| Credential::Ticket(t.to_owned()))
+        })
+}
+
+/// Seconds since the Unix epoch, `ttl` from now.
+pub fn expiry_in(ttl: Duration) -> u64 {
+    (SystemTime::now() + ttl)
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn claims(sub: &str, ttl: Duration) -> Claims {
+        Claims {
+            sub: sub.into(),
+            exp: expiry_in(ttl),
+            topics: Some(vec!["ranking".into()]),
+        }
+    }
+
+    #[test]
+    fn hs256_round_trip_and_rejections() {
+        let v = Verifier::hs256(SECRET);
+        let token = v.sign(&claims("alice", Duration::from_secs(60))).unwrap();
+        let s = v.verify(&token).unwrap();
+        assert_eq!(s.member.as_str(), "alice");
+        assert!(s.may_join(&Topic::parse("ranking").unwrap()));
+        assert!(!s.may_join(&Topic::parse("other").unwrap()));
+
+        let other = Verifier::hs256(b"another-secret-another-secret-12");
+        assert!(matches!(other.verify(&token), Err(AuthError::Invalid(_))));
+        let expired = v
+            .sign(&Claims {
+                exp: expiry_in(Duration::ZERO) - 10,
+                ..claims("a", Duration::ZERO)
+            })
+            .unwrap();
+        assert_eq!(v.verify(&expired), Err(AuthError::Expired));
+        let bad_member = v.sign(&claims("", Duration::from_secs(60))).unwrap();
+        assert!(matches!(v.verify(&bad_member), Err(AuthError::Invalid(m)) if m.starts_with("sub")));
+        for garbage in ["", "abc", "a.b.c", &format!("{token}x")] {
+            assert!(v.verify(garbage).is_err(), "{garbage}");
+        }
+        // The classic downgrade: a token claiming alg=none is refused.
+        let none = format!("eyJhbGciOiJub25lIn0.{}.", token.split('.').nth(1).unwrap());
+        assert!(v.verify(&none).is_err());
+    }
+
+    #[test]
+    fn asymmetric_keys_are_recognised_from_the_pem() {
+        let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys");
+        for (name, algorithm) in [("ed25519", Algorithm::EdDSA), ("p256", Algorithm::ES256)] {
+            let v = Verifier::from_public_key_file(&keys.join(format!("{name}-public.pem"))).unwrap();
+            assert!(
+                v.sign(&claims("a", Duration::from_secs(60))).is_none(),
+                "a public key cannot sign"
+            );
+            let private = std::fs::read(keys.join(format!("{name}-private.pem"))).unwrap();
+            let signing = match algorithm {
+                Algorithm::EdDSA => EncodingKey::from_ed_pem(&private).unwrap(),
+                _ => EncodingKey::from_ec_pem(&private).unwrap(),
+            };
+            let token = jsonwebtoken::encode(
+                &Header::new(algorithm),
+                &claims("bob", Duration::from_secs(60)),
+                &signing,
+            )
+            .unwrap();
+            assert_eq!(v.verify(&token).unwrap().member.as_str(), "bob", "{name}");
+            // An HS256 token signed with the public key's bytes is refused (algorithm confusion).
+            let public = std::fs::read(keys.join(format!("{name}-public.pem"))).unwrap();
+            let confused = jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims("mallory", Duration::from_secs(60)),
+                &EncodingKey::from_secret(&public),
+            )
+            .unwrap();
+            assert!(v.verify(&confused).is_err(), "{name}");
+        }
+        let err = Verifier::from_public_key_file(&keys.join("README")).unwrap_err();
+        assert_eq!(err.variable, "TIDINGS_JWT_PUBLIC_KEY");
+    }
+
+    #[test]
+    fn credentials_are_found_in_order() {
+        let mut h = HeaderMap::new();
+        h.insert("cookie", "a=b; tidings_token=from-cookie".parse().unwrap());
+        assert_eq!(
+            credential(&h, Some("q"), None),
+            Some(Credential::Token("from-cookie".into()))
+        );
+        h.insert("authorization", "Bearer from-header".parse().unwrap());
+        assert_eq!(
+            credential(&h, Some("q"), None),
+            Some(Credential::Token("from-header".into()))
+        );
+        assert_eq!(
+            credential(&HeaderMap::new(), Some("q"), Some("t")),
+            Some(Credential::Token("q".into()))
+        );
+        assert_eq!(
+            credential(&HeaderMap::new(), None, Some("t")),
+            Some(Credential::Ticket("t".into()))
+        );
+        assert_eq!(credential(&HeaderMap::new(), Some(""), None), None);
+    }
+}

@@ -1,0 +1,160 @@
+//! The NATS side of the hub: one task per node owns every live subscription (a member
+//! partition or a topic), takes and drops them as the hub's interest changes, and hands
+//! each live message to the hub in stream order.
+//!
+//! Ordering: the stream leader re-publishes in sequence order over this node's single
+//! NATS connection, and async-nats pushes each message into its subscription's channel
+//! in that order. Whenever this task receives a message it also takes every message
+//! already waiting in the other subscriptions — all those with a lower sequence are
+//! there by then — and dispatches the batch sorted by sequence. Connections therefore
+//! see their member's and topics' events in one increasing sequence, which is what
+//! makes a single `Last-Event-ID` a correct resume point.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::{FutureExt as _, StreamExt as _};
+use tidings_bus::{Bus, BusEvent};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::StreamMap;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::{Hub, Interest};
+
+/// Most messages taken into one sorted batch.
+const MAX_BATCH: usize = 4096;
+/// How long a new subscription may take to be confirmed before the connection that
+/// needs it is refused (NATS down or partitioned).
+const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Handle to the live task.
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    commands: mpsc::Sender<Command>,
+    /// Live messages received from NATS: what this node's inbound traffic is.
+    pub(crate) received: Arc<AtomicU64>,
+}
+
+#[derive(Debug)]
+enum Command {
+    /// Subscribe to whichever of these the hub still wants and the node lacks; answer
+    /// once the server has the subscriptions.
+    Ensure(Vec<Interest>, oneshot::Sender<Result<(), String>>),
+    /// Drop whichever of these the hub no longer wants.
+    Release(Vec<Interest>),
+}
+
+impl Live {
+    pub(crate) fn spawn(
+        bus: Bus,
+        hub: Arc<Hub>,
+        shutdown: CancellationToken,
+        tracker: &tokio_util::task::TaskTracker,
+    ) -> Self {
+        let (commands, rx) = mpsc::channel(1024);
+        let received = Arc::new(AtomicU64::new(0));
+        tracker.spawn(run(bus, hub, rx, received.clone(), shutdown));
+        Self { commands, received }
+    }
+
+    /// Returns once every interest is subscribed on the server, so that anything
+    /// published from now on reaches this node live.
+    pub(crate) async fn ensure(&self, interests: Vec<Interest>) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Ensure(interests, tx))
+            .await
+            .map_err(|_| "live task stopped".to_owned())?;
+        rx.await.map_err(|_| "live task stopped".to_owned())?
+    }
+
+    pub(crate) fn release(&self, interests: Vec<Interest>) {
+        if !interests.is_empty() {
+            // Never block a closing connection; a lost release only delays the UNSUB
+            // until the next one.
+            let _ = self.commands.try_send(Command::Release(interests));
+        }
+    }
+}
+
+async fn run(
+    bus: Bus,
+    hub: Arc<Hub>,
+    mut commands: mpsc::Receiver<Command>,
+    received: Arc<AtomicU64>,
+    shutdown: CancellationToken,
+) {
+    let mut subscriptions: StreamMap<Interest, async_nats::Subscriber> = StreamMap::new();
+    let mut losses = bus.losses();
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return,
+            Some(command) = commands.recv() => match command {
+                Command::Ensure(interests, reply) => {
+                    let _ = reply.send(ensure(&bus, &hub, &mut subscriptions, interests).await);
+                }
+                Command::Release(interests) => {
+                    for interest in interests {
+                        if !hub.wants(&interest) {
+                            subscriptions.remove(&interest);
+                        }
+                    }
+                }
+            },
+            Ok(()) = losses.changed() => {
+                tracing::info!("live delivery may have missed messages; connections replay");
+                hub.resync_all();
+            }
+            Some((_, first)) = subscriptions.next(), if !subscriptions.is_empty() => {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match subscriptions.next().now_or_never() {
+                        Some(Some((_, message))) => batch.push(message),
+                        _ => break,
+                    }
+                }
+                received.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                let mut events: Vec<BusEvent> = batch
+                    .into_iter()
+                    .filter_map(|m| BusEvent::from_live(bus.subjects(), m.headers.as_ref(), m.payload))
+                    .collect();
+                events.sort_by_key(|e| e.seq);
+                for event in events {
+                    hub.dispatch(Arc::new(event));
+                }
+            }
+        }
+    }
+}
+
+async fn ensure(
+    bus: &Bus,
+    hub: &Hub,
+    subscriptions: &mut StreamMap<Interest, async_nats::Subscriber>,
+    interests: Vec<Interest>,
+) -> Result<(), String> {
+    let mut added = false;
+    let wanted: HashSet<Interest> = interests.into_iter().collect();
+    for interest in wanted {
+        if subscriptions.contains_key(&interest) || !hub.wants(&interest) {
+            continue;
+        }
+        let subject = match &interest {
+            Interest::Partition(p) => bus.subjects().live_partition(*p),
+            Interest::Topic(t) => bus.subjects().live_topic(t),
+        };
+        let subscriber = bus.client().subscribe(subject).await.map_err(|e| e.to_string())?;
+        subscriptions.insert(interest, subscriber);
+        added = true;
+    }
+    if added {
+        // The server has processed our SUBs once it answers the flush's PING.
+        tokio::time::timeout(FLUSH_TIMEOUT, bus.client().flush())
+            .await
+            .map_err(|_| "nats did not confirm the subscription in time".to_owned())?
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! The HTTP surface of an edge: the SSE stream, stream tickets, the inbox REST API,
+//! and health.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use serde::Deserialize;
+use serde_json::json;
+use tidings_domain::Topic;
+use tokio_stream::wrappers::ReceiverStream;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::auth::{self, AuthError, Claims, Credential, Subscriber};
+use crate::connection::{Resume, Session};
+use crate::error::EdgeError;
+use crate::hub::{Conn, Refused};
+use crate::inbox;
+use crate::state::EdgeState;
+
+/// Most topics one stream may join.
+const MAX_TOPICS: usize = 32;
+/// Frames buffered between a connection's task and its socket.
+const OUT_BUFFER: usize = 16;
+
+pub(crate) fn router(state: Arc<EdgeState>, cors_origins: &[String]) -> Router {
+    let router = Router::new()
+        .route("/v1/stream", get(stream))
+        .route("/v1/stream/ticket", post(ticket))
+        .route("/v1/notifications", get(inbox::list))
+        .route("/v1/notifications/read", post(inbox::mark_read))
+        .route("/v1/notifications/unread-count", get(inbox::unread_count))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    if cors_origins.is_empty() {
+        return router;
+    }
+    let origins: Vec<HeaderValue> = cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
+    router.layer(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_credentials(true)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                "last-event-id".parse().expect("valid"),
+            ]),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct StreamQuery {
+    access_token: Option<String>,
+    ticket: Option<String>,
+    topics: Option<String>,
+    #[serde(rename = "lastEventId")]
+    last_event_id: Option<String>,
+}
+
+async fn stream(State(state): State<Arc<EdgeState>>, headers: HeaderMap, Query(query): Query<StreamQuery>) -> Response {
+    match open_stream(state, &headers, query).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn open_stream(state: Arc<EdgeState>, headers: &HeaderMap, query: StreamQuery) -> Result<Response, EdgeError> {
+    if state.drain.is_cancelled() {
+        return Err(EdgeError::Unavailable("this node is draining; reconnect".into()));
+    }
+    let subscriber = authenticate(&state, headers, query.access_token.as_deref(), query.ticket.as_deref()).await?;
+    let mut topics = Vec::new();
+    for raw in query
+        .topics
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        let topic = Topic::parse(raw).map_err(|e| EdgeError::BadRequest(format!("topics: {e}")))?;
+        if !subscriber.may_join(&topic) {
+            return Err(EdgeError::Forbidden(format!(
+                "topics: the token does not allow {topic}"
+            )));
+        }
+        if !topics.iter().any(|(t, _)| t == &topic) {
+            let mode = state.topic_modes.mode(&topic);
+            topics.push((topic, mode));
+        }
+    }
+    if topics.len() > MAX_TOPICS {
+        return Err(EdgeError::BadRequest(format!("topics: at most {MAX_TOPICS}")));
+    }
+    let header_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let resume = Resume::parse(header_id.or(query.last_event_id.as_deref()));
+
+    let partition = state.bus.subjects().partition_of(&subscriber.member);
+    let conn = Conn::new(subscriber.member.clone(), partition, topics, state.queue_capacity);
+    match state
+        .hub
+        .register(&conn, state.max_connections, state.max_connections_per_member)
+    {
+        Ok(_) => {}
+        Err(Refused::NodeFull) => return Err(EdgeError::Unavailable("this node is at its connection limit".into())),
+        Err(Refused::MemberFull) => return Err(EdgeError::MemberLimit),
+    }
+    tracing::info!(connection = conn.id, member = %conn.member, resume = ?resume, "stream opened");
+    let (out, frames) = tokio::sync::mpsc::channel::<Bytes>(OUT_BUFFER);
+    let session = Session {
+        state: state.clone(),
+        conn,
+        subscriber,
+        resume,
+        out,
+    };
+    state.tracker.spawn(session.run());
+
+    let body = Body::from_stream(ReceiverStream::new(frames).map(Ok::<_, Infallible>));
+    let mut response = Response::new(body);
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// Trades the real credential for a single-use ticket, so a browser can open the
+/// stream with `?ticket=` instead of putting its token in a URL.
+async fn ticket(State(state): State<Arc<EdgeState>>, headers: HeaderMap) -> Result<Response, EdgeError> {
+    let token = match auth::credential(&headers, None, None) {
+        Some(Credential::Token(token)) => token,
+        _ => return Err(AuthError::Missing.into()),
+    };
+    let subscriber = state.verifier.verify(&token)?;
+    let claims = Claims {
+        sub: subscriber.member.to_string(),
+        exp: subscriber
+            .expires_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs(),
+        topics: Some(subscriber.topics.iter().map(ToString::to_string).collect()),
+    };
+    let value = serde_json::to_vec(&claims).map_err(|e| EdgeError::Internal(e.to_string()))?;
+    let id = state
+        .tickets
+        .issue(value.into())
+        .await
+        .map_err(|e| EdgeError::Unavailable(e.to_string()))?;
+    let body = json!({ "ticket": id, "expiresIn": tidings_bus::TICKET_TTL.as_secs() });
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+/// Authenticates a request from its token or ticket.
+pub(crate) async fn authenticate(
+    state: &EdgeState,
+    headers: &HeaderMap,
+    access_token: Option<&str>,
+    ticket: Option<&str>,
+) -> Result<Subscriber, EdgeError> {
+    match auth::credential(headers, access_token, ticket) {
+        None => Err(AuthError::Missing.into()),
+        Some(Credential::Token(token)) => Ok(state.verifier.verify(&token)?),
+        Some(Credential::Ticket(id)) => {
+            let value = state
+                .tickets
+                .redeem(&id)
+                .await
+                .map_err(|e| EdgeError::Unavailable(e.to_string()))?
+                .ok_or(AuthError::BadTicket)?;
+            let claims: Claims = serde_json::from_slice(&value).map_err(|_| AuthError::BadTicket)?;
+            Ok(auth::subscriber(claims)?)
+        }
+    }
+}
+
+async fn readyz(State(state): State<Arc<EdgeState>>) -> Response {
+    let draining = state.drain.is_cancelled();
+    let nats = state.bus.is_connected();
+    let status = if nats && !draining {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({ "nats": nats, "draining": draining, "connections": state.hub.connections() });
+    (status, axum::Json(body)).into_response()
+}

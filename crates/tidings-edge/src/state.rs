@@ -1,0 +1,43 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidings_bus::{Bus, Tickets};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Verifier;
+use crate::hub::Hub;
+use crate::inbox::ApiClient;
+use crate::live::Live;
+use crate::topics::TopicModes;
+use crate::unread::Unread;
+
+/// What every request handler and connection task of one edge node shares.
+#[derive(Debug)]
+pub(crate) struct EdgeState {
+    pub(crate) bus: Bus,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) live: Live,
+    pub(crate) unread: Unread,
+    pub(crate) api: ApiClient,
+    pub(crate) tickets: Tickets,
+    pub(crate) verifier: Verifier,
+    pub(crate) topic_modes: TopicModes,
+    pub(crate) node: String,
+    pub(crate) retry: Duration,
+    pub(crate) heartbeat: Duration,
+    pub(crate) replay_limit: u32,
+    pub(crate) queue_capacity: usize,
+    pub(crate) max_connections: usize,
+    pub(crate) max_connections_per_member: usize,
+    pub(crate) reauth_before: Duration,
+    pub(crate) drain_window: Duration,
+    /// A frame the client does not take within this is a slow reader.
+    pub(crate) write_timeout: Duration,
+    /// Cancelled on SIGTERM: not ready, stop accepting, close streams over the window.
+    pub(crate) drain: CancellationToken,
+    /// Cancelled when the drain window is over: everything ends now.
+    pub(crate) shutdown: CancellationToken,
+    /// Every connection task, so shutdown can wait for them.
+    pub(crate) tracker: TaskTracker,
+}
