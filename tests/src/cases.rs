@@ -1,1 +1,8 @@
+mod delivery;
+mod drain;
+mod handover;
+mod inbox;
+mod limits;
+mod resets;
 mod startup;
+mod topics;

@@ -33,6 +33,27 @@ impl Service {
     fn caller<T>(&self, request: &Request<T>) -> Result<Producer, Status> {
         self.keys.authenticate(request)
     }
+
+    /// Tells every edge holding the member that its unread count changed (edges fetch
+    /// the count itself, so concurrent changes can never leave a stale one behind).
+    /// Best effort: the read state is committed either way, and a stream's next
+    /// connect or notification refreshes the badge.
+    async fn announce_unread_change(&self, member: &tidings_domain::MemberId, unread_count: u64) {
+        let bus = &self.sender.bus;
+        if !bus.is_connected() {
+            return;
+        }
+        let outgoing = Outgoing {
+            subject: bus.subjects().member(member),
+            msg_id: None,
+            event: Some(tidings_bus::UNREAD_EVENT.to_owned()),
+            traceparent: None,
+            payload: serde_json::json!({ "unreadCount": unread_count }).to_string().into(),
+        };
+        if let Some(Err(e)) = bus.publish_all(vec![outgoing], self.sender.publish_timeout).await.pop() {
+            tracing::debug!(error = %e, "announcing an unread change failed");
+        }
+    }
 }
 
 fn traceparent<T>(request: &Request<T>) -> Option<String> {
@@ -135,7 +156,10 @@ impl NotificationService for Service {
             .await
             .map_err(ApiError::from)?
         {
-            Some(unread_count) => Ok(Response::new(pb::MarkReadResponse { unread_count })),
+            Some(unread_count) => {
+                self.announce_unread_change(&member, unread_count).await;
+                Ok(Response::new(pb::MarkReadResponse { unread_count }))
+            }
             None => Err(ApiError::NotFound(format!("up_to: no notification {} for this member", req.up_to)).into()),
         }
     }

@@ -128,14 +128,19 @@ impl EdgeApp {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let state = self.state.clone();
         tracing::info!(addr = %self.local_addr(), node = %state.node, "edge serving");
-        let drain = state.drain.clone();
+        // On shutdown: drain at once (not ready; new streams refused with 503; open
+        // streams close over the window), and stop accepting once every stream is gone
+        // or the window is over.
         let stop_accepting = {
-            let shutdown = shutdown.clone();
-            let drain = drain.clone();
+            let (shutdown, state) = (shutdown.clone(), state.clone());
             async move {
                 shutdown.cancelled().await;
-                tracing::info!("draining");
-                drain.cancel();
+                tracing::info!(connections = state.hub.connections(), window = ?state.drain_window, "draining");
+                state.drain.cancel();
+                let deadline = tokio::time::Instant::now() + state.drain_window;
+                while state.hub.connections() > 0 && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
         };
         let server = axum::serve(self.listener, self.router.into_make_service()).with_graceful_shutdown(stop_accepting);
@@ -160,6 +165,13 @@ impl EdgeApp {
 pub struct StatsHandle(Arc<EdgeState>);
 
 impl StatsHandle {
+    /// Test hook: the next live message this node receives is dropped, as if NATS had
+    /// lost it, so tests can prove gaps are healed.
+    #[cfg(feature = "fault-injection")]
+    pub fn drop_next_live_message(&self) {
+        self.0.live.drop_next.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn get(&self) -> EdgeStats {
         EdgeStats {
             connections: self.0.hub.connections(),

@@ -89,8 +89,8 @@ impl Session {
 
     async fn serve(&self) -> Closed {
         let state = &self.state;
-        if self.write(sse::retry(state.retry)).await.is_err() {
-            return Closed::ClientGone;
+        if let Err(closed) = self.write(sse::retry(state.retry)).await {
+            return closed;
         }
         let interests = self.interests();
         if let Err(e) = state.live.ensure(interests).await {
@@ -123,16 +123,9 @@ impl Session {
             "node": state.node,
             "resumed": matches!(self.resume, Resume::From(_)) && reset.is_none(),
         });
-        if self
-            .write(sse::event(
-                Some(&now_id(start)),
-                "connected",
-                connected.to_string().as_bytes(),
-            ))
-            .await
-            .is_err()
-        {
-            return Closed::ClientGone;
+        let frame = sse::event(Some(&now_id(start)), "connected", connected.to_string().as_bytes());
+        if let Err(closed) = self.write(frame).await {
+            return closed;
         }
         let mut cursor = Cursor {
             delivered: start,
@@ -140,9 +133,9 @@ impl Session {
             baseline: start,
         };
         if let Some(reason) = reset
-            && self.write(reset_frame(Some(&now_id(start)), reason)).await.is_err()
+            && let Err(closed) = self.write(reset_frame(Some(&now_id(start)), reason)).await
         {
-            return Closed::ClientGone;
+            return closed;
         }
         // Catch up: replay after the start (a resume), and the newest value of each
         // `latest` topic.
@@ -196,6 +189,14 @@ impl Session {
         }
         events.sort_by_key(|e| e.seq);
         for event in events {
+            if event.seq <= cursor.delivered {
+                // The current value of a `latest` topic, older than where this client
+                // starts: sent without an id, so its Last-Event-ID does not go back.
+                if let EventKind::Topic(name) = &event.kind {
+                    self.write(sse::event(None, name, &event.payload)).await?;
+                }
+                continue;
+            }
             self.deliver(cursor, &event, true).await?;
         }
         Ok(())
@@ -216,9 +217,7 @@ impl Session {
             baseline: now,
         };
         let id = EventId::new(self.state.bus.epoch(), now).to_string();
-        self.write(reset_frame(Some(&id), reason))
-            .await
-            .map_err(|()| Closed::ClientGone)
+        self.write(reset_frame(Some(&id), reason)).await
     }
 
     async fn live(&self, mut cursor: Cursor) -> Closed {
@@ -254,27 +253,31 @@ impl Session {
                     }
                     if let Some(count) = inbox.unread {
                         let frame = sse::event(None, "unread", json!({ "unreadCount": count }).to_string().as_bytes());
-                        if self.write(frame).await.is_err() {
-                            return Closed::ClientGone;
+                        if let Err(closed) = self.write(frame).await {
+                            return closed;
                         }
                     }
                 }
                 _ = heartbeat.tick() => {
-                    if self.write(sse::heartbeat()).await.is_err() {
-                        return Closed::ClientGone;
+                    if let Err(closed) = self.write(sse::heartbeat()).await {
+                        return closed;
                     }
                 }
                 () = &mut reauth_at, if !reauth_sent => {
                     reauth_sent = true;
                     let secs = expires.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
                     let frame = sse::event(None, "reauth", json!({ "expiresAt": secs }).to_string().as_bytes());
-                    if self.write(frame).await.is_err() {
-                        return Closed::ClientGone;
+                    if let Err(closed) = self.write(frame).await {
+                        return closed;
                     }
                 }
                 () = &mut expiry => return Closed::TokenExpired,
                 () = drain.cancelled() => return self.drain().await,
                 () = self.out.closed() => return Closed::ClientGone,
+                () = self.conn.overflowed.cancelled() => {
+                    tracing::warn!(member = %self.conn.member, connection = self.conn.id, "slow consumer; closing stream");
+                    return Closed::SlowConsumer;
+                }
             }
         }
     }
@@ -326,7 +329,7 @@ impl Session {
             EventKind::UnreadChanged => None,
         };
         if let Some(frame) = frame {
-            self.write(frame).await.map_err(|()| Closed::ClientGone)?;
+            self.write(frame).await?;
         }
         cursor.delivered = event.seq;
         cursor.by_subject.insert(event.subject.clone(), event.seq);
@@ -392,11 +395,16 @@ impl Session {
             .collect()
     }
 
-    /// Writes a frame; a client that does not take it within the write timeout is slow.
-    async fn write(&self, frame: Bytes) -> Result<(), ()> {
-        match tokio::time::timeout(self.state.write_timeout, self.out.send(frame)).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(()),
+    /// Writes a frame. A client that does not take it within the write timeout, or
+    /// whose inbox overflows meanwhile, is a slow consumer.
+    async fn write(&self, frame: Bytes) -> Result<(), Closed> {
+        tokio::select! {
+            sent = tokio::time::timeout(self.state.write_timeout, self.out.send(frame)) => match sent {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(Closed::ClientGone),
+                Err(_) => Err(Closed::SlowConsumer),
+            },
+            () = self.conn.overflowed.cancelled() => Err(Closed::SlowConsumer),
         }
     }
 }

@@ -41,6 +41,9 @@ pub(crate) struct Conn {
     inbox: Mutex<Inbox>,
     /// Woken whenever the inbox gains something.
     pub(crate) ready: Notify,
+    /// Cancelled when the inbox overflows, so a task blocked writing to a slow socket
+    /// stops at once instead of at its write timeout.
+    pub(crate) overflowed: tokio_util::sync::CancellationToken,
 }
 
 /// What the hub hands a connection, in the order it arrived.
@@ -76,6 +79,7 @@ impl Conn {
                 unread: None,
             }),
             ready: Notify::new(),
+            overflowed: tokio_util::sync::CancellationToken::new(),
         })
     }
 
@@ -109,6 +113,7 @@ impl Conn {
         } else if inbox.queue.len() >= inbox.capacity {
             inbox.slow = true;
             inbox.queue.clear();
+            self.overflowed.cancel();
         } else {
             inbox.queue.push_back(event.clone());
         }

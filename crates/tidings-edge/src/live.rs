@@ -34,6 +34,9 @@ pub(crate) struct Live {
     commands: mpsc::Sender<Command>,
     /// Live messages received from NATS: what this node's inbound traffic is.
     pub(crate) received: Arc<AtomicU64>,
+    /// Test hook: how many upcoming live messages to drop as if NATS lost them.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) drop_next: Arc<AtomicU64>,
 }
 
 #[derive(Debug)]
@@ -54,8 +57,16 @@ impl Live {
     ) -> Self {
         let (commands, rx) = mpsc::channel(1024);
         let received = Arc::new(AtomicU64::new(0));
-        tracker.spawn(run(bus, hub, rx, received.clone(), shutdown));
-        Self { commands, received }
+        let drop_next = Arc::new(AtomicU64::new(0));
+        tracker.spawn(run(bus, hub, rx, received.clone(), drop_next.clone(), shutdown));
+        #[cfg(not(feature = "fault-injection"))]
+        let _ = drop_next;
+        Self {
+            commands,
+            received,
+            #[cfg(feature = "fault-injection")]
+            drop_next,
+        }
     }
 
     /// Returns once every interest is subscribed on the server, so that anything
@@ -83,6 +94,7 @@ async fn run(
     hub: Arc<Hub>,
     mut commands: mpsc::Receiver<Command>,
     received: Arc<AtomicU64>,
+    drop_next: Arc<AtomicU64>,
     shutdown: CancellationToken,
 ) {
     let mut subscriptions: StreamMap<Interest, async_nats::Subscriber> = StreamMap::new();
@@ -122,6 +134,11 @@ async fn run(
                     .collect();
                 events.sort_by_key(|e| e.seq);
                 for event in events {
+                    if drop_next.load(Ordering::Relaxed) > 0 {
+                        drop_next.fetch_sub(1, Ordering::Relaxed);
+                        tracing::warn!(seq = event.seq, "fault injection: dropping a live message");
+                        continue;
+                    }
                     hub.dispatch(Arc::new(event));
                 }
             }

@@ -6,6 +6,8 @@
 //! - [`NatsServer`] and [`NatsCluster`]: real `nats-server` child processes on free
 //!   loopback ports, for tests that kill, restart or partition NATS; killed on drop.
 //! - [`TestApi`]: a real api node in-process on OS-chosen ports, with a typed client.
+//! - [`TestEdge`], [`TestCluster`]: real edges, and a whole cluster (db, namespace, api,
+//!   edges); [`sse`]: an EventSource-like client over real HTTP.
 //! - [`TcpProxy`]: a loopback proxy whose connections a test can cut, for outages.
 //! - [`eventually`]: the one way to wait for something; tests never sleep.
 //!
@@ -16,22 +18,27 @@
 //! on `PATH`, and refuse one older than the version Tidings needs.
 //!
 //! Layout: `services.rs` (finding Postgres and NATS), `db.rs`, `bus.rs`,
-//! `nats_server.rs`, `api.rs`, `proxy.rs`, `eventually.rs`, `log.rs`.
+//! `nats_server.rs`, `api.rs`, `edge.rs`, `cluster.rs`, `sse.rs`, `proxy.rs`, `eventually.rs`, `log.rs`.
 
 mod api;
 mod bus;
+mod cluster;
 #[cfg(feature = "containers")]
 mod containers;
 mod db;
+mod edge;
 mod eventually;
 mod log;
 mod nats_server;
 mod proxy;
 mod services;
+pub mod sse;
 
 pub use api::{ApiClient, BearerKey, TestApi};
 pub use bus::TestBus;
+pub use cluster::TestCluster;
 pub use db::TestDb;
+pub use edge::{TEST_JWT_SECRET, TestEdge};
 pub use eventually::{eventually, patience};
 pub use log::init_test_log;
 pub use nats_server::{NatsCluster, NatsServer, nats_server_binary};

@@ -1,0 +1,94 @@
+use std::time::Duration;
+
+use tidings_proto::v1 as pb;
+
+use crate::sse::{Refusal, SseStream};
+use crate::{ApiClient, TestApi, TestBus, TestDb, TestEdge, init_test_log};
+
+/// A whole Tidings cluster in this process: a database, a JetStream namespace, one api
+/// and `n` edges, all real.
+#[derive(Debug)]
+pub struct TestCluster {
+    pub db: TestDb,
+    pub bus: TestBus,
+    pub api: TestApi,
+    pub edges: Vec<TestEdge>,
+    pub client: ApiClient,
+}
+
+impl TestCluster {
+    pub async fn start(edges: usize) -> Self {
+        Self::start_with(edges, |_| {}).await
+    }
+
+    /// Like [`TestCluster::start`], letting the caller adjust each edge's config.
+    pub async fn start_with(edges: usize, adjust: impl Fn(&mut tidings_edge::EdgeConfig)) -> Self {
+        init_test_log();
+        let db = TestDb::new().await;
+        let bus = TestBus::new().await;
+        let api = TestApi::start(TestApi::config(&db, &bus), false).await;
+        let mut nodes = Vec::new();
+        for _ in 0..edges {
+            let mut config = TestEdge::config(&bus, &api);
+            adjust(&mut config);
+            nodes.push(TestEdge::start(config).await);
+        }
+        let client = api.client().await;
+        Self {
+            db,
+            bus,
+            api,
+            edges: nodes,
+            client,
+        }
+    }
+
+    /// Opens a stream on edge `edge` for `member` with a fresh token.
+    pub async fn stream(
+        &self,
+        edge: usize,
+        member: &str,
+        query: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<SseStream, Refusal> {
+        let token = TestEdge::token(member, &["ranking", "news", "board"], Duration::from_secs(3600));
+        let auth = format!("Bearer {token}");
+        let mut headers = vec![("authorization", auth.as_str())];
+        if let Some(id) = last_event_id {
+            headers.push(("last-event-id", id));
+        }
+        crate::sse::connect(self.edges[edge].addr, &format!("/v1/stream{query}"), &headers).await
+    }
+
+    /// Sends a notification to `members`; returns the response.
+    pub async fn send(&self, members: &[&str], content: &str) -> pb::SendResponse {
+        let request = pb::SendRequest {
+            member_ids: members.iter().map(|m| m.to_string()).collect(),
+            r#type: "test.event".into(),
+            content: content.into(),
+            ..Default::default()
+        };
+        self.client
+            .clone()
+            .send(request)
+            .await
+            .unwrap_or_else(|e| panic!("send: {e}"))
+            .into_inner()
+    }
+
+    /// Publishes `data` to `topic`; returns the event id.
+    pub async fn publish(&self, topic: &str, data: &str) -> String {
+        let request = pb::PublishRequest {
+            topic: topic.into(),
+            event: String::new(),
+            data_json: data.into(),
+        };
+        self.client
+            .clone()
+            .publish(request)
+            .await
+            .unwrap_or_else(|e| panic!("publish: {e}"))
+            .into_inner()
+            .event_id
+    }
+}

@@ -1,0 +1,98 @@
+//! `reset` instead of a silent hole: every way a resume position can be unusable, and
+//! a live gap healed from the stream.
+
+use std::time::Duration;
+
+use tidings_domain::{EventId, StreamEpoch};
+use tidings_testkit::TestCluster;
+
+async fn reset_reason(cluster: &TestCluster, last_event_id: &str) -> (String, Option<String>) {
+    let mut stream = cluster.stream(0, "dora", "", Some(last_event_id)).await.unwrap();
+    stream.next_named("connected").await;
+    let reset = stream.next_named("reset").await;
+    (reset.json()["reason"].as_str().unwrap().to_owned(), reset.id)
+}
+
+#[tokio::test]
+async fn unusable_positions_get_a_reset_then_live_events() {
+    let cluster = TestCluster::start_with(1, |c| c.options.replay_limit = 5).await;
+    let epoch = cluster.bus.bus.epoch();
+    let first = cluster.send(&["dora"], "one").await.deliveries[0].event_id.clone();
+    let first = EventId::parse(&first).unwrap();
+
+    for (id, reason) in [
+        ("not-an-id".to_owned(), "malformed_id"),
+        (
+            EventId::new(StreamEpoch(epoch.0 ^ 1), first.seq).to_string(),
+            "other_incarnation",
+        ),
+        (EventId::new(epoch, first.seq + 1000).to_string(), "unknown_position"),
+    ] {
+        let (got, id_after) = reset_reason(&cluster, &id).await;
+        assert_eq!(got, reason, "{id}");
+        assert!(id_after.is_some(), "the reset moves the client's position to now");
+    }
+
+    // More missed than the bound (5).
+    for i in 0..8 {
+        cluster.send(&["dora"], &format!("n{i}")).await;
+    }
+    assert_eq!(reset_reason(&cluster, &first.to_string()).await.0, "too_many_missed");
+
+    // After a reset, live events follow.
+    let mut stream = cluster.stream(0, "dora", "", Some("forged")).await.unwrap();
+    stream.next_named("reset").await;
+    cluster.send(&["dora"], "after reset").await;
+    assert_eq!(stream.next_named("notification").await.json()["content"], "after reset");
+}
+
+#[tokio::test]
+async fn history_older_than_the_stream_holds_is_a_reset() {
+    let cluster = TestCluster::start(1).await;
+    let old = cluster.send(&["erin"], "old").await.deliveries[0].event_id.clone();
+    cluster.send(&["erin"], "lost to retention").await;
+    let newest = cluster.send(&["erin"], "newest").await.deliveries[0].event_id.clone();
+    // Retention removes the oldest messages: here everything before the newest.
+    let stream = cluster
+        .bus
+        .bus
+        .jetstream()
+        .get_stream(&cluster.bus.settings.name)
+        .await
+        .unwrap();
+    stream
+        .purge()
+        .sequence(EventId::parse(&newest).unwrap().seq)
+        .await
+        .unwrap();
+    let mut s = cluster.stream(0, "erin", "", Some(&old)).await.unwrap();
+    s.next_named("connected").await;
+    assert_eq!(s.next_named("reset").await.json()["reason"], "history_trimmed");
+}
+
+/// A live message that never reaches the edge (dropped by a test hook, as a NATS hiccup
+/// would) is fetched from the stream before the next one is delivered.
+#[tokio::test]
+async fn a_live_gap_is_healed_from_the_stream() {
+    let cluster = TestCluster::start(1).await;
+    let mut s = cluster.stream(0, "fred", "", None).await.unwrap();
+    s.next_named("connected").await;
+    cluster.send(&["fred"], "one").await;
+    assert_eq!(s.next_named("notification").await.json()["content"], "one");
+
+    cluster.edges[0].stats_handle().drop_next_live_message();
+    cluster.send(&["fred"], "two (dropped live)").await;
+    cluster.send(&["fred"], "three").await;
+    let two = s.next_named("notification").await;
+    assert_eq!(two.json()["content"], "two (dropped live)");
+    let three = s.next_named("notification").await;
+    assert_eq!(three.json()["content"], "three");
+    let seq = |e: &tidings_testkit::sse::SseEvent| EventId::parse(e.id.as_deref().unwrap()).unwrap().seq;
+    assert!(seq(&two) < seq(&three));
+    assert!(
+        s.next_within(Duration::from_millis(300))
+            .await
+            .is_none_or(|e| e.event != "notification"),
+        "no duplicate"
+    );
+}
