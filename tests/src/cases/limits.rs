@@ -190,3 +190,45 @@ async fn a_stream_sends_reauth_before_exp_and_closes_at_exp() {
     .unwrap();
     assert_eq!(again.next_named("connected").await.json()["resumed"], true);
 }
+
+#[tokio::test]
+async fn cors_allows_configured_origins_with_credentials_only() {
+    let cluster = TestCluster::start_with(1, |c| c.options.cors_origins = vec!["https://app.example.com".into()]).await;
+    let preflight = |origin: &'static str| {
+        let addr = cluster.edges[0].addr;
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            let request = http::Request::builder()
+                .method("OPTIONS")
+                .uri("/v1/stream")
+                .header("host", "edge")
+                .header("origin", origin)
+                .header("access-control-request-method", "GET")
+                .header("access-control-request-headers", "authorization,last-event-id")
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            sender.send_request(request).await.unwrap().headers().clone()
+        }
+    };
+    let allowed = preflight("https://app.example.com").await;
+    assert_eq!(allowed["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(allowed["access-control-allow-credentials"], "true");
+    let refused = preflight("https://evil.example.net").await;
+    assert!(!refused.contains_key("access-control-allow-origin"), "{refused:?}");
+}
+
+#[tokio::test]
+async fn a_first_connect_may_resume_from_the_last_event_id_query_parameter() {
+    let cluster = TestCluster::start(1).await;
+    let first = cluster.send(&["rita"], "one").await.deliveries[0].event_id.clone();
+    cluster.send(&["rita"], "two").await;
+    let token = TestEdge::token("rita", &[], Duration::from_secs(60));
+    let path = format!("/v1/stream?access_token={token}&lastEventId={first}");
+    let mut s = connect(cluster.edges[0].addr, &path, &[]).await.unwrap();
+    assert_eq!(s.next_named("connected").await.json()["resumed"], true);
+    assert_eq!(s.next_named("notification").await.json()["content"], "two");
+}
