@@ -3,6 +3,7 @@ mod drain;
 mod handover;
 mod inbox;
 mod limits;
+mod observability;
 mod resets;
 mod startup;
 mod topics;

@@ -14,6 +14,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::metrics::ApiMetrics;
 use crate::oversize;
 use crate::relay::{self, RelaySettings};
 use crate::service::Service;
@@ -66,6 +67,7 @@ impl App {
             publish_timeout: config.publish_timeout,
             relay_wake: relay_wake.clone(),
             crash_after_commit: crash_after_commit(),
+            metrics: ApiMetrics::new(),
         };
         let relay = RelaySettings {
             poll: config.relay_poll,
@@ -120,6 +122,7 @@ impl App {
         let stopping = shutdown.clone();
         let readiness = health.clone();
         let server = tonic::transport::Server::builder()
+            .trace_fn(tidings_telemetry::propagation::grpc_server_span)
             .layer(tower::util::MapResponseLayer::new(
                 oversize::resource_exhausted_for_oversize,
             ))

@@ -21,6 +21,7 @@ pub(crate) async fn serve(listener: TcpListener, sender: Sender, shutdown: Cance
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(sender);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -46,4 +47,21 @@ async fn readyz(State(sender): State<Sender>) -> (StatusCode, Json<Value>) {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(json!({ "postgres": postgres, "nats": nats })))
+}
+
+/// Prometheus metrics; the outbox gauges are read from Postgres at scrape time, so they
+/// are exact whichever replica's relay did the work.
+async fn metrics(State(sender): State<Sender>) -> impl axum::response::IntoResponse {
+    let m = &sender.metrics;
+    if let Ok(Ok(backlog)) = tokio::time::timeout(PROBE_TIMEOUT, sender.store.outbox_backlog()).await {
+        m.outbox_backlog.set(i64::try_from(backlog.entries).unwrap_or(i64::MAX));
+        let age = backlog
+            .oldest
+            .map_or(0.0, |t| (chrono::Utc::now() - t).as_seconds_f64().max(0.0));
+        m.outbox_oldest_age.set(age);
+    }
+    m.nats_reconnects
+        .inc_by(sender.bus.reconnects().saturating_sub(m.nats_reconnects.get()));
+    let (content_type, body) = tidings_telemetry::metrics::render(&m.registry);
+    ([(axum::http::header::CONTENT_TYPE, content_type)], body)
 }

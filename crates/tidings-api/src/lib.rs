@@ -12,7 +12,8 @@
 //! - `convert.rs`: request validation and protobuf conversion, with the limits.
 //! - `payload.rs`: the JSON a notification carries on the stream (the SSE event data).
 //! - `auth.rs`: producer API keys.
-//! - `http.rs`: `/healthz`, `/readyz`.
+//! - `http.rs`: `/healthz`, `/readyz`, `/metrics`.
+//! - `metrics.rs`: the Prometheus series.
 //! - `oversize.rs`: RESOURCE_EXHAUSTED (not tonic's OUT_OF_RANGE) for oversized requests.
 //! - `error.rs`: [`ApiError`] and its one mapping to `tonic::Status`.
 
@@ -22,6 +23,7 @@ mod config;
 mod convert;
 mod error;
 mod http;
+mod metrics;
 mod oversize;
 mod payload;
 mod relay;

@@ -75,11 +75,17 @@ async fn round(sender: &Sender, settings: &RelaySettings) -> Result<usize, Store
         .iter()
         .filter_map(|e| {
             let member = tidings_domain::MemberId::parse(&e.member_id).ok()?;
+            // The relay's publish continues the trace of the Send that stored the entry.
+            let span = tracing::info_span!("outbox.relay_publish", notification = %e.id, attempts = e.attempts);
+            tidings_telemetry::propagation::set_remote_parent(&span, e.traceparent.as_deref());
+            let traceparent = span
+                .in_scope(tidings_telemetry::propagation::current_traceparent)
+                .or_else(|| e.traceparent.clone());
             let message = Outgoing {
                 subject: sender.bus.subjects().member(&member),
                 msg_id: Some(e.id.to_string()),
                 event: None,
-                traceparent: e.traceparent.clone(),
+                traceparent,
                 payload: payload::notification(
                     e.id,
                     &e.kind,
@@ -105,6 +111,7 @@ async fn round(sender: &Sender, settings: &RelaySettings) -> Result<usize, Store
         }
     }
     claim.published(&published, sender.bus.epoch().0).await?;
+    sender.metrics.published_relay.inc_by(published.len() as u64);
     claim
         .retry_later(&failed, settings.backoff, settings.max_backoff)
         .await?;

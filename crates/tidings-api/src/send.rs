@@ -11,8 +11,10 @@ use tidings_domain::{EventId, StreamEpoch};
 use tidings_proto::v1 as pb;
 use tidings_store::{NewSend, RowState, SendOutcome, Store};
 use tokio::sync::Notify;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
+use crate::metrics::ApiMetrics;
 use crate::{ApiError, payload};
 
 /// Stores and publishes sends. Cheap to clone.
@@ -27,6 +29,7 @@ pub struct Sender {
     pub(crate) relay_wake: Arc<Notify>,
     /// Test-only crash point between commit and publish (the `fault-injection` feature).
     pub(crate) crash_after_commit: bool,
+    pub(crate) metrics: ApiMetrics,
 }
 
 impl Sender {
@@ -40,7 +43,11 @@ impl Sender {
     /// Stores every send in one transaction, publishes the new rows, and returns one
     /// result per send, in order. An error for the whole batch means nothing was stored.
     pub async fn send(&self, sends: Vec<NewSend>) -> Result<Vec<Result<pb::SendResponse, ApiError>>, ApiError> {
-        let outcomes = self.store.insert_sends(&sends, self.relay_grace()).await?;
+        let outcomes = self
+            .store
+            .insert_sends(&sends, self.relay_grace())
+            .instrument(tracing::info_span!("postgres.insert_sends", sends = sends.len()))
+            .await?;
         if self.crash_after_commit {
             tracing::error!("fault injection: crashing between commit and publish");
             std::process::abort();
@@ -73,7 +80,18 @@ impl Sender {
         let mut published: Vec<(Uuid, u64)> = Vec::with_capacity(fresh.len());
         if !messages.is_empty() {
             if self.bus.is_connected() {
-                let results = self.bus.publish_all(messages, self.publish_timeout).await;
+                let span = tracing::info_span!("nats.publish", messages = messages.len());
+                // The edge continues the trace from the publish span.
+                if let Some(traceparent) = span.in_scope(tidings_telemetry::propagation::current_traceparent) {
+                    for m in &mut messages {
+                        m.traceparent = Some(traceparent.clone());
+                    }
+                }
+                let results = self
+                    .bus
+                    .publish_all(messages, self.publish_timeout)
+                    .instrument(span)
+                    .await;
                 for (id, result) in fresh.iter().zip(results) {
                     match result {
                         Ok(stored) => published.push((*id, stored.seq)),
@@ -83,7 +101,10 @@ impl Sender {
                     }
                 }
             }
+            self.metrics.stored.inc_by(fresh.len() as u64);
+            self.metrics.published_inline.inc_by(published.len() as u64);
             if published.len() < fresh.len() {
+                self.metrics.deferred.inc_by((fresh.len() - published.len()) as u64);
                 tracing::warn!(
                     pending = fresh.len() - published.len(),
                     "publishing deferred to the outbox relay"

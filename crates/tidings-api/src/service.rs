@@ -30,6 +30,116 @@ pub(crate) struct Service {
 }
 
 impl Service {
+    async fn send_inner(&self, request: Request<pb::SendRequest>) -> Result<Response<pb::SendResponse>, Status> {
+        let producer = self.caller(&request)?;
+        let trace = traceparent(&request);
+        let send = convert::send_request(request.into_inner(), &producer, trace)?;
+        let mut results = self.sender.send(vec![send]).await?;
+        let result = results.pop().ok_or_else(|| Status::internal("no result"))?;
+        Ok(Response::new(result?))
+    }
+
+    async fn send_stream_inner(
+        &self,
+        request: Request<Streaming<pb::SendRequest>>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        let producer = self.caller(&request)?;
+        let trace = traceparent(&request);
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_RESPONSE_BUFFER);
+        tokio::spawn(send_stream(self.sender.clone(), producer, trace, inbound, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn publish_inner(
+        &self,
+        request: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        self.caller(&request)?;
+        let trace = traceparent(&request);
+        let message = convert::publish_request(request.into_inner())?;
+        let bus = &self.sender.bus;
+        if !bus.is_connected() {
+            return Err(ApiError::BusUnavailable("not connected".into()).into());
+        }
+        let outgoing = Outgoing {
+            subject: bus.subjects().topic(&message.topic),
+            msg_id: None,
+            event: Some(message.event),
+            traceparent: trace,
+            payload: message.data_json.into(),
+        };
+        let result = bus.publish_all(vec![outgoing], self.sender.publish_timeout).await.pop();
+        match result {
+            Some(Ok(stored)) => Ok(Response::new(pb::PublishResponse {
+                event_id: EventId::new(bus.epoch(), stored.seq).to_string(),
+            })),
+            Some(Err(e)) => Err(ApiError::BusUnavailable(e.to_string()).into()),
+            None => Err(Status::internal("no publish result")),
+        }
+    }
+
+    async fn list_notifications_inner(
+        &self,
+        request: Request<pb::ListNotificationsRequest>,
+    ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
+        self.caller(&request)?;
+        let req = request.into_inner();
+        let member = convert::member("member_id", &req.member_id)?;
+        let limit = convert::page_limit(req.limit)?;
+        let before = convert::decode_cursor(&req.cursor)?;
+        // One extra row tells whether another page exists.
+        let mut items = self
+            .sender
+            .store
+            .list(&member, before, limit + 1, req.unread_only)
+            .await
+            .map_err(ApiError::from)?;
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        let next_cursor = match (more, items.last()) {
+            (true, Some(last)) => convert::encode_cursor(last.id),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListNotificationsResponse {
+            notifications: items.into_iter().map(convert::notification).collect(),
+            next_cursor,
+        }))
+    }
+
+    async fn mark_read_inner(
+        &self,
+        request: Request<pb::MarkReadRequest>,
+    ) -> Result<Response<pb::MarkReadResponse>, Status> {
+        self.caller(&request)?;
+        let req = request.into_inner();
+        let member = convert::member("member_id", &req.member_id)?;
+        let which = convert::mark_read(&req)?;
+        match self
+            .sender
+            .store
+            .mark_read(&member, &which)
+            .await
+            .map_err(ApiError::from)?
+        {
+            Some(unread_count) => {
+                self.announce_unread_change(&member, unread_count).await;
+                Ok(Response::new(pb::MarkReadResponse { unread_count }))
+            }
+            None => Err(ApiError::NotFound(format!("up_to: no notification {} for this member", req.up_to)).into()),
+        }
+    }
+
+    async fn get_unread_count_inner(
+        &self,
+        request: Request<pb::GetUnreadCountRequest>,
+    ) -> Result<Response<pb::GetUnreadCountResponse>, Status> {
+        self.caller(&request)?;
+        let member = convert::member("member_id", &request.get_ref().member_id)?;
+        let unread_count = self.sender.store.unread_count(&member).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::GetUnreadCountResponse { unread_count }))
+    }
+
     fn caller<T>(&self, request: &Request<T>) -> Result<Producer, Status> {
         self.keys.authenticate(request)
     }
@@ -69,12 +179,10 @@ type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::SendResponse, Status>
 #[tonic::async_trait]
 impl NotificationService for Service {
     async fn send(&self, request: Request<pb::SendRequest>) -> Result<Response<pb::SendResponse>, Status> {
-        let producer = self.caller(&request)?;
-        let trace = traceparent(&request);
-        let send = convert::send_request(request.into_inner(), &producer, trace)?;
-        let mut results = self.sender.send(vec![send]).await?;
-        let result = results.pop().ok_or_else(|| Status::internal("no result"))?;
-        Ok(Response::new(result?))
+        let started = std::time::Instant::now();
+        let result = self.send_inner(request).await;
+        self.sender.metrics.observe("Send", started, &result);
+        result
     }
 
     type SendStreamStream = ResponseStream;
@@ -83,95 +191,44 @@ impl NotificationService for Service {
         &self,
         request: Request<Streaming<pb::SendRequest>>,
     ) -> Result<Response<Self::SendStreamStream>, Status> {
-        let producer = self.caller(&request)?;
-        let trace = traceparent(&request);
-        let inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(STREAM_RESPONSE_BUFFER);
-        tokio::spawn(send_stream(self.sender.clone(), producer, trace, inbound, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let started = std::time::Instant::now();
+        let result = self.send_stream_inner(request).await;
+        self.sender.metrics.observe("SendStream", started, &result);
+        result
     }
 
     async fn publish(&self, request: Request<pb::PublishRequest>) -> Result<Response<pb::PublishResponse>, Status> {
-        self.caller(&request)?;
-        let trace = traceparent(&request);
-        let message = convert::publish_request(request.into_inner())?;
-        let bus = &self.sender.bus;
-        if !bus.is_connected() {
-            return Err(ApiError::BusUnavailable("not connected".into()).into());
-        }
-        let outgoing = Outgoing {
-            subject: bus.subjects().topic(&message.topic),
-            msg_id: None,
-            event: Some(message.event),
-            traceparent: trace,
-            payload: message.data_json.into(),
-        };
-        let result = bus.publish_all(vec![outgoing], self.sender.publish_timeout).await.pop();
-        match result {
-            Some(Ok(stored)) => Ok(Response::new(pb::PublishResponse {
-                event_id: EventId::new(bus.epoch(), stored.seq).to_string(),
-            })),
-            Some(Err(e)) => Err(ApiError::BusUnavailable(e.to_string()).into()),
-            None => Err(Status::internal("no publish result")),
-        }
+        let started = std::time::Instant::now();
+        let result = self.publish_inner(request).await;
+        self.sender.metrics.observe("Publish", started, &result);
+        result
     }
 
     async fn list_notifications(
         &self,
         request: Request<pb::ListNotificationsRequest>,
     ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
-        self.caller(&request)?;
-        let req = request.into_inner();
-        let member = convert::member("member_id", &req.member_id)?;
-        let limit = convert::page_limit(req.limit)?;
-        let before = convert::decode_cursor(&req.cursor)?;
-        // One extra row tells whether another page exists.
-        let mut items = self
-            .sender
-            .store
-            .list(&member, before, limit + 1, req.unread_only)
-            .await
-            .map_err(ApiError::from)?;
-        let more = items.len() > limit as usize;
-        items.truncate(limit as usize);
-        let next_cursor = match (more, items.last()) {
-            (true, Some(last)) => convert::encode_cursor(last.id),
-            _ => String::new(),
-        };
-        Ok(Response::new(pb::ListNotificationsResponse {
-            notifications: items.into_iter().map(convert::notification).collect(),
-            next_cursor,
-        }))
+        let started = std::time::Instant::now();
+        let result = self.list_notifications_inner(request).await;
+        self.sender.metrics.observe("ListNotifications", started, &result);
+        result
     }
 
     async fn mark_read(&self, request: Request<pb::MarkReadRequest>) -> Result<Response<pb::MarkReadResponse>, Status> {
-        self.caller(&request)?;
-        let req = request.into_inner();
-        let member = convert::member("member_id", &req.member_id)?;
-        let which = convert::mark_read(&req)?;
-        match self
-            .sender
-            .store
-            .mark_read(&member, &which)
-            .await
-            .map_err(ApiError::from)?
-        {
-            Some(unread_count) => {
-                self.announce_unread_change(&member, unread_count).await;
-                Ok(Response::new(pb::MarkReadResponse { unread_count }))
-            }
-            None => Err(ApiError::NotFound(format!("up_to: no notification {} for this member", req.up_to)).into()),
-        }
+        let started = std::time::Instant::now();
+        let result = self.mark_read_inner(request).await;
+        self.sender.metrics.observe("MarkRead", started, &result);
+        result
     }
 
     async fn get_unread_count(
         &self,
         request: Request<pb::GetUnreadCountRequest>,
     ) -> Result<Response<pb::GetUnreadCountResponse>, Status> {
-        self.caller(&request)?;
-        let member = convert::member("member_id", &request.get_ref().member_id)?;
-        let unread_count = self.sender.store.unread_count(&member).await.map_err(ApiError::from)?;
-        Ok(Response::new(pb::GetUnreadCountResponse { unread_count }))
+        let started = std::time::Instant::now();
+        let result = self.get_unread_count_inner(request).await;
+        self.sender.metrics.observe("GetUnreadCount", started, &result);
+        result
     }
 }
 

@@ -1,7 +1,10 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tidings_domain::{ConfigError, StreamEpoch};
+
 use tokio::sync::watch;
 
 use crate::{BusError, NatsConfig, StreamSettings, Subjects};
@@ -20,6 +23,7 @@ pub struct Bus {
     stream: String,
     epoch: StreamEpoch,
     losses: watch::Receiver<u64>,
+    connects: Arc<AtomicU64>,
 }
 
 impl Bus {
@@ -28,10 +32,16 @@ impl Bus {
     pub async fn connect(nats: &NatsConfig, settings: &StreamSettings, client_name: &str) -> Result<Self, BusError> {
         let urls = nats.server_urls().map_err(config_to_connect)?;
         let (losses_tx, losses) = watch::channel(0u64);
+        let connects = Arc::new(AtomicU64::new(0));
+        let counted = connects.clone();
         let client = async_nats::ConnectOptions::new()
             .event_callback(move |event| {
                 let losses_tx = losses_tx.clone();
+                let counted = counted.clone();
                 async move {
+                    if matches!(event, async_nats::Event::Connected) {
+                        counted.fetch_add(1, Ordering::Relaxed);
+                    }
                     match event {
                         // Core messages published while disconnected are never re-sent,
                         // and a slow subscription drops messages: either way live
@@ -52,6 +62,7 @@ impl Bus {
             .map_err(BusError::Connect)?;
         let mut bus = Self::with_client(client, nats.timeout, settings).await?;
         bus.losses = losses;
+        bus.connects = connects;
         Ok(bus)
     }
 
@@ -101,7 +112,13 @@ impl Bus {
             stream: settings.name.clone(),
             epoch,
             losses: watch::channel(0).1,
+            connects: Arc::default(),
         })
+    }
+
+    /// How many times the client reconnected to NATS since it first connected.
+    pub fn reconnects(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed).saturating_sub(1)
     }
 
     /// Changes whenever live delivery may have lost messages: after every (re)connect

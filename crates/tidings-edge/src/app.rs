@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -15,6 +14,7 @@ use crate::auth::Verifier;
 use crate::hub::Hub;
 use crate::inbox::ApiClient;
 use crate::live::Live;
+use crate::metrics::EdgeMetrics;
 use crate::state::EdgeState;
 use crate::topics::TopicModes;
 use crate::unread::Unread;
@@ -71,7 +71,9 @@ impl EdgeApp {
         let background = TaskTracker::new();
         let shutdown = CancellationToken::new();
         let hub = Arc::new(Hub::default());
-        let live = Live::spawn(bus.clone(), hub.clone(), shutdown.clone(), &background);
+        let metrics = EdgeMetrics::new();
+        metrics.max_connections.set(i64::from(o.max_connections));
+        let live = Live::spawn(bus.clone(), hub.clone(), metrics.clone(), shutdown.clone(), &background);
         let unread = Unread::spawn(api.clone(), hub.clone(), shutdown.clone(), &background);
         let node = o
             .node_name
@@ -83,6 +85,7 @@ impl EdgeApp {
             hub,
             live,
             unread,
+            metrics,
             api,
             tickets,
             verifier,
@@ -169,14 +172,14 @@ impl StatsHandle {
     /// lost it, so tests can prove gaps are healed.
     #[cfg(feature = "fault-injection")]
     pub fn drop_next_live_message(&self) {
-        self.0.live.drop_next.fetch_add(1, Ordering::Relaxed);
+        self.0.live.drop_next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn get(&self) -> EdgeStats {
         EdgeStats {
             connections: self.0.hub.connections(),
-            live_received: self.0.live.received.load(Ordering::Relaxed),
-            interests: self.0.hub.interests().len(),
+            live_received: self.0.metrics.live_received.get(),
+            interests: usize::try_from(self.0.metrics.interests.get()).unwrap_or(0),
         }
     }
 }

@@ -20,6 +20,7 @@ use serde_json::json;
 use tidings_bus::{BusEvent, EventKind, Replay, SubjectTarget};
 use tidings_domain::{EventId, Topic};
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use crate::auth::Subscriber;
 use crate::hub::Conn;
@@ -54,6 +55,18 @@ pub(crate) enum Closed {
     Error,
 }
 
+impl Closed {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::ClientGone => "client_gone",
+            Self::SlowConsumer => "slow_consumer",
+            Self::TokenExpired => "token_expired",
+            Self::Drain => "drain",
+            Self::Error => "error",
+        }
+    }
+}
+
 /// Everything one connection task needs.
 pub(crate) struct Session {
     pub(crate) state: Arc<EdgeState>,
@@ -75,13 +88,20 @@ struct Cursor {
 
 impl Session {
     pub(crate) async fn run(self) -> Closed {
+        let opened = std::time::Instant::now();
+        let metrics = &self.state.metrics;
+        metrics.opened.inc();
+        metrics.connections.inc();
         let closed = self.serve().await;
         let released = self.state.hub.unregister(&self.conn);
         self.state.live.release(released);
+        metrics.connections.dec();
+        metrics.closed.with_label_values(&[closed.label()]).inc();
         tracing::info!(
             connection = self.conn.id,
             member = %self.conn.member,
-            reason = ?closed,
+            reason = closed.label(),
+            duration_ms = opened.elapsed().as_millis() as u64,
             "stream closed"
         );
         closed
@@ -132,10 +152,11 @@ impl Session {
             by_subject: HashMap::new(),
             baseline: start,
         };
-        if let Some(reason) = reset
-            && let Err(closed) = self.write(reset_frame(Some(&now_id(start)), reason)).await
-        {
-            return closed;
+        if let Some(reason) = reset {
+            state.metrics.resets.with_label_values(&[reason]).inc();
+            if let Err(closed) = self.write(reset_frame(Some(&now_id(start)), reason)).await {
+                return closed;
+            }
         }
         // Catch up: replay after the start (a resume), and the newest value of each
         // `latest` topic.
@@ -163,7 +184,10 @@ impl Session {
                 .replay(self.replayed_subjects(), from, None, state.replay_limit)
                 .await
             {
-                Ok(Replay::Events(replayed)) => events.extend(replayed),
+                Ok(Replay::Events(replayed)) => {
+                    state.metrics.replay_size.observe(replayed.len() as f64);
+                    events.extend(replayed);
+                }
                 Ok(Replay::TooMany { pending }) => {
                     tracing::info!(member = %self.conn.member, pending, "replay over the bound; resetting");
                     return self.reset_to_now(cursor, "too_many_missed").await;
@@ -329,7 +353,39 @@ impl Session {
             EventKind::UnreadChanged => None,
         };
         if let Some(frame) = frame {
-            self.write(frame).await?;
+            match (&event.kind, &event.traceparent) {
+                // Notifications continue the trace of their Send; topic fan-out (one
+                // message to many connections) is not traced per connection.
+                (EventKind::Notification, Some(traceparent)) => {
+                    let span = tracing::info_span!(
+                        "sse.deliver",
+                        otel.kind = "consumer",
+                        path = if replayed { "replay" } else { "live" },
+                        seq = event.seq,
+                    );
+                    tidings_telemetry::propagation::set_remote_parent(&span, Some(traceparent));
+                    self.write(frame).instrument(span).await?;
+                }
+                _ => self.write(frame).await?,
+            }
+            let m = &self.state.metrics;
+            if replayed {
+                m.delivered_replay.inc()
+            } else {
+                m.delivered_live.inc()
+            }
+            if let Some(published_at) = event.published_at {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos();
+                let seconds = now.saturating_sub(published_at) as f64 / 1e9;
+                if replayed {
+                    m.latency_replay.observe(seconds)
+                } else {
+                    m.latency_live.observe(seconds)
+                }
+            }
         }
         cursor.delivered = event.seq;
         cursor.by_subject.insert(event.subject.clone(), event.seq);

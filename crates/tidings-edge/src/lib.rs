@@ -13,6 +13,7 @@
 //! - `live.rs`: the node's NATS subscriptions, delivering to the hub in stream order.
 //! - `auth.rs`: subscriber JWTs (HS256, RS256, ES256, EdDSA) and credentials.
 //! - `inbox.rs`: the inbox REST API over the api's gRPC.
+//! - `metrics.rs`: the Prometheus series of `/metrics`.
 //! - `unread.rs`: coalesced unread-count refreshes for `unread` events.
 //! - `topics.rs`: per-topic delivery modes.
 //! - `sse.rs`: the SSE wire format.
@@ -26,6 +27,7 @@ mod error;
 mod hub;
 mod inbox;
 mod live;
+mod metrics;
 mod routes;
 mod sse;
 mod state;

@@ -21,6 +21,7 @@ use tokio_stream::StreamMap;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Hub, Interest};
+use crate::metrics::EdgeMetrics;
 
 /// Most messages taken into one sorted batch.
 const MAX_BATCH: usize = 4096;
@@ -32,8 +33,7 @@ const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub(crate) struct Live {
     commands: mpsc::Sender<Command>,
-    /// Live messages received from NATS: what this node's inbound traffic is.
-    pub(crate) received: Arc<AtomicU64>,
+
     /// Test hook: how many upcoming live messages to drop as if NATS lost them.
     #[cfg(feature = "fault-injection")]
     pub(crate) drop_next: Arc<AtomicU64>,
@@ -52,18 +52,17 @@ impl Live {
     pub(crate) fn spawn(
         bus: Bus,
         hub: Arc<Hub>,
+        metrics: EdgeMetrics,
         shutdown: CancellationToken,
         tracker: &tokio_util::task::TaskTracker,
     ) -> Self {
         let (commands, rx) = mpsc::channel(1024);
-        let received = Arc::new(AtomicU64::new(0));
         let drop_next = Arc::new(AtomicU64::new(0));
-        tracker.spawn(run(bus, hub, rx, received.clone(), drop_next.clone(), shutdown));
+        tracker.spawn(run(bus, hub, rx, metrics, drop_next.clone(), shutdown));
         #[cfg(not(feature = "fault-injection"))]
         let _ = drop_next;
         Self {
             commands,
-            received,
             #[cfg(feature = "fault-injection")]
             drop_next,
         }
@@ -93,7 +92,7 @@ async fn run(
     bus: Bus,
     hub: Arc<Hub>,
     mut commands: mpsc::Receiver<Command>,
-    received: Arc<AtomicU64>,
+    metrics: EdgeMetrics,
     drop_next: Arc<AtomicU64>,
     shutdown: CancellationToken,
 ) {
@@ -106,6 +105,7 @@ async fn run(
             Some(command) = commands.recv() => match command {
                 Command::Ensure(interests, reply) => {
                     let _ = reply.send(ensure(&bus, &hub, &mut subscriptions, interests).await);
+                    metrics.interests.set(subscriptions.len() as i64);
                 }
                 Command::Release(interests) => {
                     for interest in interests {
@@ -113,6 +113,7 @@ async fn run(
                             subscriptions.remove(&interest);
                         }
                     }
+                    metrics.interests.set(subscriptions.len() as i64);
                 }
             },
             Ok(()) = losses.changed() => {
@@ -127,7 +128,7 @@ async fn run(
                         _ => break,
                     }
                 }
-                received.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                metrics.live_received.inc_by(batch.len() as u64);
                 let mut events: Vec<BusEvent> = batch
                     .into_iter()
                     .filter_map(|m| BusEvent::from_live(bus.subjects(), m.headers.as_ref(), m.payload))

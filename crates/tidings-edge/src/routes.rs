@@ -39,6 +39,7 @@ pub(crate) fn router(state: Arc<EdgeState>, cors_origins: &[String]) -> Router {
         .route("/v1/notifications/unread-count", get(inbox::unread_count))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state);
     if cors_origins.is_empty() {
         return router;
@@ -67,9 +68,22 @@ pub(crate) struct StreamQuery {
 }
 
 async fn stream(State(state): State<Arc<EdgeState>>, headers: HeaderMap, Query(query): Query<StreamQuery>) -> Response {
-    match open_stream(state, &headers, query).await {
+    match open_stream(state.clone(), &headers, query).await {
         Ok(response) => response,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            let reason = match &e {
+                EdgeError::Unauthorized(_) => "unauthenticated",
+                EdgeError::Forbidden(_) => "forbidden",
+                EdgeError::BadRequest(_) | EdgeError::NotFound(_) => "bad_request",
+                EdgeError::MemberLimit => "member_limit",
+                EdgeError::Unavailable(_) if state.drain.is_cancelled() => "draining",
+                EdgeError::Unavailable(_) => "node_limit",
+                EdgeError::Internal(_) => "error",
+            };
+            state.metrics.refused.with_label_values(&[reason]).inc();
+            tracing::info!(reason, "stream refused");
+            e.into_response()
+        }
     }
 }
 
@@ -194,4 +208,12 @@ async fn readyz(State(state): State<Arc<EdgeState>>) -> Response {
     };
     let body = json!({ "nats": nats, "draining": draining, "connections": state.hub.connections() });
     (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<Arc<EdgeState>>) -> Response {
+    let m = &state.metrics;
+    m.nats_reconnects
+        .inc_by(state.bus.reconnects().saturating_sub(m.nats_reconnects.get()));
+    let (content_type, body) = tidings_telemetry::metrics::render(&m.registry);
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }

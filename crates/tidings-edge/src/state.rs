@@ -9,6 +9,7 @@ use crate::auth::Verifier;
 use crate::hub::Hub;
 use crate::inbox::ApiClient;
 use crate::live::Live;
+use crate::metrics::EdgeMetrics;
 use crate::topics::TopicModes;
 use crate::unread::Unread;
 
@@ -19,6 +20,7 @@ pub(crate) struct EdgeState {
     pub(crate) hub: Arc<Hub>,
     pub(crate) live: Live,
     pub(crate) unread: Unread,
+    pub(crate) metrics: EdgeMetrics,
     pub(crate) api: ApiClient,
     pub(crate) tickets: Tickets,
     pub(crate) verifier: Verifier,

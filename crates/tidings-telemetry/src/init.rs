@@ -64,6 +64,7 @@ where
     let resource = Resource::builder()
         .with_service_name(service_name.clone())
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .with_attribute(KeyValue::new("service.instance.id", instance_id()))
         .build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     if let Some(endpoint) = &config.otlp_endpoint {
@@ -95,6 +96,12 @@ where
         tracing::info!(%endpoint, "exporting traces over OTLP");
     }
     Ok(TelemetryGuard { provider })
+}
+
+/// This process among its replicas: the pod (host) name and the process id.
+fn instance_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    format!("{host}-{}", std::process::id())
 }
 
 fn log_filter(spec: &str) -> Result<EnvFilter, TelemetryError> {

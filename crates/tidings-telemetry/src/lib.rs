@@ -10,9 +10,13 @@
 //! Layout:
 //! - `config.rs`: [`TelemetryConfig`] (flags and `TIDINGS_LOG_*` / `OTEL_*` variables).
 //! - `init.rs`: [`init`] and the [`TelemetryGuard`] that flushes spans on drop.
+//! - `metrics.rs`: the Prometheus registry and `/metrics` rendering.
+//! - `propagation.rs`: `traceparent` in and out of gRPC, NATS headers and the outbox.
 
 mod config;
 mod init;
+pub mod metrics;
+pub mod propagation;
 
 pub use config::{LogFormat, TelemetryConfig};
 pub use init::{TelemetryError, TelemetryGuard, init, init_with_writer};

@@ -289,3 +289,120 @@ fn migrate_against_a_dead_postgres_fails_fast_and_clearly() {
     assert!(!said.contains("hunter2"), "{said}");
     assert!(started.elapsed() < std::time::Duration::from_secs(30), "no hang");
 }
+
+/// The logs of a whole dev cluster at work never contain a credential: not the
+/// database password, not an API key, not the JWT secret, not a token passed in a URL.
+/// Each stream gets an open and a close line with reason and duration.
+#[tokio::test]
+async fn logs_never_show_secrets_and_record_each_stream() {
+    use std::io::{BufRead as _, BufReader};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let db = TestDb::new().await;
+    let bus = TestBus::new().await;
+    let password = "pg-pass-7f3a9c";
+    let db_url = db
+        .url
+        .replacen("postgres://postgres@", &format!("postgres://postgres:{password}@"), 1);
+    let api_key = "key-5d1e8b2a90c4f6e7";
+    let jwt_secret = "jwt-secret-91c2d3e4f5a6b7c8d9e0f1a2b3c4";
+    let env = [
+        ("DATABASE_URL", db_url.as_str()),
+        ("NATS_URL", bus.nats_url.as_str()),
+        ("TIDINGS_STREAM", bus.settings.name.as_str()),
+        ("TIDINGS_SUBJECT_PREFIX", bus.settings.prefix.as_str()),
+        ("TIDINGS_API_KEYS", &format!("ops={api_key}")),
+        ("TIDINGS_JWT_SECRET", jwt_secret),
+        ("TIDINGS_API_LISTEN", "127.0.0.1:0"),
+        ("TIDINGS_API_HTTP_LISTEN", "127.0.0.1:0"),
+        ("TIDINGS_EDGE_LISTEN", "127.0.0.1:0"),
+        (
+            "RUST_LOG",
+            "debug,h2=info,hyper=info,tower=info,sqlx=warn,async_nats=info",
+        ),
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["dev", "--log-format", "json"])
+        .env_clear()
+        .envs(env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    for pipe in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let logs = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut l = logs.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+    }
+    let field = |message: &str, key: &str| -> Option<String> {
+        logs.lock()
+            .unwrap()
+            .lines()
+            .find(|l| l.contains(message))
+            .and_then(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                v[key].as_str().map(str::to_owned)
+            })
+    };
+    let (edge, grpc) = eventually("the dev cluster to serve", || async {
+        Some((field("edge serving", "addr")?, field("api serving", "grpc")?))
+    })
+    .await;
+
+    // A browser with its token in the URL, and one with a bad token.
+    let token = tidings_edge::Verifier::hs256(jwt_secret.as_bytes())
+        .sign(&tidings_edge::Claims {
+            sub: "val".into(),
+            exp: tidings_edge::expiry_in(std::time::Duration::from_secs(600)),
+            topics: None,
+        })
+        .unwrap();
+    for credential in [token.as_str(), "bad-token-marker-0451"] {
+        let mut socket = tokio::net::TcpStream::connect(&edge).await.unwrap();
+        let request = format!("GET /v1/stream?access_token={credential} HTTP/1.1\r\nHost: e\r\n\r\n");
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), socket.read(&mut buf)).await;
+    }
+    // A producer call with the key.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = NotificationServiceClient::with_interceptor(channel, BearerKey(Some(api_key.into())));
+    client
+        .send(tidings_proto::v1::SendRequest {
+            member_ids: vec!["val".into()],
+            r#type: "t".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    eventually("the stream's close line", || async { field("stream closed", "reason") }).await;
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let logs = logs.lock().unwrap().clone();
+    for secret in [password, api_key, jwt_secret, token.as_str(), "bad-token-marker-0451"] {
+        assert!(!logs.contains(secret), "a secret reached the logs: {secret}");
+    }
+    let closed = logs.lines().find(|l| l.contains("stream closed")).unwrap();
+    let closed: serde_json::Value = serde_json::from_str(closed).unwrap();
+    assert_eq!(closed["reason"], "client_gone");
+    assert!(closed["duration_ms"].as_u64().is_some());
+    assert!(logs.lines().any(|l| l.contains("stream opened")));
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("stream refused") && l.contains("unauthenticated"))
+    );
+}

@@ -1,0 +1,127 @@
+//! The api's Prometheus metrics.
+
+use std::time::Instant;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Debug, Clone)]
+pub(crate) struct ApiMetrics {
+    pub(crate) registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    pub(crate) stored: IntCounter,
+    pub(crate) published_inline: IntCounter,
+    pub(crate) published_relay: IntCounter,
+    pub(crate) deferred: IntCounter,
+    pub(crate) outbox_backlog: IntGauge,
+    pub(crate) outbox_oldest_age: prometheus::Gauge,
+    pub(crate) nats_reconnects: IntCounter,
+}
+
+impl ApiMetrics {
+    pub(crate) fn new() -> Self {
+        let registry = tidings_telemetry::metrics::registry();
+        let register =
+            |c: Box<dyn prometheus::core::Collector>| registry.register(c).expect("invariant: registered once");
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("invariant: valid metric");
+            register(Box::new(c.clone()));
+            c
+        };
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "tidings_api_grpc_requests_total",
+                "gRPC calls, by method and status code",
+            ),
+            &["method", "code"],
+        )
+        .expect("invariant: valid metric");
+        register(Box::new(requests.clone()));
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "tidings_api_grpc_request_duration_seconds",
+                "gRPC call latency, by method",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["method"],
+        )
+        .expect("invariant: valid metric");
+        register(Box::new(duration.clone()));
+        let published = IntCounterVec::new(
+            Opts::new(
+                "tidings_api_notifications_published_total",
+                "Notifications acknowledged by JetStream, by path (inline, relay)",
+            ),
+            &["path"],
+        )
+        .expect("invariant: valid metric");
+        register(Box::new(published.clone()));
+        let outbox_backlog = IntGauge::new(
+            "tidings_api_outbox_backlog",
+            "Notifications committed but not yet published",
+        )
+        .expect("invariant: valid metric");
+        register(Box::new(outbox_backlog.clone()));
+        let outbox_oldest_age = prometheus::Gauge::new(
+            "tidings_api_outbox_oldest_age_seconds",
+            "Age of the oldest unpublished notification",
+        )
+        .expect("invariant: valid metric");
+        register(Box::new(outbox_oldest_age.clone()));
+        Self {
+            requests,
+            duration,
+            stored: counter(
+                "tidings_api_notifications_stored_total",
+                "Notification rows committed to Postgres",
+            ),
+            published_inline: published.with_label_values(&["inline"]),
+            published_relay: published.with_label_values(&["relay"]),
+            deferred: counter(
+                "tidings_api_publish_deferred_total",
+                "Notifications left to the outbox relay at Send time",
+            ),
+            outbox_backlog,
+            outbox_oldest_age,
+            nats_reconnects: counter("tidings_api_nats_reconnects_total", "Reconnections to NATS"),
+            registry,
+        }
+    }
+
+    /// Records one call's outcome and latency.
+    pub(crate) fn observe<T>(&self, method: &str, started: Instant, result: &Result<T, tonic::Status>) {
+        let code = match result {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        self.requests.with_label_values(&[method, code_name(code)]).inc();
+        self.duration
+            .with_label_values(&[method])
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}

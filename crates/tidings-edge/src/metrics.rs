@@ -1,0 +1,111 @@
+//! The edge's Prometheus metrics. Hot-path series (`live`/`replay` deliveries, latency)
+//! are resolved once here, not per event.
+
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Debug, Clone)]
+pub(crate) struct EdgeMetrics {
+    pub(crate) registry: Registry,
+    pub(crate) connections: IntGauge,
+    pub(crate) max_connections: IntGauge,
+    pub(crate) opened: IntCounter,
+    pub(crate) closed: IntCounterVec,
+    pub(crate) refused: IntCounterVec,
+    pub(crate) delivered_live: IntCounter,
+    pub(crate) delivered_replay: IntCounter,
+    pub(crate) resets: IntCounterVec,
+    pub(crate) replay_size: Histogram,
+    pub(crate) latency_live: Histogram,
+    pub(crate) latency_replay: Histogram,
+    pub(crate) live_received: IntCounter,
+    pub(crate) interests: IntGauge,
+    pub(crate) nats_reconnects: IntCounter,
+}
+
+impl EdgeMetrics {
+    pub(crate) fn new() -> Self {
+        let registry = tidings_telemetry::metrics::registry();
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("invariant: valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("invariant: registered once");
+            c
+        };
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("invariant: valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("invariant: registered once");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("invariant: valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("invariant: registered once");
+            g
+        };
+        let delivered = counter_vec(
+            "tidings_edge_events_delivered_total",
+            "SSE events written, by path (live, replay)",
+            "path",
+        );
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "tidings_edge_delivery_latency_seconds",
+                "From the publisher's Tidings-Published-At to the SSE write, by path",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0,
+            ]),
+            &["path"],
+        )
+        .expect("invariant: valid metric");
+        registry
+            .register(Box::new(latency.clone()))
+            .expect("invariant: registered once");
+        let replay_size = Histogram::with_opts(
+            HistogramOpts::new("tidings_edge_replay_events", "Events replayed per resume")
+                .buckets(vec![0.0, 1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0]),
+        )
+        .expect("invariant: valid metric");
+        registry
+            .register(Box::new(replay_size.clone()))
+            .expect("invariant: registered once");
+        Self {
+            connections: gauge("tidings_edge_connections", "Open SSE streams on this node"),
+            max_connections: gauge(
+                "tidings_edge_max_connections",
+                "The node's stream limit (TIDINGS_MAX_CONNECTIONS)",
+            ),
+            opened: counter("tidings_edge_connections_opened_total", "SSE streams opened"),
+            closed: counter_vec(
+                "tidings_edge_connections_closed_total",
+                "SSE streams closed, by reason (client_gone, slow_consumer, drain, token_expired, error)",
+                "reason",
+            ),
+            refused: counter_vec(
+                "tidings_edge_connections_refused_total",
+                "Stream requests refused, by reason (unauthenticated, forbidden, bad_request, node_limit, member_limit, draining)",
+                "reason",
+            ),
+            delivered_live: delivered.with_label_values(&["live"]),
+            delivered_replay: delivered.with_label_values(&["replay"]),
+            resets: counter_vec("tidings_edge_resets_total", "reset events sent, by reason", "reason"),
+            replay_size,
+            latency_live: latency.with_label_values(&["live"]),
+            latency_replay: latency.with_label_values(&["replay"]),
+            live_received: counter(
+                "tidings_edge_live_messages_received_total",
+                "Live messages received from NATS",
+            ),
+            interests: gauge(
+                "tidings_edge_nats_interests",
+                "NATS subscriptions held (member partitions and topics)",
+            ),
+            nats_reconnects: counter("tidings_edge_nats_reconnects_total", "Reconnections to NATS"),
+            registry,
+        }
+    }
+}
