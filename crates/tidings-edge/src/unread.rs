@@ -48,10 +48,12 @@ async fn run(api: ApiClient, hub: Arc<Hub>, mut requests: mpsc::Receiver<MemberI
     let mut in_flight: HashSet<MemberId> = HashSet::new();
     let mut dirty: HashSet<MemberId> = HashSet::new();
     let mut waiting: std::collections::VecDeque<MemberId> = std::collections::VecDeque::new();
+    let mut queued: HashSet<MemberId> = HashSet::new();
     let (done_tx, mut done) = mpsc::channel::<MemberId>(CONCURRENCY);
     loop {
         while in_flight.len() < CONCURRENCY {
             let Some(member) = waiting.pop_front() else { break };
+            queued.remove(&member);
             in_flight.insert(member.clone());
             let (api, hub, done_tx) = (api.clone(), hub.clone(), done_tx.clone());
             tokio::spawn(async move {
@@ -67,13 +69,13 @@ async fn run(api: ApiClient, hub: Arc<Hub>, mut requests: mpsc::Receiver<MemberI
             Some(member) = requests.recv() => {
                 if in_flight.contains(&member) {
                     dirty.insert(member);
-                } else if !waiting.contains(&member) {
+                } else if queued.insert(member.clone()) {
                     waiting.push_back(member);
                 }
             }
             Some(member) = done.recv() => {
                 in_flight.remove(&member);
-                if dirty.remove(&member) {
+                if dirty.remove(&member) && queued.insert(member.clone()) {
                     waiting.push_back(member);
                 }
             }

@@ -8,6 +8,7 @@
 //! - [`TestApi`]: a real api node in-process on OS-chosen ports, with a typed client.
 //! - [`TestEdge`], [`TestCluster`]: real edges, and a whole cluster (db, namespace, api,
 //!   edges); [`sse`]: an EventSource-like client over real HTTP.
+//! - [`Nginx`]: the project's nginx config in front of real edges.
 //! - [`TcpProxy`]: a loopback proxy whose connections a test can cut, for outages.
 //! - [`eventually`]: the one way to wait for something; tests never sleep.
 //!
@@ -30,6 +31,7 @@ mod edge;
 mod eventually;
 mod log;
 mod nats_server;
+mod nginx;
 mod proxy;
 mod services;
 pub mod sse;
@@ -42,5 +44,6 @@ pub use edge::{TEST_JWT_SECRET, TestEdge};
 pub use eventually::{eventually, patience};
 pub use log::init_test_log;
 pub use nats_server::{NatsCluster, NatsServer, nats_server_binary};
+pub use nginx::Nginx;
 pub use proxy::TcpProxy;
 pub use services::{MissingService, ServiceUrls, locate_services};

@@ -51,15 +51,7 @@ pub struct SseStream {
 
 /// Opens `GET path` on `addr` with the given headers.
 pub async fn connect(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<SseStream, Refusal> {
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap_or_else(|e| panic!("HTTP handshake with {addr}: {e}"));
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    let mut sender = handshake(addr).await;
     let mut request = http::Request::get(path)
         .header("host", addr.to_string())
         .header("accept", "text/event-stream");
@@ -255,15 +247,7 @@ pub async fn http_request(
     headers: &[(&str, &str)],
     body: Option<String>,
 ) -> (u16, String) {
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap_or_else(|e| panic!("HTTP handshake with {addr}: {e}"));
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    let mut sender = handshake(addr).await;
     let mut request = http::Request::builder()
         .method(method)
         .uri(path)
@@ -289,4 +273,23 @@ pub async fn http_request(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// An HTTP/1.1 connection to `addr`, its driver running in the background.
+async fn handshake<B>(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap_or_else(|e| panic!("HTTP handshake with {addr}: {e}"));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    sender
 }

@@ -232,3 +232,15 @@ async fn a_first_connect_may_resume_from_the_last_event_id_query_parameter() {
     assert_eq!(s.next_named("connected").await.json()["resumed"], true);
     assert_eq!(s.next_named("notification").await.json()["content"], "two");
 }
+
+#[tokio::test]
+async fn idle_streams_get_comment_heartbeats() {
+    let cluster = TestCluster::start_with(1, |c| c.options.heartbeat = Duration::from_secs(1)).await;
+    let mut s = cluster.stream(0, "sam", "", None).await.unwrap();
+    s.next_named("connected").await;
+    tidings_testkit::eventually("two heartbeats", || {
+        let comments = s.comments();
+        async move { (comments >= 2).then_some(()) }
+    })
+    .await;
+}
