@@ -1,0 +1,169 @@
+//! A lean SSE client for load: one TCP connection, HTTP/1.1 by hand, chunked transfer
+//! decoding and the event-stream fields the bench needs (id, event, data). Connections
+//! are spread over loopback source addresses so tens of thousands fit past the
+//! ephemeral-port range of one address.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use anyhow::{Context as _, bail};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// One SSE event.
+#[derive(Debug, Clone)]
+pub(crate) struct Event {
+    pub(crate) id: Option<String>,
+    pub(crate) event: String,
+    pub(crate) data: String,
+}
+
+pub(crate) struct SseConn {
+    stream: TcpStream,
+    raw: Vec<u8>,
+    body: Vec<u8>,
+    /// Bytes still due in the current chunk.
+    chunk_left: usize,
+    id: Option<String>,
+    event: Option<String>,
+    data: Vec<String>,
+}
+
+/// Opens `GET /v1/stream?access_token=…{query}` from the `source`-th loopback address.
+pub(crate) async fn open(
+    edge: SocketAddr,
+    source: u32,
+    token: &str,
+    query: &str,
+    last_event_id: Option<&str>,
+) -> anyhow::Result<SseConn> {
+    let socket = TcpSocket::new_v4()?;
+    // 127.0.0.2 .. 127.0.0.201: each source address has its own ephemeral ports.
+    let ip = Ipv4Addr::new(127, 0, 0, 2 + (source % 200) as u8);
+    socket
+        .bind(SocketAddrV4::new(ip, 0).into())
+        .context("binding a loopback source address")?;
+    let mut stream = socket
+        .connect(edge)
+        .await
+        .with_context(|| format!("connecting to {edge}"))?;
+    let resume = last_event_id
+        .map(|id| format!("Last-Event-ID: {id}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "GET /v1/stream?access_token={token}{query} HTTP/1.1\r\nHost: edge\r\nAccept: text/event-stream\r\n{resume}\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut conn = SseConn {
+        stream,
+        raw: Vec::with_capacity(1024),
+        body: Vec::new(),
+        chunk_left: 0,
+        id: None,
+        event: None,
+        data: Vec::new(),
+    };
+    // Response head.
+    loop {
+        if let Some(end) = find(&conn.raw, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&conn.raw[..end]).into_owned();
+            if !head.starts_with("HTTP/1.1 200") {
+                bail!("stream refused: {}", head.lines().next().unwrap_or_default());
+            }
+            conn.raw.drain(..end + 4);
+            return Ok(conn);
+        }
+        if conn.fill().await? == 0 {
+            bail!("connection closed before the response head");
+        }
+    }
+}
+
+impl SseConn {
+    async fn fill(&mut self) -> anyhow::Result<usize> {
+        let mut buf = [0u8; 16 * 1024];
+        let n = self.stream.read(&mut buf).await?;
+        self.raw.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    /// The next event; `None` when the server ended the stream.
+    pub(crate) async fn next(&mut self) -> anyhow::Result<Option<Event>> {
+        loop {
+            if let Some(event) = self.parse_event() {
+                return Ok(Some(event));
+            }
+            if !self.dechunk()? && self.fill().await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Moves chunk payload from `raw` to `body`; whether anything moved or ended.
+    fn dechunk(&mut self) -> anyhow::Result<bool> {
+        let mut moved = false;
+        loop {
+            if self.chunk_left > 0 {
+                let take = self.chunk_left.min(self.raw.len());
+                if take == 0 {
+                    return Ok(moved);
+                }
+                self.body.extend(self.raw.drain(..take));
+                self.chunk_left -= take;
+                moved = true;
+                continue;
+            }
+            // A chunk header, preceded by the previous chunk's CRLF.
+            if self.raw.starts_with(b"\r\n") {
+                self.raw.drain(..2);
+            }
+            let Some(end) = find(&self.raw, b"\r\n") else {
+                return Ok(moved);
+            };
+            let size = std::str::from_utf8(&self.raw[..end])
+                .ok()
+                .and_then(|s| usize::from_str_radix(s.trim(), 16).ok());
+            let Some(size) = size else { bail!("bad chunk header") };
+            self.raw.drain(..end + 2);
+            if size == 0 {
+                return Ok(moved);
+            }
+            self.chunk_left = size;
+        }
+    }
+
+    fn parse_event(&mut self) -> Option<Event> {
+        while let Some(end) = self.body.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.body.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+            if line.is_empty() {
+                if self.data.is_empty() {
+                    self.id = None;
+                    self.event = None;
+                    continue;
+                }
+                return Some(Event {
+                    id: self.id.take(),
+                    event: self.event.take().unwrap_or_else(|| "message".into()),
+                    data: std::mem::take(&mut self.data).join("\n"),
+                });
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = line
+                .split_once(':')
+                .map_or((line.as_str(), ""), |(f, v)| (f, v.strip_prefix(' ').unwrap_or(v)));
+            match field {
+                "id" => self.id = Some(value.to_owned()),
+                "event" => self.event = Some(value.to_owned()),
+                "data" => self.data.push(value.to_owned()),
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}

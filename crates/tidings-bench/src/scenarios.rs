@@ -1,0 +1,97 @@
+//! The scenarios. Each starts its own cluster, measures, verifies, reports, and stops
+//! the cluster whatever happened.
+
+mod broadcast;
+mod idle;
+mod unicast;
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt as _;
+use tidings_edge::{Claims, Verifier, expiry_in};
+
+use crate::client::{self, SseConn};
+use crate::cluster::{Cluster, ClusterArgs, JWT_SECRET};
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Scenario {
+    /// Open N idle SSE connections; report connect rate and edge RSS per connection.
+    Idle(idle::Args),
+    /// N connected members; send at a fixed rate through the api to random members;
+    /// report publish→receive latency percentiles and verify every delivery.
+    Unicast(unicast::Args),
+    /// N subscribers of one topic; publish M messages back to back; report deliveries
+    /// per second, edge CPU per delivery and latency percentiles.
+    Broadcast(broadcast::Args),
+}
+
+pub(crate) async fn run(scenario: Scenario, args: ClusterArgs) -> anyhow::Result<()> {
+    let cluster = Cluster::start(&args, &[]).await?;
+    let result = match scenario {
+        Scenario::Idle(a) => idle::run(&cluster, a).await,
+        Scenario::Unicast(a) => unicast::run(&cluster, a).await,
+        Scenario::Broadcast(a) => broadcast::run(&cluster, a).await,
+    };
+    cluster.stop().await;
+    let report = result?;
+    println!("{report}");
+    Ok(())
+}
+
+/// A subscriber token for `member`, allowed to join `topics`.
+pub(crate) fn token(member: &str, topics: &[&str]) -> String {
+    let claims = Claims {
+        sub: member.into(),
+        exp: expiry_in(Duration::from_secs(3600)),
+        topics: (!topics.is_empty()).then(|| topics.iter().map(|t| t.to_string()).collect()),
+    };
+    Verifier::hs256(JWT_SECRET.as_bytes())
+        .sign(&claims)
+        .expect("HS256 signs")
+}
+
+/// Opens one stream per member, `concurrency` at a time, round-robin over the edges,
+/// and waits for each `connected` event.
+pub(crate) async fn connect_all(
+    edges: &[SocketAddr],
+    members: &[String],
+    topics: &[&str],
+    concurrency: usize,
+) -> anyhow::Result<Vec<SseConn>> {
+    let query = if topics.is_empty() {
+        String::new()
+    } else {
+        format!("&topics={}", topics.join(","))
+    };
+    let opened = futures::stream::iter(members.iter().enumerate().map(|(i, member)| {
+        let edge = edges[i % edges.len()];
+        let token = token(member, topics);
+        let query = query.clone();
+        async move {
+            let mut conn = client::open(edge, i as u32, &token, &query, None).await?;
+            match conn.next().await? {
+                Some(e) if e.event == "connected" => Ok(conn),
+                other => anyhow::bail!("expected connected, got {other:?}"),
+            }
+        }
+    }))
+    .buffered(concurrency)
+    .collect::<Vec<_>>()
+    .await;
+    opened.into_iter().collect()
+}
+
+/// Wall-clock now as Unix nanoseconds (carried in event data for latency).
+pub(crate) fn now_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
+}
+
+/// `t` from an event's JSON data, and the latency since then.
+pub(crate) fn latency(data: &serde_json::Value) -> Option<Duration> {
+    let t = data["t"].as_str()?.parse::<u128>().ok()?;
+    Some(Duration::from_nanos(now_nanos().saturating_sub(t) as u64))
+}
