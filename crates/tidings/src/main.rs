@@ -11,6 +11,10 @@ use std::process::ExitCode;
 
 use crate::cli::Cli;
 
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Exit status for a bad configuration (BSD `EX_USAGE`), before anything binds.
 const EXIT_CONFIG: u8 = 64;
 
