@@ -24,7 +24,7 @@ async fn a_draining_edge_hands_its_browsers_to_the_other_edge_losing_nothing() {
     let draining = cluster.edges.remove(0);
     draining.begin_drain();
     let started = std::time::Instant::now();
-    let (status, body) = http_request(draining_addr(&draining), "GET", "/readyz", &[], None).await;
+    let (status, body) = http_request(draining.addr, "GET", "/readyz", &[], None).await;
     assert_eq!(status, 503, "not ready while draining: {body}");
 
     // Notifications keep coming during the drain.
@@ -73,8 +73,4 @@ async fn a_draining_edge_hands_its_browsers_to_the_other_edge_losing_nothing() {
                 .is_none_or(|e| e.event != "notification")
         );
     }
-}
-
-fn draining_addr(edge: &tidings_testkit::TestEdge) -> std::net::SocketAddr {
-    edge.addr
 }
