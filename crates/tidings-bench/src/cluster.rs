@@ -42,6 +42,8 @@ pub(crate) struct Cluster {
     pub(crate) edges: Vec<Node>,
     database: String,
     admin_url: String,
+    /// The cluster's own database, for checking what was stored.
+    pub(crate) database_url: String,
 }
 
 /// One child process and where it listens.
@@ -121,6 +123,7 @@ impl Cluster {
         Ok(Self {
             api,
             edges,
+            database_url: url_with_database(&args.database_url, &database),
             database,
             admin_url: args.database_url.clone(),
         })
@@ -153,7 +156,12 @@ fn spawn(bin: &PathBuf, role: &str, env: &[(&str, String)], addr: SocketAddr) ->
     let child = Command::new(bin)
         .arg(role)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
+        // The roles log JSON to stdout; BENCH_LOG=1 shows it (warnings and up).
+        .stdout(if std::env::var_os("BENCH_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("starting tidings {role}"))?;

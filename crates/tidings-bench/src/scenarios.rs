@@ -3,6 +3,8 @@
 
 mod broadcast;
 mod idle;
+mod ingest;
+mod storm;
 mod unicast;
 
 use std::net::SocketAddr;
@@ -24,6 +26,12 @@ pub(crate) enum Scenario {
     /// N subscribers of one topic; publish M messages back to back; report deliveries
     /// per second, edge CPU per delivery and latency percentiles.
     Broadcast(broadcast::Args),
+    /// SendStream at rising concurrency: notifications per second persisted and
+    /// published, and the api's CPU per notification.
+    Ingest(ingest::Args),
+    /// N clients that each missed K notifications reconnect at once with Last-Event-ID
+    /// (a rolling deploy): time until all caught up, errors.
+    Storm(storm::Args),
 }
 
 pub(crate) async fn run(scenario: Scenario, args: ClusterArgs) -> anyhow::Result<()> {
@@ -32,6 +40,8 @@ pub(crate) async fn run(scenario: Scenario, args: ClusterArgs) -> anyhow::Result
         Scenario::Idle(a) => idle::run(&cluster, a).await,
         Scenario::Unicast(a) => unicast::run(&cluster, a).await,
         Scenario::Broadcast(a) => broadcast::run(&cluster, a).await,
+        Scenario::Ingest(a) => ingest::run(&cluster, a).await,
+        Scenario::Storm(a) => storm::run(&cluster, a).await,
     };
     cluster.stop().await;
     let report = result?;
@@ -80,6 +90,20 @@ pub(crate) async fn connect_all(
     .collect::<Vec<_>>()
     .await;
     opened.into_iter().collect()
+}
+
+/// Sends `requests` over one SendStream call; returns the responses in order.
+pub(crate) async fn send_stream(
+    client: &crate::cluster::Client,
+    requests: Vec<tidings_proto::v1::SendRequest>,
+) -> anyhow::Result<Vec<tidings_proto::v1::SendResponse>> {
+    let mut client = client.clone();
+    let mut responses = client.send_stream(futures::stream::iter(requests)).await?.into_inner();
+    let mut out = Vec::new();
+    while let Some(r) = responses.message().await? {
+        out.push(r);
+    }
+    Ok(out)
 }
 
 /// Wall-clock now as Unix nanoseconds (carried in event data for latency).

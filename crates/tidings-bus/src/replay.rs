@@ -70,6 +70,21 @@ impl Bus {
             })
             .await
             .map_err(err)?;
+        let name = consumer.cached_info().name.clone();
+        let result = Self::read_replay(consumer, until, limit, self).await;
+        // An ephemeral consumer lingers on the server until its inactivity threshold;
+        // the server caps consumers per stream, so a reconnect storm must not leave
+        // thousands behind. Best effort: the server reaps it anyway.
+        let _ = stream.delete_consumer(&name).await;
+        result
+    }
+
+    async fn read_replay(
+        consumer: async_nats::jetstream::consumer::Consumer<OrderedConfig>,
+        until: Option<u64>,
+        limit: u32,
+        bus: &Bus,
+    ) -> Result<Replay, ReplayError> {
         let pending = consumer.cached_info().num_pending;
         if pending == 0 {
             return Ok(Replay::Events(Vec::new()));
@@ -93,7 +108,7 @@ impl Bus {
             }
             let headers = message.headers.clone().unwrap_or_default();
             if let Some(event) = BusEvent::from_stored(
-                self.subjects(),
+                bus.subjects(),
                 seq,
                 message.subject.to_string(),
                 &headers,

@@ -20,6 +20,9 @@ use crate::topics::TopicModes;
 use crate::unread::Unread;
 use crate::{EdgeConfig, routes};
 
+/// Replays running at once per edge (see `EdgeState::replays`).
+const REPLAY_CONCURRENCY: usize = 64;
+
 /// The HS256 secret `tidings dev` uses when none is configured. Public, so never for
 /// anything but a laptop.
 pub const DEV_JWT_SECRET: &str = "tidings-dev-secret-not-for-production-use";
@@ -101,6 +104,7 @@ impl EdgeApp {
             drain_window: o.drain_window,
             write_timeout: (o.heartbeat * 2).max(Duration::from_secs(10)),
             drain: CancellationToken::new(),
+            replays: tokio::sync::Semaphore::new(REPLAY_CONCURRENCY),
             shutdown,
             tracker: TaskTracker::new(),
         });

@@ -179,6 +179,7 @@ impl Session {
         let state = &self.state;
         let mut events: Vec<BusEvent> = Vec::new();
         if let Some(from) = from {
+            let _permit = state.replays.acquire().await.map_err(|_| Closed::Error)?;
             match state
                 .bus
                 .replay(self.replayed_subjects(), from, None, state.replay_limit)
@@ -401,6 +402,7 @@ impl Session {
     /// out of order.
     async fn heal(&self, cursor: &mut Cursor, event: &BusEvent, known: u64) -> Result<(), Closed> {
         tracing::info!(subject = %event.subject, known, seq = event.seq, "live gap; fetching the missed messages");
+        let _permit = self.state.replays.acquire().await.map_err(|_| Closed::Error)?;
         let fetched = self
             .state
             .bus

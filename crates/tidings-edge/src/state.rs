@@ -40,6 +40,10 @@ pub(crate) struct EdgeState {
     pub(crate) drain: CancellationToken,
     /// Cancelled when the drain window is over: everything ends now.
     pub(crate) shutdown: CancellationToken,
+    /// Replays in flight at once on this node. Each one is a short-lived JetStream
+    /// consumer, and the server caps consumers per stream: a reconnect storm queues
+    /// here instead of failing there.
+    pub(crate) replays: tokio::sync::Semaphore,
     /// Every connection task, so shutdown can wait for them.
     pub(crate) tracker: TaskTracker,
 }
