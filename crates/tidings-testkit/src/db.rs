@@ -53,6 +53,21 @@ impl TestDb {
         DbConfig::new(self.url.clone())
     }
 
+    /// Waits until notification `id` has been published (its `stream_seq` is set, by
+    /// the inline publish or the outbox relay) and returns that stream sequence.
+    pub async fn published_seq(&self, id: uuid::Uuid) -> u64 {
+        crate::eventually("the notification to be published", || async move {
+            sqlx::query_scalar::<_, Option<i64>>("select stream_seq from notification where id = $1")
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await
+                .ok()
+                .flatten()
+                .map(i64::unsigned_abs)
+        })
+        .await
+    }
+
     /// The store over this database's pool.
     pub fn store(&self) -> Store {
         Store::from_pool(self.pool.clone())

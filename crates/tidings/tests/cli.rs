@@ -215,21 +215,10 @@ async fn a_send_committed_by_an_api_killed_before_publishing_is_delivered_by_the
 
     // Another api (any replica) runs the relay.
     let api = TestApi::start(TestApi::config(&db, &bus), false).await;
-    let seq = eventually("the relay to publish", || {
-        let pool = db.pool.clone();
-        async move {
-            sqlx::query_scalar::<_, Option<i64>>("select stream_seq from notification where id = $1")
-                .bind(id)
-                .fetch_one(&pool)
-                .await
-                .ok()
-                .flatten()
-        }
-    })
-    .await;
+    let seq = db.published_seq(id).await;
     let mut stream = bus.bus.jetstream().get_stream(&bus.settings.name).await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages, 1);
-    let stored = stream.get_raw_message(seq as u64).await.unwrap();
+    let stored = stream.get_raw_message(seq).await.unwrap();
     assert_eq!(stored.headers.get("Nats-Msg-Id").unwrap().as_str(), id.to_string());
     drop(api);
 }
