@@ -18,7 +18,7 @@ ensure_nginx() { # sets NGINX and exports TIDINGS_NGINX
       as_root apt-get update -q >/dev/null
       (cd "$deb" && apt-get download -q nginx >/dev/null)
     fi
-    rm -rf "$dir"
+    rm -rf "$dir" && mkdir -p "$dir"
     dpkg-deb -x "$deb"/nginx_*.deb "$dir"
     rm -rf "$deb"
   fi
