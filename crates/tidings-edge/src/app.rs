@@ -13,12 +13,13 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Verifier;
 use crate::hub::Hub;
 use crate::inbox::ApiClient;
-use crate::live::Live;
+use crate::live::{Live, Node};
 use crate::metrics::EdgeMetrics;
 use crate::state::EdgeState;
+use crate::sweep::{self, Clock};
 use crate::topics::TopicModes;
 use crate::unread::Unread;
-use crate::{EdgeConfig, routes};
+use crate::{EdgeConfig, connection, routes};
 
 /// Replays running at once per edge (see `EdgeState::replays`).
 const REPLAY_CONCURRENCY: usize = 64;
@@ -76,8 +77,21 @@ impl EdgeApp {
         let hub = Arc::new(Hub::default());
         let metrics = EdgeMetrics::new();
         metrics.max_connections.set(i64::from(o.max_connections));
-        let live = Live::spawn(bus.clone(), hub.clone(), metrics.clone(), shutdown.clone(), &background);
-        let unread = Unread::spawn(api.clone(), hub.clone(), shutdown.clone(), &background);
+        let clock = Arc::new(Clock::default());
+        let unread = Unread::spawn(api.clone(), hub.clone(), clock.clone(), shutdown.clone(), &background);
+        let (catch_ups, mut catch_up_requests) = tokio::sync::mpsc::unbounded_channel();
+        let live = Live::spawn(
+            Node {
+                bus: bus.clone(),
+                hub: hub.clone(),
+                metrics: metrics.clone(),
+                unread: unread.clone(),
+                clock: clock.clone(),
+                catch_ups,
+            },
+            shutdown.clone(),
+            &background,
+        );
         let node = o
             .node_name
             .clone()
@@ -89,6 +103,7 @@ impl EdgeApp {
             live,
             unread,
             metrics,
+            clock,
             api,
             tickets,
             verifier,
@@ -107,6 +122,16 @@ impl EdgeApp {
             replays: tokio::sync::Semaphore::new(REPLAY_CONCURRENCY),
             shutdown,
             tracker: TaskTracker::new(),
+        });
+        background.spawn(sweep::run(state.clone()));
+        background.spawn(sweep::drain(state.clone()));
+        background.spawn({
+            let state = state.clone();
+            async move {
+                while let Some(conn) = catch_up_requests.recv().await {
+                    state.tracker.spawn(connection::catch_up(state.clone(), conn));
+                }
+            }
         });
         let router = routes::router(state.clone(), &o.cors_origins);
         Ok(Self {
@@ -203,7 +228,6 @@ async fn serve_http1(
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     use hyper_util::rt::TokioIo;
-    use hyper_util::service::TowerToHyperService;
     tokio::pin!(stop);
     loop {
         let (tcp, _) = tokio::select! {
@@ -222,14 +246,56 @@ async fn serve_http1(
         let mut builder = hyper::server::conn::http1::Builder::new();
         // One buffer, no vectored-write queue; a client that never finishes its request
         // head is dropped rather than holding a connection open.
+        // hyper buffers at most 64 KiB of a response before writing it out.
         builder
             .writev(false)
+            .max_buf_size(64 * 1024)
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(Duration::from_secs(30));
-        let connection = builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router.clone()));
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        // The switch rides in the request's extensions to the stream it opens, which
+        // fires it to close a socket that stopped draining.
+        let switch = Arc::new(KillSwitch::default());
+        let service = {
+            let (router, switch) = (router.clone(), switch.clone());
+            hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(switch.clone());
+                tower::ServiceExt::oneshot(router.clone(), request)
+            })
+        };
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(tcp), service));
+        let task = async move {
+            tokio::select! {
+                _ = connection => {}
+                () = switch.fired() => {}
+            }
+        };
+        tokio::spawn(task);
+    }
+}
+
+/// Closes one HTTP connection from outside its task: a slow reader whose socket no
+/// longer drains never polls its response again, so ending the stream is not enough.
+#[derive(Debug, Default)]
+pub(crate) struct KillSwitch {
+    fired: std::sync::atomic::AtomicBool,
+    waker: futures::task::AtomicWaker,
+}
+
+impl KillSwitch {
+    pub(crate) fn fire(&self) {
+        self.fired.store(true, std::sync::atomic::Ordering::Release);
+        self.waker.wake();
+    }
+
+    async fn fired(&self) {
+        std::future::poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            if self.fired.load(std::sync::atomic::Ordering::Acquire) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
     }
 }

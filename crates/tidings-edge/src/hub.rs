@@ -4,17 +4,19 @@
 //! Interest is per member partition (`<prefix>.live.member.<p>.*`) and per topic. It is
 //! taken when the first local connection of a partition or topic registers and dropped
 //! after the last one leaves; tabs of one member share it. Delivery into a connection
-//! never blocks: each connection has a bounded inbox, and a connection whose inbox is
-//! full is marked slow and closed by its own task (it resumes by Last-Event-ID).
+//! never blocks: each connection has a bounded queue (`delivery.rs`), and a connection
+//! whose queue is full is closed as a slow consumer (it resumes by Last-Event-ID).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tidings_bus::{BusEvent, SubjectTarget};
+use bytes::Bytes;
+use tidings_bus::SubjectTarget;
 use tidings_domain::{MemberId, Topic};
-use tokio::sync::Notify;
 
+use crate::app::KillSwitch;
+use crate::delivery::{Closed, Delivery, Outgoing, Step};
 use crate::topics::TopicMode;
 
 /// A unit of NATS interest.
@@ -31,100 +33,97 @@ pub(crate) enum Refused {
     MemberFull,
 }
 
-/// One SSE connection, as the hub sees it.
+/// One SSE connection, as the hub sees it: who it is for, and its delivery state.
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) id: u64,
     pub(crate) member: MemberId,
     pub(crate) partition: u16,
     pub(crate) topics: Vec<(Topic, TopicMode)>,
-    inbox: Mutex<Inbox>,
-    /// Woken whenever the inbox gains something.
-    pub(crate) ready: Notify,
-    /// Cancelled when the inbox overflows, so a task blocked writing to a slow socket
-    /// stops at once instead of at its write timeout.
-    pub(crate) overflowed: tokio_util::sync::CancellationToken,
-}
-
-/// What the hub hands a connection, in the order it arrived.
-#[derive(Debug)]
-pub(crate) struct Inbox {
-    capacity: usize,
-    /// Member events and `all`-topic events, in stream order.
-    pub(crate) queue: VecDeque<Arc<BusEvent>>,
-    /// The newest undelivered event of each `latest` topic: a newer one replaces it.
-    pub(crate) latest: Vec<Arc<BusEvent>>,
-    /// The inbox overflowed: the connection must close.
-    pub(crate) slow: bool,
-    /// Live delivery may have lost messages (NATS reconnected): replay before going on.
-    pub(crate) resync: bool,
-    /// The member's unread count changed to this.
-    pub(crate) unread: Option<u64>,
+    /// When the subscriber's token expires, Unix seconds.
+    pub(crate) expires_at: u64,
+    pub(crate) opened: std::time::Instant,
+    delivery: Mutex<Delivery>,
+    /// Closes the HTTP connection itself (a socket that stopped draining never polls
+    /// its response again). Absent when served without the edge's accept loop.
+    kill: Option<Arc<KillSwitch>>,
 }
 
 impl Conn {
-    pub(crate) fn new(member: MemberId, partition: u16, topics: Vec<(Topic, TopicMode)>, capacity: usize) -> Arc<Self> {
+    pub(crate) fn new(
+        member: MemberId,
+        partition: u16,
+        topics: Vec<(Topic, TopicMode)>,
+        expires_at: u64,
+        capacity: usize,
+        now: u32,
+        kill: Option<Arc<KillSwitch>>,
+    ) -> Arc<Self> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         Arc::new(Self {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             member,
             partition,
             topics,
-            inbox: Mutex::new(Inbox {
-                capacity,
-                queue: VecDeque::new(),
-                latest: Vec::new(),
-                slow: false,
-                resync: false,
-                unread: None,
-            }),
-            ready: Notify::new(),
-            overflowed: tokio_util::sync::CancellationToken::new(),
+            expires_at,
+            opened: std::time::Instant::now(),
+            delivery: Mutex::new(Delivery::new(capacity, now)),
+            kill,
         })
     }
 
-    /// Takes everything queued so far.
-    pub(crate) fn take(&self) -> Inbox {
-        let mut inbox = self.inbox.lock().expect("invariant: never poisoned");
-        Inbox {
-            capacity: inbox.capacity,
-            queue: std::mem::take(&mut inbox.queue),
-            latest: std::mem::take(&mut inbox.latest),
-            slow: std::mem::take(&mut inbox.slow),
-            resync: std::mem::take(&mut inbox.resync),
-            unread: inbox.unread.take(),
+    pub(crate) fn delivery(&self) -> MutexGuard<'_, Delivery> {
+        self.delivery.lock().expect("invariant: never poisoned")
+    }
+
+    /// Ends the stream after what is queued; a slow consumer's socket is closed too.
+    pub(crate) fn end(&self, reason: Closed) {
+        self.delivery().end(reason);
+        if reason == Closed::SlowConsumer {
+            self.kill();
         }
     }
 
-    fn mode_of(&self, topic: &Topic) -> Option<TopicMode> {
-        self.topics.iter().find(|(t, _)| t == topic).map(|(_, m)| *m)
+    /// Closes the HTTP connection now.
+    pub(crate) fn kill(&self) {
+        if let Some(kill) = &self.kill {
+            kill.fire();
+        }
     }
 
-    fn push(&self, event: &Arc<BusEvent>, mode: Option<TopicMode>) {
-        let mut inbox = self.inbox.lock().expect("invariant: never poisoned");
-        if inbox.slow {
-            return;
-        }
-        if mode == Some(TopicMode::Latest) {
-            match inbox.latest.iter_mut().find(|e| e.subject == event.subject) {
-                Some(slot) => *slot = event.clone(),
-                None => inbox.latest.push(event.clone()),
-            }
-        } else if inbox.queue.len() >= inbox.capacity {
-            inbox.slow = true;
-            inbox.queue.clear();
-            self.overflowed.cancel();
-        } else {
-            inbox.queue.push_back(event.clone());
-        }
-        drop(inbox);
-        self.ready.notify_one();
+    /// The conflation slot of `topic` on this connection, when it is a `latest` topic.
+    pub(crate) fn latest_slot(&self, topic: &Topic) -> Option<u8> {
+        self.topics
+            .iter()
+            .position(|(t, m)| t == topic && *m == TopicMode::Latest)
+            .and_then(|i| u8::try_from(i).ok())
     }
 
-    fn flag(&self, set: impl FnOnce(&mut Inbox)) {
-        set(&mut self.inbox.lock().expect("invariant: never poisoned"));
-        self.ready.notify_one();
+    /// Offers a live event; a slow consumer found here is closed.
+    fn offer(&self, out: &Arc<Outgoing>, now: u32) -> Step {
+        let slot = match &out.event.target {
+            SubjectTarget::Topic(t) => self.latest_slot(t),
+            SubjectTarget::Member(_) => None,
+        };
+        let step = self.delivery().offer(out, slot, now);
+        if step == Step::Overflowed {
+            tracing::warn!(member = %self.member, connection = self.id, "slow consumer; closing stream");
+            self.kill();
+        }
+        step
     }
+}
+
+/// What one live event did on this node.
+#[derive(Debug, Default)]
+pub(crate) struct Dispatched {
+    /// Connections that received its frame.
+    pub(crate) delivered: u64,
+    /// Connections it reached: delivered (with or without a frame) or held for after
+    /// their catch-up.
+    pub(crate) reached: u64,
+    /// Connections that saw a gap and must catch up (a task per connection).
+    pub(crate) catch_up: Vec<Arc<Conn>>,
 }
 
 /// The registry. One per edge node.
@@ -214,36 +213,43 @@ impl Hub {
     }
 
     /// Hands a live event to every connection that wants it. Never blocks on a
-    /// connection; a full inbox marks that connection slow.
-    pub(crate) fn dispatch(&self, event: Arc<BusEvent>) -> usize {
+    /// connection; a full queue ends that connection as a slow consumer.
+    pub(crate) fn dispatch(&self, out: &Arc<Outgoing>, now: u32) -> Dispatched {
         let s = self.state.lock().expect("invariant: never poisoned");
-        let targets: &[Arc<Conn>] = match &event.target {
+        let targets: &[Arc<Conn>] = match &out.event.target {
             SubjectTarget::Member(m) => s.members.get(m).map_or(&[], Vec::as_slice),
             SubjectTarget::Topic(t) => s.topics.get(t).map_or(&[], Vec::as_slice),
         };
+        let mut dispatched = Dispatched::default();
         for conn in targets {
-            let mode = match &event.target {
-                SubjectTarget::Topic(t) => conn.mode_of(t),
-                SubjectTarget::Member(_) => None,
-            };
-            conn.push(&event, mode);
+            match conn.offer(out, now) {
+                Step::Delivered => {
+                    dispatched.reached += 1;
+                    dispatched.delivered += u64::from(out.frame.is_some());
+                }
+                Step::Held => dispatched.reached += 1,
+                Step::Gap => {
+                    dispatched.reached += 1;
+                    dispatched.catch_up.push(conn.clone());
+                }
+                Step::Skipped | Step::Overflowed => {}
+            }
         }
-        targets.len()
+        dispatched
     }
 
     /// Tells every connection of `member` its new unread count.
-    pub(crate) fn unread(&self, member: &MemberId, count: u64) {
+    pub(crate) fn unread(&self, member: &MemberId, frame: &Bytes, now: u32) {
         let s = self.state.lock().expect("invariant: never poisoned");
         for conn in s.members.get(member).into_iter().flatten() {
-            conn.flag(|inbox| inbox.unread = Some(count));
+            conn.delivery().push_unread(frame.clone(), now);
         }
     }
 
-    /// Asks every connection to replay what live delivery may have missed.
-    pub(crate) fn resync_all(&self) {
-        for conn in self.all() {
-            conn.flag(|inbox| inbox.resync = true);
-        }
+    /// Asks every connection to replay what live delivery may have missed; returns
+    /// those that need a catch-up task started.
+    pub(crate) fn resync_all(&self) -> Vec<Arc<Conn>> {
+        self.all().into_iter().filter(|c| c.delivery().resync()).collect()
     }
 
     /// Every connection, for drain.
@@ -259,10 +265,10 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-    use tidings_bus::EventKind;
+    use tidings_bus::{BusEvent, EventKind};
 
     use super::*;
+    use crate::delivery::Cursor;
 
     fn member(s: &str) -> MemberId {
         MemberId::parse(s).unwrap()
@@ -272,27 +278,46 @@ mod tests {
         Topic::parse(s).unwrap()
     }
 
-    fn event(seq: u64, target: SubjectTarget, subject: &str) -> Arc<BusEvent> {
-        Arc::new(BusEvent {
-            seq,
-            previous_on_subject: Some(0),
-            kind: match &target {
-                SubjectTarget::Member(_) => EventKind::Notification,
-                SubjectTarget::Topic(t) => EventKind::Topic(t.to_string()),
+    fn conn(m: &str, partition: u16, topics: Vec<(Topic, TopicMode)>, capacity: usize) -> Arc<Conn> {
+        let conn = Conn::new(member(m), partition, topics, u64::MAX, capacity, 0, None);
+        conn.delivery().cursor = Cursor::at(0);
+        conn.delivery().settle(0);
+        conn
+    }
+
+    fn event(seq: u64, target: SubjectTarget, subject: &str) -> Arc<Outgoing> {
+        Arc::new(Outgoing {
+            event: BusEvent {
+                seq,
+                previous_on_subject: Some(0),
+                kind: match &target {
+                    SubjectTarget::Member(_) => EventKind::Notification,
+                    SubjectTarget::Topic(t) => EventKind::Topic(t.to_string()),
+                },
+                target,
+                subject: subject.into(),
+                payload: Bytes::new(),
+                published_at: None,
+                traceparent: None,
             },
-            target,
-            subject: subject.into(),
-            payload: Bytes::new(),
-            published_at: None,
-            traceparent: None,
+            frame: Some(Bytes::from(format!("{seq};"))),
         })
+    }
+
+    fn sent(conn: &Conn) -> String {
+        let waker = std::task::Waker::noop();
+        let mut all = String::new();
+        while let Some(Some(frame)) = conn.delivery().take(waker, 0, |_, _| {}) {
+            all.push_str(std::str::from_utf8(&frame).unwrap());
+        }
+        all
     }
 
     #[test]
     fn interest_follows_the_first_and_last_connection() {
         let hub = Hub::default();
-        let a1 = Conn::new(member("a"), 7, vec![(topic("t"), TopicMode::All)], 8);
-        let a2 = Conn::new(member("a"), 7, vec![], 8);
+        let a1 = conn("a", 7, vec![(topic("t"), TopicMode::All)], 8);
+        let a2 = conn("a", 7, vec![], 8);
         assert_eq!(
             hub.register(&a1, 10, 10).unwrap(),
             [Interest::Partition(7), Interest::Topic(topic("t"))]
@@ -314,59 +339,63 @@ mod tests {
     #[test]
     fn limits_per_node_and_member() {
         let hub = Hub::default();
-        hub.register(&Conn::new(member("a"), 1, vec![], 8), 2, 1).unwrap();
-        assert_eq!(
-            hub.register(&Conn::new(member("a"), 1, vec![], 8), 2, 1),
-            Err(Refused::MemberFull)
-        );
-        hub.register(&Conn::new(member("b"), 2, vec![], 8), 2, 1).unwrap();
-        assert_eq!(
-            hub.register(&Conn::new(member("c"), 3, vec![], 8), 2, 1),
-            Err(Refused::NodeFull)
-        );
+        hub.register(&conn("a", 1, vec![], 8), 2, 1).unwrap();
+        assert_eq!(hub.register(&conn("a", 1, vec![], 8), 2, 1), Err(Refused::MemberFull));
+        hub.register(&conn("b", 2, vec![], 8), 2, 1).unwrap();
+        assert_eq!(hub.register(&conn("c", 3, vec![], 8), 2, 1), Err(Refused::NodeFull));
     }
 
     #[test]
     fn events_reach_only_their_member_and_topic_subscribers() {
         let hub = Hub::default();
-        let a = Conn::new(member("a"), 1, vec![(topic("t"), TopicMode::All)], 8);
-        let b = Conn::new(member("b"), 1, vec![], 8);
+        let a = conn("a", 1, vec![(topic("t"), TopicMode::All)], 8);
+        let b = conn("b", 1, vec![], 8);
         hub.register(&a, 10, 10).unwrap();
         hub.register(&b, 10, 10).unwrap();
-        assert_eq!(hub.dispatch(event(1, SubjectTarget::Member(member("a")), "m.a")), 1);
-        assert_eq!(hub.dispatch(event(2, SubjectTarget::Topic(topic("t")), "t")), 1);
-        assert_eq!(hub.dispatch(event(3, SubjectTarget::Member(member("zz")), "m.zz")), 0);
-        assert_eq!(a.take().queue.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
-        assert!(b.take().queue.is_empty());
+        assert_eq!(
+            hub.dispatch(&event(1, SubjectTarget::Member(member("a")), "m.a"), 0)
+                .delivered,
+            1
+        );
+        assert_eq!(
+            hub.dispatch(&event(2, SubjectTarget::Topic(topic("t")), "t"), 0)
+                .delivered,
+            1
+        );
+        assert_eq!(
+            hub.dispatch(&event(3, SubjectTarget::Member(member("zz")), "m.zz"), 0)
+                .delivered,
+            0
+        );
+        assert_eq!(sent(&a), "1;2;");
+        assert_eq!(sent(&b), "");
     }
 
     #[test]
-    fn a_full_inbox_marks_the_connection_slow_and_latest_topics_conflate() {
+    fn a_full_queue_closes_only_that_connection_and_latest_topics_conflate() {
         let hub = Hub::default();
-        let slow = Conn::new(member("a"), 1, vec![(topic("board"), TopicMode::Latest)], 2);
-        let fast = Conn::new(member("a"), 1, vec![], 2);
+        let slow = conn("a", 1, vec![(topic("board"), TopicMode::Latest)], 2);
+        let fast = conn("a", 1, vec![], 2);
         hub.register(&slow, 10, 10).unwrap();
         hub.register(&fast, 10, 10).unwrap();
         for seq in 1..=2 {
-            hub.dispatch(event(seq, SubjectTarget::Member(member("a")), "m.a"));
+            hub.dispatch(&event(seq, SubjectTarget::Member(member("a")), "m.a"), 0);
         }
-        assert_eq!(fast.take().queue.len(), 2, "the fast tab drained");
-        hub.dispatch(event(3, SubjectTarget::Member(member("a")), "m.a"));
-        let inbox = slow.take();
-        assert!(inbox.slow, "the third event overflowed the slow tab");
-        assert_eq!(fast.take().queue.len(), 1, "the fast tab is not affected");
+        assert_eq!(sent(&fast), "1;2;", "the fast tab drained");
+        hub.dispatch(&event(3, SubjectTarget::Member(member("a")), "m.a"), 0);
+        assert_eq!(
+            slow.delivery().ended(),
+            Some(Closed::SlowConsumer),
+            "the third event overflowed the slow tab"
+        );
+        assert_eq!(sent(&fast), "3;", "the fast tab is not affected");
 
-        let reader = Conn::new(member("b"), 2, vec![(topic("board"), TopicMode::Latest)], 2);
+        let reader = conn("b", 2, vec![(topic("board"), TopicMode::Latest)], 2);
         hub.register(&reader, 10, 10).unwrap();
         for seq in 10..20 {
-            hub.dispatch(event(seq, SubjectTarget::Topic(topic("board")), "board"));
+            hub.dispatch(&event(seq, SubjectTarget::Topic(topic("board")), "board"), 0);
         }
-        let inbox = reader.take();
-        assert!(!inbox.slow, "latest topics never overflow");
-        assert_eq!(
-            inbox.latest.iter().map(|e| e.seq).collect::<Vec<_>>(),
-            [19],
-            "only the newest value is kept"
-        );
+        assert_eq!(reader.delivery().ended(), None, "latest topics never overflow");
+        assert_eq!(sent(&reader), "19;", "only the newest value is kept");
     }
 }

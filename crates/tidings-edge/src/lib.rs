@@ -7,8 +7,11 @@
 //! - `config.rs`: [`EdgeConfig`], [`EdgeOptions`].
 //! - `app.rs`: [`EdgeApp`]: build (connect, bind) and run (serve, drain).
 //! - `routes.rs`: `GET /v1/stream`, `POST /v1/stream/ticket`, health; CORS.
-//! - `connection.rs`: one stream's life: catch-up, live delivery, gap healing, reauth,
-//!   drain.
+//! - `connection.rs`: a stream's catch-up task: announce, replay, hand over to live;
+//!   gap healing and resync.
+//! - `delivery.rs`: one connection's cursor and bounded frame queue (no task, no timer).
+//! - `body.rs`: the SSE response body that drains that queue; its drop closes the books.
+//! - `sweep.rs`: the shared timers: heartbeats, reauth, expiry, stalled sockets, drain.
 //! - `hub.rs`: which connections want which member and topic; interest refcounts.
 //! - `live.rs`: the node's NATS subscriptions, delivering to the hub in stream order.
 //! - `auth.rs`: subscriber JWTs (HS256, RS256, ES256, EdDSA) and credentials.
@@ -21,8 +24,10 @@
 
 mod app;
 mod auth;
+mod body;
 mod config;
 mod connection;
+mod delivery;
 mod error;
 mod hub;
 mod inbox;
@@ -31,6 +36,7 @@ mod metrics;
 mod routes;
 mod sse;
 mod state;
+mod sweep;
 mod topics;
 mod unread;
 

@@ -1,6 +1,7 @@
 //! The NATS side of the hub: one task per node owns every live subscription (a member
 //! partition or a topic), takes and drops them as the hub's interest changes, and hands
-//! each live message to the hub in stream order.
+//! each live message to the hub in stream order. Each message is decoded and framed
+//! once; every connection it goes to queues the same bytes.
 //!
 //! Ordering: the stream leader re-publishes in sequence order over this node's single
 //! NATS connection, and async-nats pushes each message into its subscription's channel
@@ -15,13 +16,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::{FutureExt as _, StreamExt as _};
-use tidings_bus::{Bus, BusEvent};
+use tidings_bus::{Bus, BusEvent, EventKind, SubjectTarget};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamMap;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{Hub, Interest};
+use crate::delivery::Outgoing;
+use crate::hub::{Conn, Hub, Interest};
 use crate::metrics::EdgeMetrics;
+use crate::sweep::Clock;
+use crate::unread::Unread;
 
 /// Most messages taken into one sorted batch.
 const MAX_BATCH: usize = 4096;
@@ -49,16 +53,10 @@ enum Command {
 }
 
 impl Live {
-    pub(crate) fn spawn(
-        bus: Bus,
-        hub: Arc<Hub>,
-        metrics: EdgeMetrics,
-        shutdown: CancellationToken,
-        tracker: &tokio_util::task::TaskTracker,
-    ) -> Self {
+    pub(crate) fn spawn(node: Node, shutdown: CancellationToken, tracker: &tokio_util::task::TaskTracker) -> Self {
         let (commands, rx) = mpsc::channel(1024);
         let drop_next = Arc::new(AtomicU64::new(0));
-        tracker.spawn(run(bus, hub, rx, metrics, drop_next.clone(), shutdown));
+        tracker.spawn(run(node, rx, drop_next.clone(), shutdown));
         #[cfg(not(feature = "fault-injection"))]
         let _ = drop_next;
         Self {
@@ -88,14 +86,27 @@ impl Live {
     }
 }
 
+/// What the live task works with.
+#[derive(Debug)]
+pub(crate) struct Node {
+    pub(crate) bus: Bus,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) metrics: EdgeMetrics,
+    pub(crate) unread: Unread,
+    pub(crate) clock: Arc<Clock>,
+    /// Connections that must catch up (a live gap, a NATS reconnect); each is in this
+    /// channel at most once at a time (its phase says so), so it is bounded by the
+    /// number of connections.
+    pub(crate) catch_ups: mpsc::UnboundedSender<Arc<Conn>>,
+}
+
 async fn run(
-    bus: Bus,
-    hub: Arc<Hub>,
+    node: Node,
     mut commands: mpsc::Receiver<Command>,
-    metrics: EdgeMetrics,
     drop_next: Arc<AtomicU64>,
     shutdown: CancellationToken,
 ) {
+    let Node { bus, hub, metrics, .. } = &node;
     let mut subscriptions: StreamMap<Interest, async_nats::Subscriber> = StreamMap::new();
     let mut losses = bus.losses();
     loop {
@@ -104,7 +115,7 @@ async fn run(
             () = shutdown.cancelled() => return,
             Some(command) = commands.recv() => match command {
                 Command::Ensure(interests, reply) => {
-                    let _ = reply.send(ensure(&bus, &hub, &mut subscriptions, interests).await);
+                    let _ = reply.send(ensure(bus, hub, &mut subscriptions, interests).await);
                     metrics.interests.set(subscriptions.len() as i64);
                 }
                 Command::Release(interests) => {
@@ -118,7 +129,9 @@ async fn run(
             },
             Ok(()) = losses.changed() => {
                 tracing::info!("live delivery may have missed messages; connections replay");
-                hub.resync_all();
+                for conn in hub.resync_all() {
+                    let _ = node.catch_ups.send(conn);
+                }
             }
             Some((_, first)) = subscriptions.next(), if !subscriptions.is_empty() => {
                 let mut batch = vec![first];
@@ -140,10 +153,37 @@ async fn run(
                         tracing::warn!(seq = event.seq, "fault injection: dropping a live message");
                         continue;
                     }
-                    hub.dispatch(Arc::new(event));
+                    dispatch(&node, event);
                 }
             }
         }
+    }
+}
+
+/// Hands one live event to the hub, shared by all its connections.
+fn dispatch(node: &Node, event: BusEvent) {
+    let frame = crate::sse::frame_of(&event, node.bus.epoch());
+    let out = Arc::new(Outgoing { event, frame });
+    let event = &out.event;
+    let dispatched = match (&event.kind, &event.traceparent) {
+        // Notifications continue the trace of their Send; topic fan-out (one message
+        // to many connections) is not traced.
+        (EventKind::Notification, Some(traceparent)) => {
+            let span = tracing::info_span!("sse.deliver", otel.kind = "consumer", path = "live", seq = event.seq);
+            tidings_telemetry::propagation::set_remote_parent(&span, Some(traceparent));
+            span.in_scope(|| node.hub.dispatch(&out, node.clock.now()))
+        }
+        _ => node.hub.dispatch(&out, node.clock.now()),
+    };
+    node.metrics.delivered_live.inc_by(dispatched.delivered);
+    for conn in dispatched.catch_up {
+        let _ = node.catch_ups.send(conn);
+    }
+    if let (EventKind::Notification | EventKind::UnreadChanged, SubjectTarget::Member(member)) =
+        (&event.kind, &event.target)
+        && dispatched.reached > 0
+    {
+        node.unread.refresh(member.clone());
     }
 }
 

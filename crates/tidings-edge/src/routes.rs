@@ -1,34 +1,31 @@
 //! The HTTP surface of an edge: the SSE stream, stream tickets, the inbox REST API,
 //! and health.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use bytes::Bytes;
-use futures::StreamExt as _;
 use serde::Deserialize;
 use serde_json::json;
 use tidings_domain::Topic;
-use tokio_stream::wrappers::ReceiverStream;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::app::KillSwitch;
 use crate::auth::{self, AuthError, Claims, Credential, Subscriber};
-use crate::connection::{Resume, Session};
+use crate::body::SseBody;
+use crate::connection::{self, Resume};
 use crate::error::EdgeError;
 use crate::hub::{Conn, Refused};
-use crate::inbox;
 use crate::state::EdgeState;
+use crate::{inbox, sse};
 
 /// Most topics one stream may join.
 const MAX_TOPICS: usize = 32;
-/// Frames buffered between a connection's task and its socket.
-const OUT_BUFFER: usize = 16;
 
 pub(crate) fn router(state: Arc<EdgeState>, cors_origins: &[String]) -> Router {
     let router = Router::new()
@@ -67,8 +64,13 @@ pub(crate) struct StreamQuery {
     last_event_id: Option<String>,
 }
 
-async fn stream(State(state): State<Arc<EdgeState>>, headers: HeaderMap, Query(query): Query<StreamQuery>) -> Response {
-    match open_stream(state.clone(), &headers, query).await {
+async fn stream(
+    State(state): State<Arc<EdgeState>>,
+    kill: Option<Extension<Arc<KillSwitch>>>,
+    headers: HeaderMap,
+    Query(query): Query<StreamQuery>,
+) -> Response {
+    match open_stream(state.clone(), &headers, query, kill.map(|Extension(k)| k)).await {
         Ok(response) => response,
         Err(e) => {
             let reason = match &e {
@@ -87,7 +89,12 @@ async fn stream(State(state): State<Arc<EdgeState>>, headers: HeaderMap, Query(q
     }
 }
 
-async fn open_stream(state: Arc<EdgeState>, headers: &HeaderMap, query: StreamQuery) -> Result<Response, EdgeError> {
+async fn open_stream(
+    state: Arc<EdgeState>,
+    headers: &HeaderMap,
+    query: StreamQuery,
+    kill: Option<Arc<KillSwitch>>,
+) -> Result<Response, EdgeError> {
     if state.drain.is_cancelled() {
         return Err(EdgeError::Unavailable("this node is draining; reconnect".into()));
     }
@@ -119,7 +126,20 @@ async fn open_stream(state: Arc<EdgeState>, headers: &HeaderMap, query: StreamQu
     let resume = Resume::parse(header_id.or(query.last_event_id.as_deref()));
 
     let partition = state.bus.subjects().partition_of(&subscriber.member);
-    let conn = Conn::new(subscriber.member.clone(), partition, topics, state.queue_capacity);
+    let expires_at = subscriber
+        .expires_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let conn = Conn::new(
+        subscriber.member,
+        partition,
+        topics,
+        expires_at,
+        state.queue_capacity,
+        state.clock.now(),
+        kill,
+    );
     match state
         .hub
         .register(&conn, state.max_connections, state.max_connections_per_member)
@@ -129,18 +149,15 @@ async fn open_stream(state: Arc<EdgeState>, headers: &HeaderMap, query: StreamQu
         Err(Refused::MemberFull) => return Err(EdgeError::MemberLimit),
     }
     tracing::info!(connection = conn.id, member = %conn.member, resume = ?resume, "stream opened");
-    let (out, frames) = tokio::sync::mpsc::channel::<Bytes>(OUT_BUFFER);
-    let session = Session {
-        state: state.clone(),
-        conn,
-        subscriber,
-        resume,
-        out,
-    };
-    state.tracker.spawn(session.run());
+    conn.delivery()
+        .push_control(sse::retry(state.retry), None, state.clock.now());
+    let body = SseBody::new(conn.clone(), state.clone());
+    state.tracker.spawn(connection::open(state.clone(), conn, resume));
 
-    let body = Body::from_stream(ReceiverStream::new(frames).map(Ok::<_, Infallible>));
-    let mut response = Response::new(body);
+    let mut response = Response::new(Body::new(body));
+    // hyper keeps each connection's response header map for the next response: size
+    // it for these three headers, not the default.
+    *response.headers_mut() = HeaderMap::with_capacity(4);
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
+use tidings_bus::{BusEvent, EventKind};
+use tidings_domain::{EventId, StreamEpoch};
 
 /// One event: optional `id:`, `event:`, and the data split into `data:` lines (a line
 /// break inside the data would otherwise end the field).
@@ -24,6 +26,18 @@ pub(crate) fn event(id: Option<&str>, name: &str, data: &[u8]) -> Bytes {
     }
     out.put_u8(b'\n');
     out.freeze()
+}
+
+/// The frame of a stored event, with its id; `None` for an unread-count change, which
+/// only moves the cursor (the count travels in its own `unread` event, fetched fresh).
+pub(crate) fn frame_of(stored: &BusEvent, epoch: StreamEpoch) -> Option<Bytes> {
+    let name = match &stored.kind {
+        EventKind::Notification => "notification",
+        EventKind::Topic(name) => name,
+        EventKind::UnreadChanged => return None,
+    };
+    let id = EventId::new(epoch, stored.seq).to_string();
+    Some(event(Some(&id), name, &stored.payload))
 }
 
 /// `retry:` tells the browser how long to wait before reconnecting.

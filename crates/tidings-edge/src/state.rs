@@ -10,6 +10,7 @@ use crate::hub::Hub;
 use crate::inbox::ApiClient;
 use crate::live::Live;
 use crate::metrics::EdgeMetrics;
+use crate::sweep::Clock;
 use crate::topics::TopicModes;
 use crate::unread::Unread;
 
@@ -21,6 +22,7 @@ pub(crate) struct EdgeState {
     pub(crate) live: Live,
     pub(crate) unread: Unread,
     pub(crate) metrics: EdgeMetrics,
+    pub(crate) clock: Arc<Clock>,
     pub(crate) api: ApiClient,
     pub(crate) tickets: Tickets,
     pub(crate) verifier: Verifier,
@@ -44,6 +46,6 @@ pub(crate) struct EdgeState {
     /// consumer, and the server caps consumers per stream: a reconnect storm queues
     /// here instead of failing there.
     pub(crate) replays: tokio::sync::Semaphore,
-    /// Every connection task, so shutdown can wait for them.
+    /// Every catch-up task, so shutdown can wait for them.
     pub(crate) tracker: TaskTracker,
 }

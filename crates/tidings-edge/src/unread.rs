@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::hub::Hub;
 use crate::inbox::ApiClient;
+use crate::sweep::Clock;
 
 /// Pending refresh requests; beyond this, requests are dropped (and logged): the next
 /// change of that member fetches again.
@@ -29,11 +30,12 @@ impl Unread {
     pub(crate) fn spawn(
         api: ApiClient,
         hub: Arc<Hub>,
+        clock: Arc<Clock>,
         shutdown: CancellationToken,
         tracker: &tokio_util::task::TaskTracker,
     ) -> Self {
         let (requests, rx) = mpsc::channel(QUEUE);
-        tracker.spawn(run(api, hub, rx, shutdown));
+        tracker.spawn(run(api, hub, clock, rx, shutdown));
         Self { requests }
     }
 
@@ -44,7 +46,13 @@ impl Unread {
     }
 }
 
-async fn run(api: ApiClient, hub: Arc<Hub>, mut requests: mpsc::Receiver<MemberId>, shutdown: CancellationToken) {
+async fn run(
+    api: ApiClient,
+    hub: Arc<Hub>,
+    clock: Arc<Clock>,
+    mut requests: mpsc::Receiver<MemberId>,
+    shutdown: CancellationToken,
+) {
     let mut in_flight: HashSet<MemberId> = HashSet::new();
     let mut dirty: HashSet<MemberId> = HashSet::new();
     let mut waiting: std::collections::VecDeque<MemberId> = std::collections::VecDeque::new();
@@ -55,10 +63,17 @@ async fn run(api: ApiClient, hub: Arc<Hub>, mut requests: mpsc::Receiver<MemberI
             let Some(member) = waiting.pop_front() else { break };
             queued.remove(&member);
             in_flight.insert(member.clone());
-            let (api, hub, done_tx) = (api.clone(), hub.clone(), done_tx.clone());
+            let (api, hub, clock, done_tx) = (api.clone(), hub.clone(), clock.clone(), done_tx.clone());
             tokio::spawn(async move {
                 match api.unread_count(&member).await {
-                    Ok(count) => hub.unread(&member, count),
+                    Ok(count) => {
+                        let body = serde_json::json!({ "unreadCount": count }).to_string();
+                        hub.unread(
+                            &member,
+                            &crate::sse::event(None, "unread", body.as_bytes()),
+                            clock.now(),
+                        );
+                    }
                     Err(e) => tracing::debug!(member = %member, error = %e, "unread count unavailable"),
                 }
                 let _ = done_tx.send(member).await;

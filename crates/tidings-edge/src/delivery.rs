@@ -1,0 +1,576 @@
+//! One connection's delivery state, behind the connection's lock: what the browser has
+//! been sent (its cursor), the bounded queue of frames its response body has not taken
+//! yet, and whether live events go straight to the queue or wait while the connection
+//! catches up. Everything here is synchronous and allocation-free while idle: the live
+//! task delivers into it directly, one shared frame per event, without a task or a
+//! timer per connection.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::task::Waker;
+
+use bytes::{Bytes, BytesMut};
+use tidings_bus::BusEvent;
+
+/// Most bytes one body frame gathers from queued frames.
+const MAX_GATHER: usize = 32 * 1024;
+
+/// A live event as the live task hands it out: decoded once, framed once, shared by
+/// every connection it goes to.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) event: BusEvent,
+    /// The SSE frame, `None` for events that only move the cursor.
+    pub(crate) frame: Option<Bytes>,
+}
+
+/// Why a stream ended, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Closed {
+    ClientGone,
+    SlowConsumer,
+    TokenExpired,
+    Drain,
+    Error,
+}
+
+impl Closed {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::ClientGone => "client_gone",
+            Self::SlowConsumer => "slow_consumer",
+            Self::TokenExpired => "token_expired",
+            Self::Drain => "drain",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// Which delivery latency a frame counts towards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Path {
+    Live,
+    Replay,
+    /// Control frames: connected, reset, unread, heartbeats.
+    Control,
+}
+
+/// A frame waiting for the socket.
+#[derive(Debug)]
+struct Queued {
+    frame: Bytes,
+    path: Path,
+    /// Publisher's clock, Unix nanoseconds; 0 when unknown.
+    published_at: u64,
+    /// Frames that a newer one replaces while still queued (a `latest` topic, the
+    /// unread count): at most one of each is ever queued.
+    slot: Option<u8>,
+}
+
+/// The conflation slot of `unread` frames.
+pub(crate) const UNREAD_SLOT: u8 = u8::MAX;
+
+/// Where the browser is: what a resume from its Last-Event-ID would start after.
+#[derive(Debug, Default)]
+pub(crate) struct Cursor {
+    /// Highest sequence delivered with an id: the client's Last-Event-ID.
+    pub(crate) delivered: u64,
+    /// The position the connection started from: everything up to it is the client's.
+    baseline: u64,
+    /// Last sequence delivered per stored subject; subjects not seen use `baseline`.
+    /// A connection has one member subject and at most a few topics: a short list.
+    by_subject: Vec<(Box<str>, u64)>,
+}
+
+impl Cursor {
+    pub(crate) fn at(position: u64) -> Self {
+        Self {
+            delivered: position,
+            baseline: position,
+            by_subject: Vec::new(),
+        }
+    }
+
+    fn known(&self, subject: &str) -> u64 {
+        self.by_subject
+            .iter()
+            .find(|(s, _)| &**s == subject)
+            .map_or(self.baseline, |(_, seq)| *seq)
+    }
+
+    /// Records that everything on `subject` up to `seq` is accounted for.
+    pub(crate) fn cover(&mut self, subject: &str, seq: u64) {
+        match self.by_subject.iter_mut().find(|(s, _)| &**s == subject) {
+            Some((_, known)) => *known = (*known).max(seq),
+            None => self.by_subject.push((subject.into(), seq)),
+        }
+    }
+}
+
+/// Whether live events are delivered as they come.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// Replaying or healing a gap: live events wait here in stream order (bounded by
+    /// the queue capacity) until the catch-up hands over.
+    CatchingUp {
+        pending: Vec<(Arc<Outgoing>, Option<u8>)>,
+        /// Live delivery may have lost messages: replay before going on.
+        resync: bool,
+    },
+    Live,
+}
+
+/// What became of one event offered to a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    Delivered,
+    /// Already delivered, or the connection has ended.
+    Skipped,
+    /// Held while the connection catches up.
+    Held,
+    /// A message before it on its subject never arrived: the connection must catch
+    /// up; the event now waits in `pending`.
+    Gap,
+    /// The queue overflowed: the connection has ended as a slow consumer.
+    Overflowed,
+}
+
+/// What the catch-up task must do next (see [`Delivery::settle`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Everything pending is delivered; the connection is live.
+    Live,
+    /// Fetch `subject` from `known + 1` to `before - 1` and deliver it first.
+    Heal {
+        subject: String,
+        known: u64,
+        before: u64,
+    },
+    /// Replay everything from this sequence on.
+    Resync {
+        from: u64,
+    },
+    Ended(Closed),
+}
+
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    queue: VecDeque<Queued>,
+    capacity: usize,
+    waker: Option<Waker>,
+    pub(crate) phase: Phase,
+    pub(crate) cursor: Cursor,
+    ended: Option<Closed>,
+    /// Coarse clock (seconds, see `Clock`) when the queue last made progress.
+    progress_at: u32,
+    /// Coarse clock when a frame was last queued: heartbeats go to quiet streams.
+    queued_at: u32,
+    pub(crate) reauth_sent: bool,
+    /// The newest unread count that arrived while catching up: it follows the
+    /// `connected` event and the replay, never precedes them.
+    unread: Option<Bytes>,
+}
+
+impl Delivery {
+    pub(crate) fn new(capacity: usize, now: u32) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            capacity: capacity.max(1),
+            waker: None,
+            phase: Phase::CatchingUp {
+                pending: Vec::new(),
+                resync: false,
+            },
+            cursor: Cursor::default(),
+            ended: None,
+            progress_at: now,
+            queued_at: now,
+            reauth_sent: false,
+            unread: None,
+        }
+    }
+
+    pub(crate) fn ended(&self) -> Option<Closed> {
+        self.ended
+    }
+
+    pub(crate) fn has_room(&self) -> bool {
+        self.queue.len() < self.capacity
+    }
+
+    /// Ends the stream: the body sends what is queued, then finishes. The first
+    /// reason wins.
+    pub(crate) fn end(&mut self, reason: Closed) {
+        if self.ended.is_none() {
+            self.ended = Some(reason);
+            if let Phase::CatchingUp { pending, .. } = &mut self.phase {
+                pending.clear();
+            }
+            self.wake();
+        }
+    }
+
+    /// Ends the stream as a slow consumer and frees its queue.
+    fn overflow(&mut self) {
+        self.queue.clear();
+        self.end(Closed::SlowConsumer);
+    }
+
+    /// Queues a control frame (never refused for room: there are few of them, and a
+    /// conflated one replaces its predecessor).
+    pub(crate) fn push_control(&mut self, frame: Bytes, slot: Option<u8>, now: u32) {
+        if self.ended.is_none() {
+            self.enqueue(
+                Queued {
+                    frame,
+                    path: Path::Control,
+                    published_at: 0,
+                    slot,
+                },
+                now,
+            );
+        }
+    }
+
+    /// Queues the member's new unread count, replacing one still queued; while
+    /// catching up it waits for the hand-over to live.
+    pub(crate) fn push_unread(&mut self, frame: Bytes, now: u32) {
+        match self.phase {
+            Phase::Live => self.push_control(frame, Some(UNREAD_SLOT), now),
+            Phase::CatchingUp { .. } => self.unread = Some(frame),
+        }
+    }
+
+    fn enqueue(&mut self, queued: Queued, now: u32) {
+        if let Some(slot) = queued.slot {
+            self.queue.retain(|q| q.slot != Some(slot));
+        }
+        if self.queue.is_empty() {
+            self.progress_at = now;
+        }
+        self.queue.push_back(queued);
+        self.queued_at = now;
+        self.wake();
+    }
+
+    fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// A live event from the live task. `slot` is the event's `latest`-topic slot on
+    /// this connection, if it is one.
+    pub(crate) fn offer(&mut self, out: &Arc<Outgoing>, slot: Option<u8>, now: u32) -> Step {
+        if self.ended.is_some() {
+            return Step::Skipped;
+        }
+        match &mut self.phase {
+            Phase::CatchingUp { pending, .. } => {
+                if let Some(slot) = slot {
+                    pending.retain(|(_, s)| *s != Some(slot));
+                } else if pending.len() >= self.capacity {
+                    self.overflow();
+                    return Step::Overflowed;
+                }
+                pending.push((out.clone(), slot));
+                Step::Held
+            }
+            Phase::Live => match self.deliver(&out.event, out.frame.as_ref(), slot, Path::Live, true, now) {
+                Step::Gap => {
+                    self.phase = Phase::CatchingUp {
+                        pending: vec![(out.clone(), slot)],
+                        resync: false,
+                    };
+                    Step::Gap
+                }
+                step => step,
+            },
+        }
+    }
+
+    /// Delivers `event` if it is new. With `check_gap` (live events), a missing
+    /// predecessor on the event's subject is reported instead.
+    pub(crate) fn deliver(
+        &mut self,
+        event: &BusEvent,
+        frame: Option<&Bytes>,
+        slot: Option<u8>,
+        path: Path,
+        check_gap: bool,
+        now: u32,
+    ) -> Step {
+        if self.ended.is_some() || event.seq <= self.cursor.delivered {
+            return Step::Skipped;
+        }
+        // `latest` topics conflate: a skipped value is expected, not a gap.
+        if check_gap
+            && slot.is_none()
+            && let Some(previous) = event.previous_on_subject
+            && previous > self.cursor.known(&event.subject)
+        {
+            return Step::Gap;
+        }
+        if let Some(frame) = frame {
+            if path == Path::Live && slot.is_none() && self.queue.len() >= self.capacity {
+                self.overflow();
+                return Step::Overflowed;
+            }
+            let published_at = event.published_at.map_or(0, |ns| u64::try_from(ns).unwrap_or(0));
+            self.enqueue(
+                Queued {
+                    frame: frame.clone(),
+                    path,
+                    published_at,
+                    slot,
+                },
+                now,
+            );
+        }
+        self.cursor.delivered = event.seq;
+        self.cursor.cover(&event.subject, event.seq);
+        Step::Delivered
+    }
+
+    /// Moves pending live events into the queue, in order, until one needs a catch-up
+    /// first; goes live when none is left. Called by the catch-up task, which does
+    /// what the answer says and calls again.
+    pub(crate) fn settle(&mut self, now: u32) -> (Next, usize) {
+        if let Some(closed) = self.ended {
+            return (Next::Ended(closed), 0);
+        }
+        let Phase::CatchingUp { pending, resync } = &mut self.phase else {
+            return (Next::Live, 0);
+        };
+        if std::mem::take(resync) {
+            return (
+                Next::Resync {
+                    from: self.cursor.delivered + 1,
+                },
+                0,
+            );
+        }
+        let mut delivered = 0;
+        let mut held = std::mem::take(pending).into_iter();
+        while let Some((out, slot)) = held.next() {
+            match self.deliver(&out.event, out.frame.as_ref(), slot, Path::Live, true, now) {
+                Step::Gap => {
+                    let known = self.cursor.known(&out.event.subject);
+                    let next = Next::Heal {
+                        subject: out.event.subject.clone(),
+                        known,
+                        before: out.event.seq,
+                    };
+                    if let Phase::CatchingUp { pending, .. } = &mut self.phase {
+                        *pending = std::iter::once((out, slot)).chain(held).collect();
+                    }
+                    return (next, delivered);
+                }
+                Step::Delivered if out.frame.is_some() => delivered += 1,
+                Step::Overflowed => return (Next::Ended(Closed::SlowConsumer), delivered),
+                _ => {}
+            }
+        }
+        self.phase = Phase::Live;
+        if let Some(unread) = self.unread.take() {
+            self.push_control(unread, Some(UNREAD_SLOT), now);
+        }
+        (Next::Live, delivered)
+    }
+
+    /// Live delivery may have lost messages: replay before going on.
+    /// Returns whether the caller must start a catch-up task.
+    pub(crate) fn resync(&mut self) -> bool {
+        if self.ended.is_some() {
+            return false;
+        }
+        match &mut self.phase {
+            Phase::CatchingUp { resync, .. } => {
+                *resync = true;
+                false
+            }
+            Phase::Live => {
+                self.phase = Phase::CatchingUp {
+                    pending: Vec::new(),
+                    resync: true,
+                };
+                true
+            }
+        }
+    }
+
+    /// The body's side: the next frame for the socket (several queued frames gathered
+    /// into one), `Some(None)` once the stream has ended and everything is sent, or
+    /// `None` (after keeping the waker) when there is nothing yet.
+    pub(crate) fn take(&mut self, waker: &Waker, now: u32, mut seen: impl FnMut(Path, u64)) -> Option<Option<Bytes>> {
+        let Some(first) = self.queue.pop_front() else {
+            if self.ended.is_some() {
+                return Some(None);
+            }
+            if !self.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                self.waker = Some(waker.clone());
+            }
+            return None;
+        };
+        self.progress_at = now;
+        seen(first.path, first.published_at);
+        if self.queue.is_empty() || first.frame.len() >= MAX_GATHER {
+            return Some(Some(first.frame));
+        }
+        let mut gathered = BytesMut::with_capacity(MAX_GATHER.min(first.frame.len() * (self.queue.len() + 1)));
+        gathered.extend_from_slice(&first.frame);
+        while let Some(next) = self.queue.front() {
+            if gathered.len() + next.frame.len() > MAX_GATHER {
+                break;
+            }
+            let next = self.queue.pop_front().expect("invariant: front exists");
+            seen(next.path, next.published_at);
+            gathered.extend_from_slice(&next.frame);
+        }
+        Some(Some(gathered.freeze()))
+    }
+
+    /// Whether the queue has stood still for `stall` seconds with frames in it: the
+    /// socket is not draining.
+    pub(crate) fn stalled(&self, now: u32, stall: u32) -> bool {
+        (!self.queue.is_empty() || self.ended.is_some()) && now.saturating_sub(self.progress_at) >= stall
+    }
+
+    /// Whether nothing was queued for `quiet` seconds.
+    pub(crate) fn quiet(&self, now: u32, quiet: u32) -> bool {
+        self.queue.is_empty() && now.saturating_sub(self.queued_at) >= quiet
+    }
+
+    /// Ends a stream whose socket stopped draining and frees its queue.
+    pub(crate) fn stall(&mut self) {
+        self.overflow();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Wake;
+
+    use tidings_bus::{EventKind, SubjectTarget};
+    use tidings_domain::MemberId;
+
+    use super::*;
+
+    struct Count(std::sync::atomic::AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn out(seq: u64, previous: u64, subject: &str) -> Arc<Outgoing> {
+        Arc::new(Outgoing {
+            event: BusEvent {
+                seq,
+                previous_on_subject: Some(previous),
+                target: SubjectTarget::Member(MemberId::parse("a").unwrap()),
+                subject: subject.into(),
+                kind: EventKind::Notification,
+                payload: Bytes::new(),
+                published_at: None,
+                traceparent: None,
+            },
+            frame: Some(Bytes::from(format!("{seq};"))),
+        })
+    }
+
+    fn drain(d: &mut Delivery) -> String {
+        let waker = Arc::new(Count(0.into())).into();
+        let mut all = String::new();
+        while let Some(Some(frame)) = d.take(&waker, 0, |_, _| {}) {
+            all.push_str(std::str::from_utf8(&frame).unwrap());
+        }
+        all
+    }
+
+    fn live(capacity: usize, at: u64) -> Delivery {
+        let mut d = Delivery::new(capacity, 0);
+        d.cursor = Cursor::at(at);
+        assert_eq!(d.settle(0).0, Next::Live);
+        d
+    }
+
+    #[test]
+    fn live_events_are_queued_once_in_order_and_gathered() {
+        let mut d = live(8, 0);
+        assert_eq!(d.offer(&out(1, 0, "m"), None, 0), Step::Delivered);
+        assert_eq!(d.offer(&out(2, 1, "m"), None, 0), Step::Delivered);
+        assert_eq!(d.offer(&out(2, 1, "m"), None, 0), Step::Skipped, "a duplicate");
+        assert_eq!(drain(&mut d), "1;2;", "two frames in one write");
+        assert_eq!(d.cursor.delivered, 2);
+    }
+
+    #[test]
+    fn a_gap_holds_the_event_until_the_catch_up_heals_it() {
+        let mut d = live(8, 10);
+        assert_eq!(d.offer(&out(13, 12, "m"), None, 0), Step::Gap, "12 never arrived");
+        assert_eq!(d.offer(&out(14, 13, "m"), None, 0), Step::Held);
+        assert_eq!(
+            d.settle(0).0,
+            Next::Heal {
+                subject: "m".into(),
+                known: 10,
+                before: 13
+            }
+        );
+        // The catch-up fetched 11 and 12.
+        for seq in [11, 12] {
+            d.deliver(
+                &out(seq, seq - 1, "m").event,
+                Some(&Bytes::from(format!("{seq};"))),
+                None,
+                Path::Replay,
+                false,
+                0,
+            );
+        }
+        assert_eq!(d.settle(0), (Next::Live, 2));
+        assert_eq!(drain(&mut d), "11;12;13;14;");
+    }
+
+    #[test]
+    fn overflow_ends_the_stream_and_frees_the_queue() {
+        let mut d = live(2, 0);
+        d.offer(&out(1, 0, "m"), None, 0);
+        d.offer(&out(2, 1, "m"), None, 0);
+        assert_eq!(d.offer(&out(3, 2, "m"), None, 0), Step::Overflowed);
+        assert_eq!(d.ended(), Some(Closed::SlowConsumer));
+        assert_eq!(drain(&mut d), "", "nothing more is sent");
+    }
+
+    #[test]
+    fn conflated_slots_keep_only_the_newest_frame() {
+        let mut d = live(2, 0);
+        for seq in 1..=5 {
+            assert_eq!(d.offer(&out(seq, seq - 1, "t"), Some(0), 0), Step::Delivered);
+        }
+        d.push_unread(Bytes::from_static(b"u1;"), 0);
+        d.push_unread(Bytes::from_static(b"u2;"), 0);
+        assert_eq!(drain(&mut d), "5;u2;");
+    }
+
+    #[test]
+    fn an_unread_count_waits_for_the_hand_over_to_live() {
+        let mut d = Delivery::new(8, 0);
+        d.push_unread(Bytes::from_static(b"u1;"), 0);
+        d.push_control(Bytes::from_static(b"connected;"), None, 0);
+        assert_eq!(d.settle(0).0, Next::Live);
+        assert_eq!(drain(&mut d), "connected;u1;");
+    }
+
+    #[test]
+    fn stalls_and_quiet_streams_follow_the_coarse_clock() {
+        let mut d = live(8, 0);
+        assert!(d.quiet(15, 15));
+        assert!(!d.stalled(15, 10), "an empty queue never stalls");
+        d.offer(&out(1, 0, "m"), None, 20);
+        assert!(!d.quiet(21, 15));
+        assert!(!d.stalled(25, 10));
+        assert!(d.stalled(30, 10));
+    }
+}
