@@ -1,7 +1,8 @@
 //! A lean SSE client for load: one TCP connection, HTTP/1.1 by hand, chunked transfer
 //! decoding and the event-stream fields the bench needs (id, event, data). Connections
 //! are spread over loopback source addresses so tens of thousands fit past the
-//! ephemeral-port range of one address.
+//! ephemeral-port range of one address; [`Sources`] says which ones a process uses, so
+//! several generator processes never compete for the same addresses' ports.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
@@ -28,19 +29,50 @@ pub(crate) struct SseConn {
     data: Vec<String>,
 }
 
-/// Opens `GET /v1/stream?access_token=…{query}` from the `source`-th loopback address.
+/// A block of loopback source addresses, 127.0.0.`first` .. 127.0.0.`first + count - 1`.
+/// Each address has its own ephemeral ports (about 28,000 with Linux's default range),
+/// so 200 addresses hold far more connections than one process may open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sources {
+    pub(crate) first: u8,
+    pub(crate) count: u8,
+}
+
+impl Sources {
+    /// 127.0.0.2 .. 127.0.0.201: everything one generator process uses by default.
+    pub(crate) const ALL: Self = Self { first: 2, count: 200 };
+
+    /// The `part`-th of `parts` disjoint, near-equal blocks of these addresses; `None`
+    /// when there are more parts than addresses.
+    pub(crate) fn split(self, part: usize, parts: usize) -> Option<Self> {
+        let total = usize::from(self.count);
+        if parts == 0 || parts > total || part >= parts {
+            return None;
+        }
+        let (lo, hi) = (total * part / parts, total * (part + 1) / parts);
+        Some(Self {
+            first: self.first + lo as u8,
+            count: (hi - lo) as u8,
+        })
+    }
+
+    /// The address for the `i`-th connection: round-robin over the block.
+    pub(crate) fn ip(self, i: usize) -> Ipv4Addr {
+        Ipv4Addr::new(127, 0, 0, self.first + (i % usize::from(self.count.max(1))) as u8)
+    }
+}
+
+/// Opens `GET /v1/stream?access_token=…{query}` from the loopback address `source`.
 pub(crate) async fn open(
     edge: SocketAddr,
-    source: u32,
+    source: Ipv4Addr,
     token: &str,
     query: &str,
     last_event_id: Option<&str>,
 ) -> anyhow::Result<SseConn> {
     let socket = TcpSocket::new_v4()?;
-    // 127.0.0.2 .. 127.0.0.201: each source address has its own ephemeral ports.
-    let ip = Ipv4Addr::new(127, 0, 0, 2 + (source % 200) as u8);
     socket
-        .bind(SocketAddrV4::new(ip, 0).into())
+        .bind(SocketAddrV4::new(source, 0).into())
         .context("binding a loopback source address")?;
     let mut stream = socket
         .connect(edge)

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use clap::Parser as _;
 use tidings_proto::v1::notification_service_client::NotificationServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -44,6 +45,10 @@ pub(crate) struct Cluster {
     admin_url: String,
     /// The cluster's own database, for checking what was stored.
     pub(crate) database_url: String,
+    /// The JetStream stream and subject prefix every node of this cluster uses.
+    stream: String,
+    subject_prefix: String,
+    nats_url: String,
 }
 
 /// One child process and where it listens.
@@ -85,11 +90,12 @@ impl Cluster {
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
         let database = format!("tidings_bench_{id}");
         let url = url_with_database(&args.database_url, &database);
+        let (stream, subject_prefix) = (format!("BENCH_{id}"), format!("bench_{id}"));
         let common = vec![
             ("DATABASE_URL", url),
             ("NATS_URL", args.nats_url.clone()),
-            ("TIDINGS_STREAM", format!("BENCH_{id}")),
-            ("TIDINGS_SUBJECT_PREFIX", format!("bench_{id}")),
+            ("TIDINGS_STREAM", stream.clone()),
+            ("TIDINGS_SUBJECT_PREFIX", subject_prefix.clone()),
             ("TIDINGS_LOG_FORMAT", "json".into()),
             ("RUST_LOG", "warn".into()),
         ];
@@ -126,7 +132,31 @@ impl Cluster {
             database_url: url_with_database(&args.database_url, &database),
             database,
             admin_url: args.database_url.clone(),
+            stream,
+            subject_prefix,
+            nats_url: args.nats_url.clone(),
         })
+    }
+
+    /// A NATS connection to this cluster's stream, for publishing to it directly as the
+    /// api does. Its stream settings are the nodes' own: the same environment (the
+    /// nodes inherit ours, `TIDINGS_STREAM_*` included) with this cluster's stream name
+    /// and prefix, so ensuring the stream changes nothing.
+    pub(crate) async fn bus(&self) -> anyhow::Result<tidings_bus::Bus> {
+        #[derive(clap::Parser)]
+        struct FromEnv {
+            #[command(flatten)]
+            stream: tidings_bus::StreamSettings,
+        }
+        let mut settings = FromEnv::try_parse_from(["tidings-bench"])
+            .context("reading TIDINGS_STREAM_* as the nodes do")?
+            .stream;
+        settings.name = self.stream.clone();
+        settings.prefix = self.subject_prefix.clone();
+        let nats = tidings_bus::NatsConfig::new(self.nats_url.clone());
+        tidings_bus::Bus::connect(&nats, &settings, "tidings-bench")
+            .await
+            .context("connecting to the cluster's stream")
     }
 
     pub(crate) async fn client(&self) -> anyhow::Result<Client> {

@@ -1,6 +1,10 @@
-//! Figures: latency percentiles, and a process's RSS and CPU time from /proc.
+//! Figures: latency percentiles, a process's RSS, CPU time and open files from /proc,
+//! and a gauge from a node's `/metrics`.
 
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use anyhow::Context as _;
 
 /// Percentiles of a set of latencies.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +58,24 @@ pub(crate) fn rss_kib(pid: u32) -> u64 {
         .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
         .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         .unwrap_or(0)
+}
+
+/// Open file descriptors of a process (sockets included).
+pub(crate) fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// The value of an unlabelled gauge or counter `name` on `http`'s `/metrics`.
+pub(crate) async fn edge_gauge(http: SocketAddr, name: &str) -> anyhow::Result<f64> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(http).await?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .with_context(|| format!("no {name} in {http}/metrics"))
 }
 
 /// User + system CPU time a process has used.

@@ -13,12 +13,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::StreamExt as _;
 use tidings_edge::{Claims, Verifier, expiry_in};
 
-use crate::client::{self, SseConn};
+use crate::client::{self, Sources, SseConn};
 use crate::cluster::{Cluster, ClusterArgs, JWT_SECRET};
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Scenario {
-    /// Open N idle SSE connections; report connect rate and edge RSS per connection.
+    /// Open N idle SSE connections over the edges from worker processes; report connect
+    /// rate and edge RSS per connection.
     Idle(idle::Args),
     /// N connected members; send at a fixed rate through the api to random members;
     /// report publish→receive latency percentiles and verify every delivery.
@@ -32,9 +33,20 @@ pub(crate) enum Scenario {
     /// N clients that each missed K notifications reconnect at once with Last-Event-ID
     /// (a rolling deploy): time until all caught up, errors.
     Storm(storm::Args),
+    /// Internal: one generator process of `idle`, started by it (not a scenario).
+    #[command(hide = true)]
+    IdleWorker(idle::worker::Args),
 }
 
 pub(crate) async fn run(scenario: Scenario, args: ClusterArgs) -> anyhow::Result<()> {
+    // A worker drives the cluster its parent started; it starts nothing itself.
+    if let Scenario::IdleWorker(a) = scenario {
+        return idle::worker::run(a).await;
+    }
+    // An impossible layout is refused before anything starts.
+    if let Scenario::Idle(a) = &scenario {
+        a.plan(args.edges)?;
+    }
     let cluster = Cluster::start(&args, &[]).await?;
     let result = match scenario {
         Scenario::Idle(a) => idle::run(&cluster, a).await,
@@ -42,6 +54,7 @@ pub(crate) async fn run(scenario: Scenario, args: ClusterArgs) -> anyhow::Result
         Scenario::Broadcast(a) => broadcast::run(&cluster, a).await,
         Scenario::Ingest(a) => ingest::run(&cluster, a).await,
         Scenario::Storm(a) => storm::run(&cluster, a).await,
+        Scenario::IdleWorker(_) => unreachable!("invariant: workers return before a cluster starts"),
     };
     cluster.stop().await;
     let report = result?;
@@ -69,17 +82,32 @@ pub(crate) async fn connect_all(
     topics: &[&str],
     concurrency: usize,
 ) -> anyhow::Result<Vec<SseConn>> {
+    connect_spread(edges, 0, members, topics, concurrency, Sources::ALL).await
+}
+
+/// [`connect_all`] for a slice of a larger set: `members[j]` is member `first + j` of
+/// the whole set and goes to edge `(first + j) % edges.len()`, so slices opened by
+/// different processes together spread evenly over the edges; source addresses come
+/// from `sources` only.
+pub(crate) async fn connect_spread(
+    edges: &[SocketAddr],
+    first: usize,
+    members: &[String],
+    topics: &[&str],
+    concurrency: usize,
+    sources: Sources,
+) -> anyhow::Result<Vec<SseConn>> {
     let query = if topics.is_empty() {
         String::new()
     } else {
         format!("&topics={}", topics.join(","))
     };
-    let opened = futures::stream::iter(members.iter().enumerate().map(|(i, member)| {
-        let edge = edges[i % edges.len()];
+    let opened = futures::stream::iter(members.iter().enumerate().map(|(j, member)| {
+        let edge = edges[(first + j) % edges.len()];
         let token = token(member, topics);
         let query = query.clone();
         async move {
-            let mut conn = client::open(edge, i as u32, &token, &query, None).await?;
+            let mut conn = client::open(edge, sources.ip(j), &token, &query, None).await?;
             match conn.next().await? {
                 Some(e) if e.event == "connected" => Ok(conn),
                 other => anyhow::bail!("expected connected, got {other:?}"),

@@ -4,7 +4,7 @@ use anyhow::bail;
 use futures::StreamExt as _;
 use tidings_proto::v1 as pb;
 
-use crate::client;
+use crate::client::{self, Sources};
 use crate::cluster::Cluster;
 use crate::measure::cpu;
 
@@ -28,7 +28,7 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
     let positions: Vec<Option<String>> = futures::stream::iter(members.iter().enumerate().map(|(i, member)| {
         let (edge, token) = (edges[i % edges.len()], super::token(member, &[]));
         async move {
-            let mut conn = client::open(edge, i as u32, &token, "", None).await?;
+            let mut conn = client::open(edge, Sources::ALL.ip(i), &token, "", None).await?;
             let connected = conn.next().await?.filter(|e| e.event == "connected");
             Ok::<_, anyhow::Error>(connected.and_then(|e| e.id))
         }
@@ -65,7 +65,7 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
         );
         let missed = args.missed;
         async move {
-            let mut conn = client::open(edge, i as u32, &token, "", last.as_deref()).await?;
+            let mut conn = client::open(edge, Sources::ALL.ip(i), &token, "", last.as_deref()).await?;
             let mut got = Vec::with_capacity(missed);
             while got.len() < missed {
                 match tokio::time::timeout(Duration::from_secs(30), conn.next()).await {

@@ -1,14 +1,21 @@
+//! `unicast`: members connected, notifications at a fixed rate to random members,
+//! through the api (`--path durable`) or straight to the stream (`--path edge`).
+//! Every notification must reach its member once, in stream order, under the SSE id the
+//! publisher was given; the report is publish→receive latency and CPU per process.
+
+mod publisher;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use rand::Rng as _;
-use tidings_proto::v1 as pb;
 use tokio::sync::Mutex;
 
 use crate::cluster::Cluster;
 use crate::measure::{Percentiles, cpu, own_cpu};
+use publisher::{Path, Publisher, Sent};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -21,10 +28,14 @@ pub(crate) struct Args {
     /// How long to send.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// `durable`: Send through the api (Postgres, then JetStream). `edge`: publish to
+    /// the cluster's stream directly, as the api would, to measure edges and NATS alone.
+    #[arg(long, value_enum, default_value_t = Path::Durable)]
+    path: Path,
 }
 
-/// What a member's stream received: (stream sequence, notification id, latency).
-type Seen = Vec<(u64, String, Duration)>;
+/// What a member's stream received: (stream sequence, SSE id, notification id, latency).
+type Seen = Vec<(u64, String, String, Duration)>;
 
 pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String> {
     let edges: Vec<_> = cluster.edges.iter().map(|e| e.addr).collect();
@@ -41,22 +52,17 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
                 }
                 let data: serde_json::Value = serde_json::from_str(&e.data).unwrap_or_default();
                 let latency = super::latency(&data["data"]).unwrap_or_default();
-                let seq =
-                    e.id.as_deref()
-                        .and_then(|id| id.rsplit('-').next())
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(0);
-                seen[i]
-                    .lock()
-                    .await
-                    .push((seq, data["id"].as_str().unwrap_or_default().to_owned(), latency));
+                let event_id = e.id.unwrap_or_default();
+                let seq = event_id.rsplit('-').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let id = data["id"].as_str().unwrap_or_default().to_owned();
+                seen[i].lock().await.push((seq, event_id, id, latency));
             }
         }));
     }
 
-    let client = cluster.client().await?;
+    let publisher = Publisher::new(args.path, cluster).await?;
     let total = (f64::from(args.rate) * args.duration.as_secs_f64()).round() as usize;
-    let expected: Arc<Mutex<HashMap<usize, Vec<String>>>> = Arc::default();
+    let expected: Arc<Mutex<HashMap<usize, Vec<Sent>>>> = Arc::default();
     let cpu_before = (
         cpu(cluster.api.pid()),
         cluster.edges.iter().map(|e| cpu(e.pid())).sum::<Duration>(),
@@ -69,18 +75,11 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
     for n in 0..total {
         ticker.tick().await;
         let member = rand::rng().random_range(0..args.members);
-        let (mut client, expected, name) = (client.clone(), expected.clone(), members[member].clone());
+        let (publisher, expected, name) = (publisher.clone(), expected.clone(), members[member].clone());
         sends.push(tokio::spawn(async move {
-            let request = pb::SendRequest {
-                member_ids: vec![name],
-                r#type: "bench".into(),
-                content: String::new(),
-                data_json: serde_json::json!({ "t": super::now_nanos().to_string(), "n": n }).to_string(),
-                ..Default::default()
-            };
-            let response = client.send(request).await?.into_inner();
-            let id = response.deliveries[0].notification_id.clone();
-            expected.lock().await.entry(member).or_default().push(id);
+            let data_json = serde_json::json!({ "t": super::now_nanos().to_string(), "n": n }).to_string();
+            let sent = publisher.send(name, data_json).await?;
+            expected.lock().await.entry(member).or_default().push(sent);
             Ok::<_, anyhow::Error>(())
         }));
     }
@@ -109,25 +108,39 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
         r.abort();
     }
 
-    // Verify: each member got exactly what was sent to it, once, in stream order. Sends
-    // to one member may complete out of order, so compare as sets and check order by seq.
+    // Verify: each member got exactly what was sent to it, once, in stream order, under
+    // the SSE id the publisher was told (when it was told one). Sends to one member may
+    // complete out of order, so compare as sets and check order by seq. Anything
+    // received that was sent to someone else counts as unexpected.
     let expected = expected.lock().await;
     let mut latencies = Vec::with_capacity(total);
-    let (mut lost, mut duplicated, mut disordered) = (0usize, 0usize, 0usize);
+    let (mut lost, mut duplicated, mut disordered, mut unexpected, mut wrong_id) =
+        (0usize, 0usize, 0usize, 0usize, 0usize);
     for (member, cell) in seen.iter().enumerate() {
         let got = cell.lock().await;
-        let want: std::collections::HashSet<&String> =
-            expected.get(&member).map(|v| v.iter().collect()).unwrap_or_default();
-        let got_ids: std::collections::HashSet<&String> = got.iter().map(|(_, id, _)| id).collect();
-        lost += want.difference(&got_ids).count();
+        let want: HashMap<&String, &String> = expected
+            .get(&member)
+            .map(|v| v.iter().map(|s| (&s.notification_id, &s.event_id)).collect())
+            .unwrap_or_default();
+        let got_ids: HashMap<&String, &String> = got.iter().map(|(_, event, id, _)| (id, event)).collect();
+        lost += want.keys().filter(|id| !got_ids.contains_key(*id)).count();
+        unexpected += got_ids.keys().filter(|id| !want.contains_key(*id)).count();
+        wrong_id += want
+            .iter()
+            .filter(|(id, event)| !event.is_empty() && got_ids.get(*id).is_some_and(|got| got != *event))
+            .count();
         duplicated += got.len() - got_ids.len();
         disordered += got.windows(2).filter(|w| w[0].0 >= w[1].0).count();
-        latencies.extend(got.iter().map(|(_, _, l)| *l));
+        latencies.extend(got.iter().map(|(_, _, _, l)| *l));
     }
     let percentiles = Percentiles::of(&mut latencies);
-    let ok = lost == 0 && duplicated == 0 && disordered == 0;
+    let ok = lost == 0 && duplicated == 0 && disordered == 0 && unexpected == 0 && wrong_id == 0;
+    let path = match args.path {
+        Path::Durable => "durable",
+        Path::Edge => "edge",
+    };
     let report = format!(
-        "unicast: {total} notifications to {} members at {}/s ({send_seconds:.2} s)\n  latency {}\n  lost {lost}, duplicated {duplicated}, out of order {disordered}\n  CPU s: api {:.2}, edges {:.2}, load generator {:.2}\n{}",
+        "unicast ({path} path): {total} notifications to {} members at {}/s ({send_seconds:.2} s)\n  latency {}\n  lost {lost}, duplicated {duplicated}, out of order {disordered}, unexpected {unexpected}, wrong id {wrong_id}\n  CPU s: api {:.2}, edges {:.2}, load generator {:.2}\n{}",
         args.members,
         args.rate,
         percentiles.map(|p| p.row()).unwrap_or_default(),
@@ -135,9 +148,9 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
         (cpu_after.1 - cpu_before.1).as_secs_f64(),
         (cpu_after.2 - cpu_before.2).as_secs_f64(),
         serde_json::json!({
-            "scenario": "unicast", "members": args.members, "rate": args.rate, "sent": total,
+            "scenario": "unicast", "path": path, "members": args.members, "rate": args.rate, "sent": total,
             "latency": percentiles.map(|p| p.json()), "lost": lost, "duplicated": duplicated,
-            "out_of_order": disordered, "api_cpu_s": (cpu_after.0 - cpu_before.0).as_secs_f64(),
+            "out_of_order": disordered, "unexpected": unexpected, "wrong_id": wrong_id, "api_cpu_s": (cpu_after.0 - cpu_before.0).as_secs_f64(),
             "edge_cpu_s": (cpu_after.1 - cpu_before.1).as_secs_f64(),
             "generator_cpu_s": (cpu_after.2 - cpu_before.2).as_secs_f64(), "ok": ok,
         })
