@@ -165,7 +165,7 @@ impl Session {
         } else {
             None
         };
-        if let Err(closed) = self.catch_up(&mut cursor, from, true).await {
+        if let Err(closed) = self.catch_up(&mut cursor, from, Some(extent.last_seq), true).await {
             return closed;
         }
         state.unread.refresh(self.conn.member.clone());
@@ -175,14 +175,20 @@ impl Session {
     /// Replays everything after `from` on the connection's replayed subjects (bounded),
     /// plus, when `latest`, the newest message of each `latest` topic; delivers it in
     /// sequence order.
-    async fn catch_up(&self, cursor: &mut Cursor, from: Option<u64>, latest: bool) -> Result<(), Closed> {
+    async fn catch_up(
+        &self,
+        cursor: &mut Cursor,
+        from: Option<u64>,
+        at_least: Option<u64>,
+        latest: bool,
+    ) -> Result<(), Closed> {
         let state = &self.state;
         let mut events: Vec<BusEvent> = Vec::new();
         if let Some(from) = from {
             let _permit = state.replays.acquire().await.map_err(|_| Closed::Error)?;
             match state
                 .bus
-                .replay(self.replayed_subjects(), from, None, state.replay_limit)
+                .replay(self.replayed_subjects(), from, None, state.replay_limit, at_least)
                 .await
             {
                 Ok(Replay::Events(replayed)) => {
@@ -265,7 +271,7 @@ impl Session {
                     }
                     if inbox.resync {
                         let from = cursor.delivered + 1;
-                        if let Err(closed) = self.catch_up(&mut cursor, Some(from), false).await {
+                        if let Err(closed) = self.catch_up(&mut cursor, Some(from), None, false).await {
                             return closed;
                         }
                     }
@@ -411,6 +417,7 @@ impl Session {
                 known + 1,
                 Some(event.seq - 1),
                 self.state.replay_limit,
+                Some(event.seq - 1),
             )
             .await;
         match fetched {
