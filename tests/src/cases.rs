@@ -7,4 +7,5 @@ mod nginx;
 mod observability;
 mod resets;
 mod startup;
+mod storm;
 mod topics;

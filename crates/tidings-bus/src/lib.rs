@@ -13,10 +13,13 @@
 //! - `publish.rs`: [`Bus::publish_all`]: pipelined publishes with Tidings' headers.
 //! - `event.rs`: [`BusEvent`]: a live or stored message decoded once.
 //! - `ticket.rs`: [`Tickets`]: single-use stream tickets in a key-value bucket.
-//! - `replay.rs`: [`Bus::replay`], [`Bus::latest`], [`Bus::extent`]: reading back by sequence.
+//! - `replay.rs`: [`Bus::replay`], [`Bus::latest`], [`Bus::extent`]: reading back by
+//!   sequence; the ordered-consumer path.
+//! - `direct.rs`: the batch Direct Get path of [`Bus::replay`] (nats-server >= 2.11).
 //! - `error.rs`: [`BusError`].
 
 mod config;
+mod direct;
 mod error;
 mod event;
 mod publish;
@@ -29,7 +32,7 @@ pub use config::{NatsConfig, StreamSettings};
 pub use error::BusError;
 pub use event::{BusEvent, EventKind, UNREAD_EVENT};
 pub use publish::{EVENT, Outgoing, PUBLISHED_AT, Stored, TRACEPARENT};
-pub use replay::{Replay, ReplayError, StreamExtent};
-pub use stream::{Bus, MIN_SERVER_VERSION};
+pub use replay::{Replay, ReplayCounts, ReplayError, StreamExtent};
+pub use stream::{BATCH_DIRECT_GET_VERSION, Bus, MIN_SERVER_VERSION};
 pub use subject::{SubjectTarget, Subjects};
 pub use ticket::{TICKET_TTL, TicketError, Tickets};

@@ -1,5 +1,13 @@
 //! Reading the stream back by sequence: what a reconnecting browser missed, and the
 //! newest message of a `latest` topic.
+//!
+//! A replay takes one of two paths. On nats-server 2.11 and later it reads with batch
+//! Direct Get (`direct.rs`): stateless requests any replica answers, no JetStream API
+//! call, nothing created on the server. On 2.10, or when Direct Get fails or cannot
+//! prove it saw enough of the stream, it creates an ordered consumer, reads, and
+//! deletes it. Both return the same events, decoded the same way.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
@@ -31,30 +39,96 @@ pub enum Replay {
 #[error("replay failed: {0}")]
 pub struct ReplayError(String);
 
+/// How replays were served since the bus connected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayCounts {
+    /// Answered by batch Direct Get.
+    pub direct: u64,
+    /// Read through an ordered consumer (a 2.10 server, or a fallback).
+    pub consumer: u64,
+    /// Direct Get attempts that gave up and fell back to a consumer.
+    pub fallbacks: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ReplayCounters {
+    direct: AtomicU64,
+    consumer: AtomicU64,
+    fallbacks: AtomicU64,
+}
+
+impl ReplayCounters {
+    pub(crate) fn get(&self) -> ReplayCounts {
+        ReplayCounts {
+            direct: self.direct.load(Ordering::Relaxed),
+            consumer: self.consumer.load(Ordering::Relaxed),
+            fallbacks: self.fallbacks.load(Ordering::Relaxed),
+        }
+    }
+}
+
 impl Bus {
+    /// The stream's first and last sequence, from the stream leader: one STREAM.INFO
+    /// request (`get_stream` keeps the info it fetched).
     pub async fn extent(&self) -> Result<StreamExtent, ReplayError> {
-        let mut stream = self.jetstream().get_stream(self.stream_name()).await.map_err(err)?;
-        let info = stream.info().await.map_err(err)?;
+        let stream = self.jetstream().get_stream(self.stream_name()).await.map_err(err)?;
+        let state = &stream.cached_info().state;
         Ok(StreamExtent {
-            first_seq: info.state.first_sequence,
-            last_seq: info.state.last_sequence,
+            first_seq: state.first_sequence,
+            last_seq: state.last_sequence,
         })
     }
 
     /// Every message on `subjects` with a sequence of at least `from` and at most
-    /// `until` (when given), or [`Replay::TooMany`] when that is more than `limit`.
-    /// Uses an ordered consumer: ephemeral, in-memory, gone when dropped; consistent
-    /// with the stream leader, so a message committed before the call is included.
+    /// `until` (when given), in sequence order, or [`Replay::TooMany`] when that is more
+    /// than `limit`. Subject delete markers are skipped.
+    ///
+    /// Consistency: every message with a sequence up to `at_least` is included. A
+    /// caller that took the stream's last sequence after it started receiving live
+    /// messages passes that sequence: whatever comes later it receives live. With
+    /// `None` the stream leader is asked for its last sequence first, so every message
+    /// committed before the call is included. Messages after that position may or may
+    /// not be (callers drop what they already have by sequence).
+    ///
+    /// Batch Direct Get answers when the server has it (>= 2.11), see `direct.rs`;
+    /// otherwise, and whenever Direct Get fails or cannot prove its answer complete, an
+    /// ordered consumer: ephemeral, in-memory, consistent with the stream leader, and
+    /// deleted after use.
     pub async fn replay(
         &self,
         subjects: Vec<String>,
         from: u64,
         until: Option<u64>,
         limit: u32,
+        at_least: Option<u64>,
     ) -> Result<Replay, ReplayError> {
         if subjects.is_empty() {
             return Ok(Replay::Events(Vec::new()));
         }
+        if self.direct_get() {
+            match self.replay_direct(&subjects, from, until, limit, at_least).await {
+                Ok(replay) => {
+                    self.replays.direct.fetch_add(1, Ordering::Relaxed);
+                    return Ok(replay);
+                }
+                Err(e) => {
+                    self.replays.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(error = %e, from, "direct get replay gave up; replaying through a consumer");
+                }
+            }
+        }
+        self.replays.consumer.fetch_add(1, Ordering::Relaxed);
+        self.replay_consumer(subjects, from, until, limit).await
+    }
+
+    /// The 2.10 path and the fallback: an ordered consumer over `subjects`.
+    async fn replay_consumer(
+        &self,
+        subjects: Vec<String>,
+        from: u64,
+        until: Option<u64>,
+        limit: u32,
+    ) -> Result<Replay, ReplayError> {
         let stream = self
             .jetstream()
             .get_stream_no_info(self.stream_name())
@@ -157,6 +231,6 @@ impl Bus {
     }
 }
 
-fn err(e: impl std::fmt::Display) -> ReplayError {
+pub(crate) fn err(e: impl std::fmt::Display) -> ReplayError {
     ReplayError(e.to_string())
 }

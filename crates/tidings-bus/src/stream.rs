@@ -7,12 +7,17 @@ use tidings_domain::{ConfigError, StreamEpoch};
 
 use tokio::sync::watch;
 
+use crate::replay::{ReplayCounters, ReplayCounts};
 use crate::{BusError, NatsConfig, StreamSettings, Subjects};
 
 /// Oldest nats-server Tidings runs against: replay reads a member's and its topics'
 /// subjects through one consumer with several filter subjects (2.10), and RePublish
 /// carries `Nats-Time-Stamp` from 2.10 on.
 pub const MIN_SERVER_VERSION: (u64, u64, u64) = (2, 10, 0);
+
+/// First nats-server with batch Direct Get (`batch`, `multi_last`): from here on replay
+/// reads the stream with Direct Get instead of a consumer (see `direct.rs`).
+pub const BATCH_DIRECT_GET_VERSION: (u64, u64, u64) = (2, 11, 0);
 
 /// A connection to NATS with the Tidings stream ensured.
 #[derive(Debug, Clone)]
@@ -24,6 +29,14 @@ pub struct Bus {
     epoch: StreamEpoch,
     losses: watch::Receiver<u64>,
     connects: Arc<AtomicU64>,
+    /// Bounds every Direct Get request (`TIDINGS_NATS_TIMEOUT`).
+    timeout: Duration,
+    /// Replay reads with batch Direct Get: the server is new enough and nobody turned
+    /// it off ([`Bus::without_direct_get`]).
+    direct_get: bool,
+    pub(crate) replays: Arc<ReplayCounters>,
+    /// Direct Get answers' reply subscription, started by the first replay.
+    pub(crate) replies: Arc<tokio::sync::OnceCell<Arc<crate::direct::Replies>>>,
 }
 
 impl Bus {
@@ -73,7 +86,8 @@ impl Bus {
         timeout: Duration,
         settings: &StreamSettings,
     ) -> Result<Self, BusError> {
-        check_server(&client.server_info())?;
+        let server = client.server_info();
+        check_server(&server)?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(timeout);
         // The partition count is part of the subject grammar: an existing stream keeps
@@ -113,7 +127,32 @@ impl Bus {
             epoch,
             losses: watch::channel(0).1,
             connects: Arc::default(),
+            timeout,
+            direct_get: supports_batch_direct_get(&server),
+            replays: Arc::default(),
+            replies: Arc::default(),
         })
+    }
+
+    /// Replays through an ordered consumer only, as on a 2.10 server. For comparing the
+    /// two read paths (tests) and as an operator's escape hatch.
+    pub fn without_direct_get(mut self) -> Self {
+        self.direct_get = false;
+        self
+    }
+
+    /// Whether replay reads with batch Direct Get (server >= 2.11 and not turned off).
+    pub fn direct_get(&self) -> bool {
+        self.direct_get
+    }
+
+    /// How replays were served since start.
+    pub fn replay_counts(&self) -> ReplayCounts {
+        self.replays.get()
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// How many times the client reconnected to NATS since it first connected.
@@ -197,6 +236,12 @@ fn check_server(info: &async_nats::ServerInfo) -> Result<(), BusError> {
     Ok(())
 }
 
+/// Checked once, on the server the client first connected to; a reply from an older
+/// server in a mixed cluster is still caught per reply (`direct.rs`).
+fn supports_batch_direct_get(info: &async_nats::ServerInfo) -> bool {
+    parse_version(&info.version).is_some_and(|v| v >= BATCH_DIRECT_GET_VERSION)
+}
+
 fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
     let core = v.trim_start_matches('v').split(['-', '+']).next()?;
     let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
@@ -237,5 +282,17 @@ mod tests {
         assert!(check_server(&info("")).is_err());
         assert!(check_server(&info("2.10.0")).is_ok());
         assert!(check_server(&info("2.15.1")).is_ok());
+    }
+
+    #[test]
+    fn batch_direct_get_starts_at_2_11() {
+        let info = |version: &str| async_nats::ServerInfo {
+            version: version.into(),
+            ..Default::default()
+        };
+        assert!(!supports_batch_direct_get(&info("2.10.29")));
+        assert!(!supports_batch_direct_get(&info("")));
+        assert!(supports_batch_direct_get(&info("2.11.0")));
+        assert!(supports_batch_direct_get(&info("v2.15.1")));
     }
 }

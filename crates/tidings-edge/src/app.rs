@@ -46,6 +46,8 @@ pub struct EdgeStats {
     pub live_received: u64,
     /// NATS subscriptions held (member partitions plus topics).
     pub interests: usize,
+    /// How this node's replays read the stream (Direct Get or a consumer).
+    pub replays: tidings_bus::ReplayCounts,
 }
 
 impl EdgeApp {
@@ -212,6 +214,7 @@ impl StatsHandle {
             connections: self.0.hub.connections(),
             live_received: self.0.metrics.live_received.get(),
             interests: usize::try_from(self.0.metrics.interests.get()).unwrap_or(0),
+            replays: self.0.bus.replay_counts(),
         }
     }
 }

@@ -103,7 +103,7 @@ async fn start(state: &EdgeState, conn: &Conn, resume: &Resume) -> Result<(), Cl
     // Catch up: replay after the start (a resume), and the newest value of each
     // `latest` topic.
     let from = (matches!(resume, Resume::From(_)) && reset.is_none()).then_some(start + 1);
-    replay(state, conn, from, true).await?;
+    replay(state, conn, from, Some(extent.last_seq), true).await?;
     state.unread.refresh(conn.member.clone());
     settle(state, conn).await
 }
@@ -117,22 +117,29 @@ async fn settle(state: &EdgeState, conn: &Conn) -> Result<(), Closed> {
         match next {
             Next::Live => return Ok(()),
             Next::Ended(closed) => return Err(closed),
-            Next::Resync { from } => replay(state, conn, Some(from), false).await?,
+            // No extent in hand: the replay asks the stream leader where it is.
+            Next::Resync { from } => replay(state, conn, Some(from), None, false).await?,
             Next::Heal { subject, known, before } => heal(state, conn, subject, known, before).await?,
         }
     }
 }
 
-/// Replays everything after `from` on the connection's replayed subjects (bounded),
-/// plus, when `latest`, the newest message of each `latest` topic; delivers it in
-/// sequence order.
-async fn replay(state: &EdgeState, conn: &Conn, from: Option<u64>, latest: bool) -> Result<(), Closed> {
+/// Replays everything after `from` on the connection's replayed subjects (bounded;
+/// complete at least up to `at_least`), plus, when `latest`, the newest message of
+/// each `latest` topic; delivers it in sequence order.
+async fn replay(
+    state: &EdgeState,
+    conn: &Conn,
+    from: Option<u64>,
+    at_least: Option<u64>,
+    latest: bool,
+) -> Result<(), Closed> {
     let mut events: Vec<BusEvent> = Vec::new();
     if let Some(from) = from {
         let _permit = state.replays.acquire().await.map_err(|_| Closed::Error)?;
         match state
             .bus
-            .replay(replayed_subjects(state, conn), from, None, state.replay_limit)
+            .replay(replayed_subjects(state, conn), from, None, state.replay_limit, at_least)
             .await
         {
             Ok(Replay::Events(replayed)) => {
@@ -210,7 +217,13 @@ async fn heal(state: &EdgeState, conn: &Conn, subject: String, known: u64, befor
         let _permit = state.replays.acquire().await.map_err(|_| Closed::Error)?;
         state
             .bus
-            .replay(vec![subject.clone()], known + 1, Some(before - 1), state.replay_limit)
+            .replay(
+                vec![subject.clone()],
+                known + 1,
+                Some(before - 1),
+                state.replay_limit,
+                Some(before - 1),
+            )
             .await
     };
     let delivered = conn.delivery().cursor.delivered;

@@ -20,6 +20,10 @@ pub(crate) struct EdgeMetrics {
     pub(crate) live_received: IntCounter,
     pub(crate) interests: IntGauge,
     pub(crate) nats_reconnects: IntCounter,
+    /// Copied from the bus's counters when scraped.
+    pub(crate) replays_direct: IntCounter,
+    pub(crate) replays_consumer: IntCounter,
+    pub(crate) replay_fallbacks: IntCounter,
 }
 
 impl EdgeMetrics {
@@ -73,7 +77,18 @@ impl EdgeMetrics {
         registry
             .register(Box::new(replay_size.clone()))
             .expect("invariant: registered once");
+        let replays = counter_vec(
+            "tidings_edge_replays_total",
+            "Replays (resumes and gap fetches) by how the stream was read (direct_get, consumer)",
+            "method",
+        );
         Self {
+            replays_direct: replays.with_label_values(&["direct_get"]),
+            replays_consumer: replays.with_label_values(&["consumer"]),
+            replay_fallbacks: counter(
+                "tidings_edge_replay_fallbacks_total",
+                "Direct Get replays that gave up (a replica behind, an error) and used a consumer",
+            ),
             connections: gauge("tidings_edge_connections", "Open SSE streams on this node"),
             max_connections: gauge(
                 "tidings_edge_max_connections",

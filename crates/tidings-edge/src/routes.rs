@@ -231,6 +231,14 @@ async fn metrics(State(state): State<Arc<EdgeState>>) -> Response {
     let m = &state.metrics;
     m.nats_reconnects
         .inc_by(state.bus.reconnects().saturating_sub(m.nats_reconnects.get()));
+    let replays = state.bus.replay_counts();
+    for (counter, total) in [
+        (&m.replays_direct, replays.direct),
+        (&m.replays_consumer, replays.consumer),
+        (&m.replay_fallbacks, replays.fallbacks),
+    ] {
+        counter.inc_by(total.saturating_sub(counter.get()));
+    }
     let (content_type, body) = tidings_telemetry::metrics::render(&m.registry);
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
