@@ -229,6 +229,7 @@ impl Delivery {
                 },
                 now,
             );
+            self.wake();
         }
     }
 
@@ -250,13 +251,20 @@ impl Delivery {
         }
         self.queue.push_back(queued);
         self.queued_at = now;
-        self.wake();
     }
 
-    fn wake(&mut self) {
+    /// Wakes the body if it waits for frames.
+    pub(crate) fn wake(&mut self) {
         if let Some(waker) = self.waker.take() {
             waker.wake();
         }
+    }
+
+    /// The body's waker, when it waits and there is something for it: the live task
+    /// wakes each connection once per batch of messages, so the body takes them all
+    /// in one write instead of one write per message.
+    pub(crate) fn waker_if_ready(&mut self) -> Option<Waker> {
+        if self.queue.is_empty() { None } else { self.waker.take() }
     }
 
     /// A live event from the live task. `slot` is the event's `latest`-topic slot on
@@ -289,8 +297,8 @@ impl Delivery {
         }
     }
 
-    /// Delivers `event` if it is new. With `check_gap` (live events), a missing
-    /// predecessor on the event's subject is reported instead.
+    /// Delivers `event` if it is new (the caller wakes the body). With `check_gap`
+    /// (live events), a missing predecessor on the event's subject is reported instead.
     pub(crate) fn deliver(
         &mut self,
         event: &BusEvent,
@@ -364,6 +372,7 @@ impl Delivery {
                     if let Phase::CatchingUp { pending, .. } = &mut self.phase {
                         *pending = std::iter::once((out, slot)).chain(held).collect();
                     }
+                    self.wake();
                     return (next, delivered);
                 }
                 Step::Delivered if out.frame.is_some() => delivered += 1,
@@ -375,6 +384,7 @@ impl Delivery {
         if let Some(unread) = self.unread.take() {
             self.push_control(unread, Some(UNREAD_SLOT), now);
         }
+        self.wake();
         (Next::Live, delivered)
     }
 
@@ -439,6 +449,13 @@ impl Delivery {
     /// Whether nothing was queued for `quiet` seconds.
     pub(crate) fn quiet(&self, now: u32, quiet: u32) -> bool {
         self.queue.is_empty() && now.saturating_sub(self.queued_at) >= quiet
+    }
+
+    /// Gives back the queue's memory once it is empty: an idle stream holds none.
+    pub(crate) fn trim(&mut self) {
+        if self.queue.is_empty() && self.queue.capacity() > 0 {
+            self.queue = VecDeque::new();
+        }
     }
 
     /// Ends a stream whose socket stopped draining and frees its queue.

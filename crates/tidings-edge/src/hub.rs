@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
 
 use bytes::Bytes;
 use tidings_bus::SubjectTarget;
@@ -99,13 +100,19 @@ impl Conn {
             .and_then(|i| u8::try_from(i).ok())
     }
 
-    /// Offers a live event; a slow consumer found here is closed.
-    fn offer(&self, out: &Arc<Outgoing>, now: u32) -> Step {
+    /// Offers a live event; a slow consumer found here is closed. The body's waker,
+    /// if it must be woken, goes to `wakers`.
+    fn offer(&self, out: &Arc<Outgoing>, now: u32, wakers: &mut Vec<Waker>) -> Step {
         let slot = match &out.event.target {
             SubjectTarget::Topic(t) => self.latest_slot(t),
             SubjectTarget::Member(_) => None,
         };
-        let step = self.delivery().offer(out, slot, now);
+        let step = {
+            let mut delivery = self.delivery();
+            let step = delivery.offer(out, slot, now);
+            wakers.extend(delivery.waker_if_ready());
+            step
+        };
         if step == Step::Overflowed {
             tracing::warn!(member = %self.member, connection = self.id, "slow consumer; closing stream");
             self.kill();
@@ -213,8 +220,9 @@ impl Hub {
     }
 
     /// Hands a live event to every connection that wants it. Never blocks on a
-    /// connection; a full queue ends that connection as a slow consumer.
-    pub(crate) fn dispatch(&self, out: &Arc<Outgoing>, now: u32) -> Dispatched {
+    /// connection; a full queue ends that connection as a slow consumer. The caller
+    /// wakes `wakers` once it has dispatched its whole batch.
+    pub(crate) fn dispatch(&self, out: &Arc<Outgoing>, now: u32, wakers: &mut Vec<Waker>) -> Dispatched {
         let s = self.state.lock().expect("invariant: never poisoned");
         let targets: &[Arc<Conn>] = match &out.event.target {
             SubjectTarget::Member(m) => s.members.get(m).map_or(&[], Vec::as_slice),
@@ -222,7 +230,7 @@ impl Hub {
         };
         let mut dispatched = Dispatched::default();
         for conn in targets {
-            match conn.offer(out, now) {
+            match conn.offer(out, now, wakers) {
                 Step::Delivered => {
                     dispatched.reached += 1;
                     dispatched.delivered += u64::from(out.frame.is_some());
@@ -304,6 +312,15 @@ mod tests {
         })
     }
 
+    impl Hub {
+        fn dispatch_now(&self, out: &Arc<Outgoing>, now: u32) -> Dispatched {
+            let mut wakers = Vec::new();
+            let dispatched = self.dispatch(out, now, &mut wakers);
+            wakers.into_iter().for_each(Waker::wake);
+            dispatched
+        }
+    }
+
     fn sent(conn: &Conn) -> String {
         let waker = std::task::Waker::noop();
         let mut all = String::new();
@@ -353,17 +370,17 @@ mod tests {
         hub.register(&a, 10, 10).unwrap();
         hub.register(&b, 10, 10).unwrap();
         assert_eq!(
-            hub.dispatch(&event(1, SubjectTarget::Member(member("a")), "m.a"), 0)
+            hub.dispatch_now(&event(1, SubjectTarget::Member(member("a")), "m.a"), 0)
                 .delivered,
             1
         );
         assert_eq!(
-            hub.dispatch(&event(2, SubjectTarget::Topic(topic("t")), "t"), 0)
+            hub.dispatch_now(&event(2, SubjectTarget::Topic(topic("t")), "t"), 0)
                 .delivered,
             1
         );
         assert_eq!(
-            hub.dispatch(&event(3, SubjectTarget::Member(member("zz")), "m.zz"), 0)
+            hub.dispatch_now(&event(3, SubjectTarget::Member(member("zz")), "m.zz"), 0)
                 .delivered,
             0
         );
@@ -379,10 +396,10 @@ mod tests {
         hub.register(&slow, 10, 10).unwrap();
         hub.register(&fast, 10, 10).unwrap();
         for seq in 1..=2 {
-            hub.dispatch(&event(seq, SubjectTarget::Member(member("a")), "m.a"), 0);
+            hub.dispatch_now(&event(seq, SubjectTarget::Member(member("a")), "m.a"), 0);
         }
         assert_eq!(sent(&fast), "1;2;", "the fast tab drained");
-        hub.dispatch(&event(3, SubjectTarget::Member(member("a")), "m.a"), 0);
+        hub.dispatch_now(&event(3, SubjectTarget::Member(member("a")), "m.a"), 0);
         assert_eq!(
             slow.delivery().ended(),
             Some(Closed::SlowConsumer),
@@ -393,7 +410,7 @@ mod tests {
         let reader = conn("b", 2, vec![(topic("board"), TopicMode::Latest)], 2);
         hub.register(&reader, 10, 10).unwrap();
         for seq in 10..20 {
-            hub.dispatch(&event(seq, SubjectTarget::Topic(topic("board")), "board"), 0);
+            hub.dispatch_now(&event(seq, SubjectTarget::Topic(topic("board")), "board"), 0);
         }
         assert_eq!(reader.delivery().ended(), None, "latest topics never overflow");
         assert_eq!(sent(&reader), "19;", "only the newest value is kept");

@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::{FutureExt as _, StreamExt as _};
 use tidings_bus::{Bus, BusEvent, EventKind, SubjectTarget};
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::StreamMap;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::Outgoing;
@@ -100,6 +99,45 @@ pub(crate) struct Node {
     pub(crate) catch_ups: mpsc::UnboundedSender<Arc<Conn>>,
 }
 
+/// The node's live subscriptions, polled as one stream. Only subscriptions that have
+/// something are polled (a `SelectAll` is woken per subscription), so a message costs
+/// the same whether the node holds one partition or all of them. Ordering holds as
+/// before: async-nats fills (and wakes) each subscription in arrival order before the
+/// live task looks, so every message already waiting is among the woken streams.
+#[derive(Default)]
+struct Subscriptions {
+    streams: futures::stream::SelectAll<futures::stream::BoxStream<'static, async_nats::Message>>,
+    /// Dropping an interest cancels its stream, which then ends (and unsubscribes).
+    held: std::collections::HashMap<Interest, CancellationToken>,
+}
+
+impl Subscriptions {
+    fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    fn contains_key(&self, interest: &Interest) -> bool {
+        self.held.contains_key(interest)
+    }
+
+    fn insert(&mut self, interest: Interest, subscriber: async_nats::Subscriber) {
+        let cancel = CancellationToken::new();
+        let ends = cancel.clone().cancelled_owned();
+        self.streams.push(subscriber.take_until(ends).boxed());
+        self.held.insert(interest, cancel);
+    }
+
+    fn remove(&mut self, interest: &Interest) {
+        if let Some(cancel) = self.held.remove(interest) {
+            cancel.cancel();
+        }
+    }
+}
+
 async fn run(
     node: Node,
     mut commands: mpsc::Receiver<Command>,
@@ -107,7 +145,7 @@ async fn run(
     shutdown: CancellationToken,
 ) {
     let Node { bus, hub, metrics, .. } = &node;
-    let mut subscriptions: StreamMap<Interest, async_nats::Subscriber> = StreamMap::new();
+    let mut subscriptions = Subscriptions::default();
     let mut losses = bus.losses();
     loop {
         tokio::select! {
@@ -133,11 +171,11 @@ async fn run(
                     let _ = node.catch_ups.send(conn);
                 }
             }
-            Some((_, first)) = subscriptions.next(), if !subscriptions.is_empty() => {
+            Some(first) = subscriptions.streams.next(), if !subscriptions.is_empty() => {
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
-                    match subscriptions.next().now_or_never() {
-                        Some(Some((_, message))) => batch.push(message),
+                    match subscriptions.streams.next().now_or_never() {
+                        Some(Some(message)) => batch.push(message),
                         _ => break,
                     }
                 }
@@ -147,21 +185,23 @@ async fn run(
                     .filter_map(|m| BusEvent::from_live(bus.subjects(), m.headers.as_ref(), m.payload))
                     .collect();
                 events.sort_by_key(|e| e.seq);
+                let mut wakers = Vec::new();
                 for event in events {
                     if drop_next.load(Ordering::Relaxed) > 0 {
                         drop_next.fetch_sub(1, Ordering::Relaxed);
                         tracing::warn!(seq = event.seq, "fault injection: dropping a live message");
                         continue;
                     }
-                    dispatch(&node, event);
+                    dispatch(&node, event, &mut wakers);
                 }
+                wakers.into_iter().for_each(std::task::Waker::wake);
             }
         }
     }
 }
 
 /// Hands one live event to the hub, shared by all its connections.
-fn dispatch(node: &Node, event: BusEvent) {
+fn dispatch(node: &Node, event: BusEvent, wakers: &mut Vec<std::task::Waker>) {
     let frame = crate::sse::frame_of(&event, node.bus.epoch());
     let out = Arc::new(Outgoing { event, frame });
     let event = &out.event;
@@ -171,9 +211,9 @@ fn dispatch(node: &Node, event: BusEvent) {
         (EventKind::Notification, Some(traceparent)) => {
             let span = tracing::info_span!("sse.deliver", otel.kind = "consumer", path = "live", seq = event.seq);
             tidings_telemetry::propagation::set_remote_parent(&span, Some(traceparent));
-            span.in_scope(|| node.hub.dispatch(&out, node.clock.now()))
+            span.in_scope(|| node.hub.dispatch(&out, node.clock.now(), wakers))
         }
-        _ => node.hub.dispatch(&out, node.clock.now()),
+        _ => node.hub.dispatch(&out, node.clock.now(), wakers),
     };
     node.metrics.delivered_live.inc_by(dispatched.delivered);
     for conn in dispatched.catch_up {
@@ -190,7 +230,7 @@ fn dispatch(node: &Node, event: BusEvent) {
 async fn ensure(
     bus: &Bus,
     hub: &Hub,
-    subscriptions: &mut StreamMap<Interest, async_nats::Subscriber>,
+    subscriptions: &mut Subscriptions,
     interests: Vec<Interest>,
 ) -> Result<(), String> {
     let mut added = false;

@@ -76,6 +76,7 @@ pub(crate) async fn run(state: Arc<EdgeState>) {
             if delivery.ended().is_some() {
                 continue;
             }
+            delivery.trim();
             if unix >= conn.expires_at {
                 delivery.end(Closed::TokenExpired);
             } else if !delivery.reauth_sent && unix + reauth_before >= conn.expires_at {
