@@ -25,7 +25,7 @@ mod error;
 mod http;
 mod metrics;
 mod oversize;
-mod payload;
+pub mod payload;
 mod relay;
 mod send;
 mod service;

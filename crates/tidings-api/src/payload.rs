@@ -21,7 +21,7 @@ struct InboxEvent<'a> {
 
 /// `{"id","type","content","data","groupId","createdAt"}`; `data` is the producer's JSON
 /// value as given (already validated), `null` when none.
-pub(crate) fn notification(
+pub fn notification(
     id: Uuid,
     kind: &str,
     content: &str,

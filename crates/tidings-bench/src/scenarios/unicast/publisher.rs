@@ -3,10 +3,9 @@
 //! the edges and NATS add on their own).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use serde_json::value::RawValue;
 use tidings_bus::{Bus, Outgoing};
 use tidings_domain::{EventId, MemberId};
 use tidings_proto::v1 as pb;
@@ -83,7 +82,15 @@ impl Publisher {
                     msg_id: Some(id.to_string()),
                     event: None,
                     traceparent: None,
-                    payload: payload(id, "bench", "", &data_json)?.into(),
+                    // Byte for byte what a Send of the same notification stores.
+                    payload: tidings_api::payload::notification(
+                        id,
+                        "bench",
+                        "",
+                        Some(&data_json),
+                        None,
+                        chrono::Utc::now(),
+                    ),
                 };
                 let stored = bus
                     .publish_all(vec![message], PUBLISH_TIMEOUT)
@@ -101,32 +108,4 @@ impl Publisher {
             }
         }
     }
-}
-
-/// The SSE `notification` data the api stores on the stream (tidings-api `payload.rs`,
-/// private to that crate): the same fields in the same order, so edges and clients see
-/// byte-for-byte what a Send of the same notification would produce.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct InboxEvent<'a> {
-    id: Uuid,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    content: &'a str,
-    data: Option<&'a RawValue>,
-    group_id: Option<&'a str>,
-    created_at: String,
-}
-
-fn payload(id: Uuid, kind: &str, content: &str, data_json: &str) -> anyhow::Result<Vec<u8>> {
-    let event = InboxEvent {
-        id,
-        kind,
-        content,
-        data: Some(serde_json::from_str(data_json)?),
-        group_id: None,
-        // RFC 3339, milliseconds, `Z`: what chrono's `to_rfc3339_opts(Millis, true)` writes.
-        created_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-    };
-    Ok(serde_json::to_vec(&event)?)
 }
