@@ -89,6 +89,17 @@ pub(crate) fn cpu(pid: u32) -> Duration {
     Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / clock_ticks() as f64)
 }
 
+/// Processes whose executable is named `name` (e.g. every `nats-server` on the machine).
+pub(crate) fn pids_named(name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == name))
+        .collect()
+}
+
 /// CPU time of this process.
 pub(crate) fn own_cpu() -> Duration {
     cpu(std::process::id())

@@ -50,7 +50,7 @@ use crate::{Bus, BusEvent, Subjects};
 
 /// Most messages one request asks for: the subscription's channel (64 Ki messages)
 /// never fills, whatever `TIDINGS_REPLAY_LIMIT` says.
-const PAGE: u64 = 1024;
+pub(crate) const PAGE: u64 = 1024;
 /// Most bytes one request asks for; the server stops a batch there and the next page
 /// continues.
 const PAGE_BYTES: u64 = 4 << 20;
@@ -89,30 +89,26 @@ impl Bus {
         at_least: Option<u64>,
     ) -> Result<Replay, DirectError> {
         let from = from.max(1);
-        let end = until.unwrap_or(u64::MAX);
-        if end < from {
-            return Ok(Replay::Events(Vec::new()));
-        }
         let at_least = match at_least {
             Some(seq) => seq,
             None => self.extent().await.map_err(nats)?.last_seq,
         };
-        // Everything in the range up to here must be in the answer.
-        let wanted = end.min(at_least);
+        // Everything in the range up to here is in the answer, and nothing after it:
+        // pages read each subject on its own, so messages past a common end would not
+        // be a prefix of the stream (see `Bus::replay`).
+        let wanted = until.unwrap_or(u64::MAX).min(at_least);
+        if wanted < from {
+            return Ok(Replay::Events(Vec::new()));
+        }
         let mut session = Session::open(self).await?;
         let newest = session.newest(subjects, from, wanted).await?;
         let mut out = Collect {
-            until,
+            until: wanted,
             limit: u64::from(limit),
-            counted: 0,
             events: Vec::new(),
         };
         for (subject, newest) in newest {
-            let target = newest.min(end);
-            if let Some(pending) = session
-                .read(&subject, from, target, target.min(wanted), &mut out)
-                .await?
-            {
+            if let Some(pending) = session.read(Some(&subject), from, newest.min(wanted), &mut out).await? {
                 return Ok(Replay::TooMany { pending });
             }
         }
@@ -121,42 +117,51 @@ impl Bus {
     }
 }
 
+/// Where a read's messages go.
+pub(crate) trait Sink {
+    /// Takes one stored message; `false` once the replay is over its limit.
+    fn take(&mut self, subjects: &Subjects, m: Fetched) -> bool;
+    /// How many more messages to ask for.
+    fn room(&self) -> u64;
+    /// What the limit was compared with: with the messages not read yet, the
+    /// `pending` of [`Replay::TooMany`].
+    fn counted(&self) -> u64;
+}
+
 /// The replay's result so far, bounded by its limit.
 struct Collect {
-    until: Option<u64>,
+    /// The last sequence in the answer.
+    until: u64,
     limit: u64,
-    /// What the limit is compared with: as on the consumer path, every stored message
-    /// without an upper bound (the consumer's pending count), decoded events with one.
-    counted: u64,
     events: Vec<BusEvent>,
 }
 
-impl Collect {
-    /// Takes one stored message; `false` once the replay is over its limit.
+impl Sink for Collect {
     fn take(&mut self, subjects: &Subjects, m: Fetched) -> bool {
-        if self.until.is_some_and(|u| m.seq > u) {
+        if m.seq > self.until {
             return true;
         }
-        let event = BusEvent::from_stored(subjects, m.seq, m.subject, &m.headers, m.payload);
-        if self.until.is_none() || event.is_some() {
-            self.counted += 1;
-        }
-        self.events.extend(event);
-        self.counted <= self.limit
+        self.events
+            .extend(BusEvent::from_stored(subjects, m.seq, m.subject, &m.headers, m.payload));
+        self.counted() <= self.limit
     }
 
-    /// How many more messages to ask for: one past the limit tells "too many".
+    fn counted(&self) -> u64 {
+        self.events.len() as u64
+    }
+
+    /// One past the limit tells "too many".
     fn room(&self) -> u64 {
-        (self.limit + 1).saturating_sub(self.counted).max(1)
+        (self.limit + 1).saturating_sub(self.counted()).max(1)
     }
 }
 
 /// One message of a batch answer.
-struct Fetched {
-    seq: u64,
-    subject: String,
-    headers: HeaderMap,
-    payload: Bytes,
+pub(crate) struct Fetched {
+    pub(crate) seq: u64,
+    pub(crate) subject: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) payload: Bytes,
 }
 
 /// A whole answer to one request.
@@ -174,14 +179,14 @@ enum Answer {
 }
 
 /// The requests of one replay.
-struct Session<'a> {
+pub(crate) struct Session<'a> {
     bus: &'a Bus,
     replies: Arc<Replies>,
     api: String,
 }
 
 impl<'a> Session<'a> {
-    async fn open(bus: &'a Bus) -> Result<Self, DirectError> {
+    pub(crate) async fn open(bus: &'a Bus) -> Result<Self, DirectError> {
         let client = bus.client().clone();
         let replies = bus
             .replies
@@ -248,22 +253,24 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Reads `subject` from `from` into `out` until a message at or past `target` is in
-    /// hand, or, when its server has no more, at least everything up to `required`;
-    /// `Some(pending)` when that is over the limit.
-    async fn read(
+    /// Reads `subject` (every subject with `None`) from `from` into `out` until a
+    /// message at or past `target` is in hand, or its server, having no more, covered
+    /// everything up to `target`; `Some(pending)` when that is over the limit.
+    pub(crate) async fn read(
         &mut self,
-        subject: &str,
+        subject: Option<&str>,
         from: u64,
         target: u64,
-        required: u64,
-        out: &mut Collect,
+        out: &mut impl Sink,
     ) -> Result<Option<u64>, DirectError> {
         let mut next = from;
         let mut pauses = PAUSES.iter();
         while next <= target {
             let batch = out.room().min(target - next + 1).min(PAGE);
-            let request = json!({ "seq": next, "batch": batch, "next_by_subj": subject, "max_bytes": PAGE_BYTES });
+            let mut request = json!({ "seq": next, "batch": batch, "max_bytes": PAGE_BYTES });
+            if let Some(subject) = subject {
+                request["next_by_subj"] = subject.into();
+            }
             let (messages, pending) = match self.request(&request, batch).await? {
                 Answer::Batch { messages, pending, .. } => (messages, pending),
                 Answer::NotFound => (Vec::new(), 0),
@@ -272,12 +279,12 @@ impl<'a> Session<'a> {
             let mut messages = messages.into_iter();
             let mut previous = next - 1;
             while let Some(m) = messages.next() {
-                if m.subject != subject || m.seq <= previous {
+                if subject.is_some_and(|s| m.subject != s) || m.seq <= previous {
                     return Err(DirectError::Malformed("a message out of order or off the subject"));
                 }
                 previous = m.seq;
                 if !out.take(self.bus.subjects(), m) {
-                    return Ok(Some(out.counted + messages.len() as u64 + pending));
+                    return Ok(Some(out.counted() + messages.len() as u64 + pending));
                 }
             }
             if let Some(last) = last {
@@ -290,12 +297,15 @@ impl<'a> Session<'a> {
             }
             if last.is_none() || pending == 0 {
                 // The server has no more on the subject. Enough if it covered
-                // everything required; otherwise it has not applied `target` yet.
-                if next > required {
+                // everything up to the target; otherwise it has not applied it yet.
+                if next > target {
                     return Ok(None);
                 }
                 let Some(pause) = pauses.next() else {
-                    return Err(DirectError::Behind(format!("{subject} ended before {target}")));
+                    return Err(DirectError::Behind(format!(
+                        "{} ended before {target}",
+                        subject.unwrap_or("the stream")
+                    )));
                 };
                 tokio::time::sleep(*pause).await;
             }

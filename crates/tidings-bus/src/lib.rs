@@ -16,6 +16,8 @@
 //! - `replay.rs`: [`Bus::replay`], [`Bus::latest`], [`Bus::extent`]: reading back by
 //!   sequence; the ordered-consumer path.
 //! - `direct.rs`: the batch Direct Get path of [`Bus::replay`] (nats-server >= 2.11).
+//! - `scan.rs`: [`Bus::read_range`]: a range of the stream in one pass, for the many
+//!   resumes of a reconnect storm.
 //! - `error.rs`: [`BusError`].
 
 mod config;
@@ -24,6 +26,7 @@ mod error;
 mod event;
 mod publish;
 mod replay;
+mod scan;
 mod stream;
 mod subject;
 mod ticket;

@@ -39,6 +39,12 @@ pub enum Replay {
 #[error("replay failed: {0}")]
 pub struct ReplayError(String);
 
+impl ReplayError {
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self(reason.into())
+    }
+}
+
 /// How replays were served since the bus connected.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReplayCounts {
@@ -48,6 +54,10 @@ pub struct ReplayCounts {
     pub consumer: u64,
     /// Direct Get attempts that gave up and fell back to a consumer.
     pub fallbacks: u64,
+    /// Passes of [`Bus::read_range`] (a reconnect storm's resumes) and the
+    /// messages they read.
+    pub scans: u64,
+    pub scanned_messages: u64,
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +65,8 @@ pub(crate) struct ReplayCounters {
     direct: AtomicU64,
     consumer: AtomicU64,
     fallbacks: AtomicU64,
+    scans: AtomicU64,
+    scanned_messages: AtomicU64,
 }
 
 impl ReplayCounters {
@@ -63,7 +75,14 @@ impl ReplayCounters {
             direct: self.direct.load(Ordering::Relaxed),
             consumer: self.consumer.load(Ordering::Relaxed),
             fallbacks: self.fallbacks.load(Ordering::Relaxed),
+            scans: self.scans.load(Ordering::Relaxed),
+            scanned_messages: self.scanned_messages.load(Ordering::Relaxed),
         }
+    }
+
+    pub(crate) fn count_scan(&self, messages: u64) {
+        self.scans.fetch_add(1, Ordering::Relaxed);
+        self.scanned_messages.fetch_add(messages, Ordering::Relaxed);
     }
 }
 
@@ -83,12 +102,12 @@ impl Bus {
     /// `until` (when given), in sequence order, or [`Replay::TooMany`] when that is more
     /// than `limit`. Subject delete markers are skipped.
     ///
-    /// Consistency: every message with a sequence up to `at_least` is included. A
-    /// caller that took the stream's last sequence after it started receiving live
-    /// messages passes that sequence: whatever comes later it receives live. With
-    /// `None` the stream leader is asked for its last sequence first, so every message
-    /// committed before the call is included. Messages after that position may or may
-    /// not be (callers drop what they already have by sequence).
+    /// Consistency: every message with a sequence up to `at_least` is included, and
+    /// none after it. A caller that took the stream's last sequence after it started
+    /// receiving live messages passes that sequence: whatever comes later it receives
+    /// live, and a replayed message past it could jump the caller's position over live
+    /// messages of other subjects still on their way. With `None` the answer is a
+    /// prefix of the stream: it holds every message committed before the call.
     ///
     /// Batch Direct Get answers when the server has it (>= 2.11), see `direct.rs`;
     /// otherwise, and whenever Direct Get fails or cannot prove its answer complete, an
@@ -105,6 +124,10 @@ impl Bus {
         if subjects.is_empty() {
             return Ok(Replay::Events(Vec::new()));
         }
+        let until = match (until, at_least) {
+            (Some(u), Some(a)) => Some(u.min(a)),
+            (u, a) => u.or(a),
+        };
         if self.direct_get() {
             match self.replay_direct(&subjects, from, until, limit, at_least).await {
                 Ok(replay) => {

@@ -15,14 +15,12 @@ use crate::hub::Hub;
 use crate::inbox::ApiClient;
 use crate::live::{Live, Node};
 use crate::metrics::EdgeMetrics;
+use crate::resumes::{REPLAY_CONCURRENCY, Resumes};
 use crate::state::EdgeState;
 use crate::sweep::{self, Clock};
 use crate::topics::TopicModes;
 use crate::unread::Unread;
 use crate::{EdgeConfig, connection, routes};
-
-/// Replays running at once per edge (see `EdgeState::replays`).
-const REPLAY_CONCURRENCY: usize = 64;
 
 /// The HS256 secret `tidings dev` uses when none is configured. Public, so never for
 /// anything but a laptop.
@@ -48,6 +46,8 @@ pub struct EdgeStats {
     pub interests: usize,
     /// How this node's replays read the stream (Direct Get or a consumer).
     pub replays: tidings_bus::ReplayCounts,
+    /// Resumes answered from a window read in one pass (a reconnect storm).
+    pub replays_from_window: u64,
 }
 
 impl EdgeApp {
@@ -99,6 +99,14 @@ impl EdgeApp {
             .clone()
             .or_else(|| std::env::var("HOSTNAME").ok())
             .unwrap_or_else(|| "edge".into());
+        let replays = Arc::new(tokio::sync::Semaphore::new(REPLAY_CONCURRENCY));
+        let resumes = Resumes::spawn(
+            bus.clone(),
+            replays.clone(),
+            o.replay_limit,
+            shutdown.clone(),
+            &background,
+        );
         let state = Arc::new(EdgeState {
             bus,
             hub,
@@ -121,7 +129,8 @@ impl EdgeApp {
             drain_window: o.drain_window,
             write_timeout: (o.heartbeat * 2).max(Duration::from_secs(10)),
             drain: CancellationToken::new(),
-            replays: tokio::sync::Semaphore::new(REPLAY_CONCURRENCY),
+            replays,
+            resumes,
             shutdown,
             tracker: TaskTracker::new(),
         });
@@ -215,6 +224,7 @@ impl StatsHandle {
             live_received: self.0.metrics.live_received.get(),
             interests: usize::try_from(self.0.metrics.interests.get()).unwrap_or(0),
             replays: self.0.bus.replay_counts(),
+            replays_from_window: self.0.resumes.answered_from_window(),
         }
     }
 }

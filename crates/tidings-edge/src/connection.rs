@@ -120,6 +120,11 @@ async fn settle(state: &EdgeState, conn: &Conn) -> Result<(), Closed> {
             // No extent in hand: the replay asks the stream leader where it is.
             Next::Resync { from } => replay(state, conn, Some(from), None, false).await?,
             Next::Heal { subject, known, before } => heal(state, conn, subject, known, before).await?,
+            Next::Wait => wait_for_room(state, conn).await?,
+            Next::Reset(reason) => {
+                tracing::error!(member = %conn.member, reason, "a live event arrived out of order; resetting");
+                reset_to_now(state, conn, reason).await?;
+            }
         }
     }
 }
@@ -136,12 +141,16 @@ async fn replay(
 ) -> Result<(), Closed> {
     let mut events: Vec<BusEvent> = Vec::new();
     if let Some(from) = from {
-        let _permit = state.replays.acquire().await.map_err(|_| Closed::Error)?;
-        match state
-            .bus
-            .replay(replayed_subjects(state, conn), from, None, state.replay_limit, at_least)
-            .await
-        {
+        let subjects = replayed_subjects(state, conn);
+        let replayed = match at_least {
+            // A resume: it may be read together with others.
+            Some(until) => state.resumes.replay(subjects, from, until).await,
+            None => {
+                let _permit = state.replays.acquire().await.map_err(|_| Closed::Error)?;
+                state.bus.replay(subjects, from, None, state.replay_limit, None).await
+            }
+        };
+        match replayed {
             Ok(Replay::Events(replayed)) => {
                 state.metrics.replay_size.observe(replayed.len() as f64);
                 events.extend(replayed);
@@ -162,8 +171,12 @@ async fn replay(
                 continue;
             }
             match state.bus.latest(topic).await {
-                // A resumed client already has anything at or below its position.
-                Ok(Some(event)) if from.is_none_or(|f| event.seq >= f) => events.push(event),
+                // A resumed client already has anything at or below its position, and
+                // anything after `at_least` comes live: delivered here with its id, it
+                // would move the position past live events still pending.
+                Ok(Some(event)) if from.is_none_or(|f| event.seq >= f) && at_least.is_none_or(|a| event.seq <= a) => {
+                    events.push(event);
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(topic = %topic, error = %e, "reading the newest topic value failed"),
             }
@@ -240,11 +253,17 @@ async fn heal(state: &EdgeState, conn: &Conn, subject: String, known: u64, befor
     }
 }
 
+/// Tells the client its history is incomplete and goes on from the stream's end. When
+/// the stream cannot be read either, the stream ends instead: the browser resumes
+/// later from what it has, which a reset at an unknown position could not promise.
 async fn reset_to_now(state: &EdgeState, conn: &Conn, reason: &str) -> Result<(), Closed> {
-    let last = state.bus.extent().await.map(|e| e.last_seq).ok();
+    let last = state.bus.extent().await.map_err(|e| {
+        tracing::warn!(error = %e, reason, "cannot read the stream to reset; closing");
+        Closed::Error
+    })?;
     let now = {
         let mut delivery = conn.delivery();
-        let now = last.unwrap_or(0).max(delivery.cursor.delivered);
+        let now = last.last_seq.max(delivery.cursor.delivered);
         delivery.cursor = Cursor::at(now);
         now
     };
@@ -259,19 +278,21 @@ async fn write(state: &EdgeState, conn: &Conn, frame: Bytes) -> Result<(), Close
     Ok(())
 }
 
-/// A catch-up writes at the socket's pace: it waits while the queue is full, and a
-/// queue that does not drain within the write timeout is a slow consumer.
+/// A catch-up writes at the socket's pace: it waits while the queue is full (the body
+/// woken, as replayed frames are queued without a wake), and a queue that does not
+/// drain within the write timeout is a slow consumer.
 async fn wait_for_room(state: &EdgeState, conn: &Conn) -> Result<(), Closed> {
     let deadline = tokio::time::Instant::now() + state.write_timeout;
     loop {
         {
-            let delivery = conn.delivery();
+            let mut delivery = conn.delivery();
             if let Some(closed) = delivery.ended() {
                 return Err(closed);
             }
             if delivery.has_room() {
                 return Ok(());
             }
+            delivery.wake();
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(Closed::SlowConsumer);

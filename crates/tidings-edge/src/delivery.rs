@@ -116,6 +116,9 @@ pub(crate) enum Phase {
         pending: Vec<(Arc<Outgoing>, Option<u8>)>,
         /// Live delivery may have lost messages: replay before going on.
         resync: bool,
+        /// A live event came after a later one was delivered: it can no longer go
+        /// out in order, so the client is told to reload (`reset`).
+        late: bool,
     },
     Live,
 }
@@ -131,6 +134,11 @@ pub(crate) enum Step {
     /// A message before it on its subject never arrived: the connection must catch
     /// up; the event now waits in `pending`.
     Gap,
+    /// A live event at or below the connection's position that its own subject has
+    /// not reached: it arrived after a later event of another subject was delivered.
+    /// Live delivery keeps the stream's order, so this is a defect, reported as a
+    /// `reset` rather than dropped as a duplicate.
+    Late,
     /// The queue overflowed: the connection has ended as a slow consumer.
     Overflowed,
 }
@@ -150,6 +158,10 @@ pub(crate) enum Next {
     Resync {
         from: u64,
     },
+    /// The queue is full and live events wait: let the socket drain first.
+    Wait,
+    /// Tell the client to reload (a [`Step::Late`] event), then go on from now.
+    Reset(&'static str),
     Ended(Closed),
 }
 
@@ -180,6 +192,7 @@ impl Delivery {
             phase: Phase::CatchingUp {
                 pending: Vec::new(),
                 resync: false,
+                late: false,
             },
             cursor: Cursor::default(),
             ended: None,
@@ -289,8 +302,18 @@ impl Delivery {
                     self.phase = Phase::CatchingUp {
                         pending: vec![(out.clone(), slot)],
                         resync: false,
+                        late: false,
                     };
                     Step::Gap
+                }
+                // The catch-up task sends the reset.
+                Step::Late => {
+                    self.phase = Phase::CatchingUp {
+                        pending: Vec::new(),
+                        resync: false,
+                        late: true,
+                    };
+                    Step::Late
                 }
                 step => step,
             },
@@ -308,7 +331,15 @@ impl Delivery {
         check_gap: bool,
         now: u32,
     ) -> Step {
-        if self.ended.is_some() || event.seq <= self.cursor.delivered {
+        if self.ended.is_some() {
+            return Step::Skipped;
+        }
+        if event.seq <= self.cursor.delivered {
+            // A duplicate (replayed and then received live) is at or below its own
+            // subject's position; anything else is late.
+            if check_gap && slot.is_none() && event.seq > self.cursor.known(&event.subject) {
+                return Step::Late;
+            }
             return Step::Skipped;
         }
         // `latest` topics conflate: a skipped value is expected, not a gap.
@@ -347,9 +378,12 @@ impl Delivery {
         if let Some(closed) = self.ended {
             return (Next::Ended(closed), 0);
         }
-        let Phase::CatchingUp { pending, resync } = &mut self.phase else {
+        let Phase::CatchingUp { pending, resync, late } = &mut self.phase else {
             return (Next::Live, 0);
         };
+        if std::mem::take(late) {
+            return (Next::Reset("live_out_of_order"), 0);
+        }
         if std::mem::take(resync) {
             return (
                 Next::Resync {
@@ -361,6 +395,15 @@ impl Delivery {
         let mut delivered = 0;
         let mut held = std::mem::take(pending).into_iter();
         while let Some((out, slot)) = held.next() {
+            if out.frame.is_some() && slot.is_none() && !self.has_room() {
+                // Live events may not overflow a queue the replay filled: wait for
+                // the socket to take some first.
+                if let Phase::CatchingUp { pending, .. } = &mut self.phase {
+                    *pending = std::iter::once((out, slot)).chain(held).collect();
+                }
+                self.wake();
+                return (Next::Wait, delivered);
+            }
             match self.deliver(&out.event, out.frame.as_ref(), slot, Path::Live, true, now) {
                 Step::Gap => {
                     let known = self.cursor.known(&out.event.subject);
@@ -377,6 +420,12 @@ impl Delivery {
                 }
                 Step::Delivered if out.frame.is_some() => delivered += 1,
                 Step::Overflowed => return (Next::Ended(Closed::SlowConsumer), delivered),
+                Step::Late => {
+                    if let Phase::CatchingUp { pending, .. } = &mut self.phase {
+                        *pending = held.collect();
+                    }
+                    return (Next::Reset("live_out_of_order"), delivered);
+                }
                 _ => {}
             }
         }
@@ -403,6 +452,7 @@ impl Delivery {
                 self.phase = Phase::CatchingUp {
                     pending: Vec::new(),
                     resync: true,
+                    late: false,
                 };
                 true
             }
@@ -548,6 +598,35 @@ mod tests {
         }
         assert_eq!(d.settle(0), (Next::Live, 2));
         assert_eq!(drain(&mut d), "11;12;13;14;");
+    }
+
+    #[test]
+    fn an_event_behind_its_subject_is_late_not_a_duplicate() {
+        let mut d = live(8, 10);
+        assert_eq!(d.offer(&out(12, 10, "t"), None, 0), Step::Delivered);
+        assert_eq!(d.offer(&out(11, 10, "m"), None, 0), Step::Late, "m never reached 11");
+        assert_eq!(d.offer(&out(12, 10, "t"), None, 0), Step::Held, "waits for the reset");
+        assert_eq!(d.settle(0).0, Next::Reset("live_out_of_order"));
+        // After the reset the connection goes on from the stream's end.
+        d.cursor = Cursor::at(12);
+        assert_eq!(d.settle(0), (Next::Live, 0), "12 is a duplicate now");
+    }
+
+    #[test]
+    fn live_events_wait_for_room_after_a_replay_filled_the_queue() {
+        let mut d = Delivery::new(2, 0);
+        d.cursor = Cursor::at(0);
+        assert_eq!(d.offer(&out(3, 2, "m"), None, 0), Step::Held);
+        for seq in [1, 2] {
+            let replayed = out(seq, seq - 1, "m");
+            let step = d.deliver(&replayed.event, replayed.frame.as_ref(), None, Path::Replay, false, 0);
+            assert_eq!(step, Step::Delivered);
+        }
+        assert_eq!(d.settle(0), (Next::Wait, 0), "not an overflow");
+        assert_eq!(d.ended(), None);
+        assert_eq!(drain(&mut d), "1;2;");
+        assert_eq!(d.settle(0), (Next::Live, 1));
+        assert_eq!(drain(&mut d), "3;");
     }
 
     #[test]

@@ -236,7 +236,7 @@ impl Hub {
                     dispatched.delivered += u64::from(out.frame.is_some());
                 }
                 Step::Held => dispatched.reached += 1,
-                Step::Gap => {
+                Step::Gap | Step::Late => {
                     dispatched.reached += 1;
                     dispatched.catch_up.push(conn.clone());
                 }

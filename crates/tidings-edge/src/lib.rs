@@ -9,6 +9,7 @@
 //! - `routes.rs`: `GET /v1/stream`, `POST /v1/stream/ticket`, health; CORS.
 //! - `connection.rs`: a stream's catch-up task: announce, replay, hand over to live;
 //!   gap healing and resync.
+//! - `resumes.rs`: resumes read one by one, or in a reconnect storm in one pass.
 //! - `delivery.rs`: one connection's cursor and bounded frame queue (no task, no timer).
 //! - `body.rs`: the SSE response body that drains that queue; its drop closes the books.
 //! - `sweep.rs`: the shared timers: heartbeats, reauth, expiry, stalled sockets, drain.
@@ -33,6 +34,7 @@ mod hub;
 mod inbox;
 mod live;
 mod metrics;
+mod resumes;
 mod routes;
 mod sse;
 mod state;

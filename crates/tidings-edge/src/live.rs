@@ -9,7 +9,8 @@
 //! already waiting in the other subscriptions — all those with a lower sequence are
 //! there by then — and dispatches the batch sorted by sequence. Connections therefore
 //! see their member's and topics' events in one increasing sequence, which is what
-//! makes a single `Last-Event-ID` a correct resume point.
+//! makes a single `Last-Event-ID` a correct resume point. Were an event ever to come
+//! after a later one, the connection gets a `reset` (`Step::Late`), never a silent skip.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -26,8 +27,6 @@ use crate::metrics::EdgeMetrics;
 use crate::sweep::Clock;
 use crate::unread::Unread;
 
-/// Most messages taken into one sorted batch.
-const MAX_BATCH: usize = 4096;
 /// How long a new subscription may take to be confirmed before the connection that
 /// needs it is refused (NATS down or partitioned).
 const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -172,13 +171,18 @@ async fn run(
                 }
             }
             Some(first) = subscriptions.streams.next(), if !subscriptions.is_empty() => {
+                // Everything already waiting, however much: a batch cut short could
+                // leave a lower sequence waiting in one subscription while a higher one
+                // from another goes out. tokio's cooperative budget would cut it short
+                // too, hence `unconstrained`. The subscriptions' own channels (bounded
+                // by async-nats) bound the batch.
                 let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match subscriptions.streams.next().now_or_never() {
-                        Some(Some(message)) => batch.push(message),
-                        _ => break,
+                tokio::task::unconstrained(async {
+                    while let Some(Some(message)) = subscriptions.streams.next().now_or_never() {
+                        batch.push(message);
                     }
-                }
+                })
+                .await;
                 metrics.live_received.inc_by(batch.len() as u64);
                 let mut events: Vec<BusEvent> = batch
                     .into_iter()

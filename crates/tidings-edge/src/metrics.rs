@@ -24,6 +24,9 @@ pub(crate) struct EdgeMetrics {
     pub(crate) replays_direct: IntCounter,
     pub(crate) replays_consumer: IntCounter,
     pub(crate) replay_fallbacks: IntCounter,
+    pub(crate) replays_window: IntCounter,
+    pub(crate) replay_passes: IntCounter,
+    pub(crate) replay_pass_messages: IntCounter,
 }
 
 impl EdgeMetrics {
@@ -79,12 +82,21 @@ impl EdgeMetrics {
             .expect("invariant: registered once");
         let replays = counter_vec(
             "tidings_edge_replays_total",
-            "Replays (resumes and gap fetches) by how the stream was read (direct_get, consumer)",
+            "Replays (resumes and gap fetches) by how the stream was read (direct_get, consumer, window)",
             "method",
         );
         Self {
             replays_direct: replays.with_label_values(&["direct_get"]),
             replays_consumer: replays.with_label_values(&["consumer"]),
+            replays_window: replays.with_label_values(&["window"]),
+            replay_passes: counter(
+                "tidings_edge_replay_passes_total",
+                "Ranges of the stream read in one pass to answer a reconnect storm's resumes",
+            ),
+            replay_pass_messages: counter(
+                "tidings_edge_replay_pass_messages_total",
+                "Stream messages those passes read",
+            ),
             replay_fallbacks: counter(
                 "tidings_edge_replay_fallbacks_total",
                 "Direct Get replays that gave up (a replica behind, an error) and used a consumer",

@@ -236,6 +236,9 @@ async fn metrics(State(state): State<Arc<EdgeState>>) -> Response {
         (&m.replays_direct, replays.direct),
         (&m.replays_consumer, replays.consumer),
         (&m.replay_fallbacks, replays.fallbacks),
+        (&m.replays_window, state.resumes.answered_from_window()),
+        (&m.replay_passes, replays.scans),
+        (&m.replay_pass_messages, replays.scanned_messages),
     ] {
         counter.inc_by(total.saturating_sub(counter.get()));
     }

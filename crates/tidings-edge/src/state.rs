@@ -10,6 +10,7 @@ use crate::hub::Hub;
 use crate::inbox::ApiClient;
 use crate::live::Live;
 use crate::metrics::EdgeMetrics;
+use crate::resumes::Resumes;
 use crate::sweep::Clock;
 use crate::topics::TopicModes;
 use crate::unread::Unread;
@@ -42,10 +43,11 @@ pub(crate) struct EdgeState {
     pub(crate) drain: CancellationToken,
     /// Cancelled when the drain window is over: everything ends now.
     pub(crate) shutdown: CancellationToken,
-    /// Replays in flight at once on this node. Each one is a short-lived JetStream
-    /// consumer, and the server caps consumers per stream: a reconnect storm queues
-    /// here instead of failing there.
-    pub(crate) replays: tokio::sync::Semaphore,
+    /// Replays in flight at once on this node: a reconnect storm queues here rather
+    /// than flooding the server (and, on the consumer path, its cap on consumers).
+    pub(crate) replays: Arc<tokio::sync::Semaphore>,
+    /// Resumes, read one by one or, in a storm, together (`resumes.rs`).
+    pub(crate) resumes: Resumes,
     /// Every catch-up task, so shutdown can wait for them.
     pub(crate) tracker: TaskTracker,
 }

@@ -6,7 +6,7 @@ use tidings_proto::v1 as pb;
 
 use crate::client::{self, Sources};
 use crate::cluster::Cluster;
-use crate::measure::cpu;
+use crate::measure::{cpu, edge_gauge, own_cpu, pids_named};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -56,6 +56,10 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
 
     // Everyone comes back at once.
     let edge_cpu0: Duration = cluster.edges.iter().map(|e| cpu(e.pid())).sum();
+    // nats-server is not ours to start: every one on the machine counts.
+    let nats = pids_named("nats-server");
+    let nats_cpu = || nats.iter().map(|p| cpu(*p)).sum::<Duration>();
+    let (nats_cpu0, api_cpu0, own_cpu0) = (nats_cpu(), cpu(cluster.api.pid()), own_cpu());
     let started = Instant::now();
     let results = futures::stream::iter(members.iter().enumerate().map(|(i, member)| {
         let (edge, token, last) = (
@@ -95,18 +99,37 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
     .await;
     let seconds = started.elapsed().as_secs_f64();
     let edge_cpu = (cluster.edges.iter().map(|e| cpu(e.pid())).sum::<Duration>() - edge_cpu0).as_secs_f64();
+    let nats_cpu = (nats_cpu() - nats_cpu0).as_secs_f64();
+    let api_cpu = (cpu(cluster.api.pid()) - api_cpu0).as_secs_f64();
+    let own_cpu = (own_cpu() - own_cpu0).as_secs_f64();
+    // How the edges read the stream: one replay each, or passes for many at once.
+    let mut replays = [0.0; 3];
+    for edge in &cluster.edges {
+        for (total, name) in replays.iter_mut().zip([
+            "tidings_edge_replays_total{method=\"direct_get\"}",
+            "tidings_edge_replays_total{method=\"window\"}",
+            "tidings_edge_replay_passes_total",
+        ]) {
+            *total += edge_gauge(edge.addr, name).await.unwrap_or(0.0);
+        }
+    }
+    let [direct, windowed, passes] = replays;
     let errors: Vec<String> = results
         .iter()
         .filter_map(|r| r.as_ref().err().map(|e| format!("{e:#}")))
         .collect();
     let ok = errors.is_empty();
     let report = format!(
-        "storm: {} clients × {} missed, all reconnecting at once: caught up in {seconds:.2} s, errors {}, edge CPU {edge_cpu:.2} s\n{}",
+        "storm: {} clients × {} missed, all reconnecting at once: caught up in {seconds:.2} s, errors {}; \
+         CPU-s: edges {edge_cpu:.2}, nats-server {nats_cpu:.2}, api {api_cpu:.2}, generator {own_cpu:.2}; \
+         replays: {direct} one by one, {windowed} from {passes} passes\n{}",
         args.clients,
         args.missed,
         errors.len(),
         serde_json::json!({ "scenario": "storm", "clients": args.clients, "missed": args.missed,
-            "seconds": seconds, "errors": errors.len(), "edge_cpu_s": edge_cpu, "ok": ok,
+            "seconds": seconds, "errors": errors.len(), "edge_cpu_s": edge_cpu, "nats_cpu_s": nats_cpu,
+            "api_cpu_s": api_cpu, "generator_cpu_s": own_cpu, "ok": ok,
+            "replays_direct": direct, "replays_window": windowed, "passes": passes,
             "first_error": errors.first() })
     );
     if !ok {
