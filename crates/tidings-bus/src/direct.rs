@@ -48,9 +48,11 @@ use tokio::sync::mpsc;
 use crate::replay::Replay;
 use crate::{Bus, BusEvent, Subjects};
 
-/// Most messages one request asks for: the subscription's channel (64 Ki messages)
-/// never fills, whatever `TIDINGS_REPLAY_LIMIT` says.
-pub(crate) const PAGE: u64 = 1024;
+/// Most messages one request asks for, whatever `TIDINGS_REPLAY_LIMIT` says: the
+/// shared reply subscription's channel (async-nats' default, 64 Ki messages) holds
+/// the answers of an edge's 64 concurrent replays at once (64 × 513), so it never
+/// fills.
+const PAGE: u64 = 512;
 /// Most bytes one request asks for; the server stops a batch there and the next page
 /// continues.
 const PAGE_BYTES: u64 = 4 << 20;
@@ -108,24 +110,13 @@ impl Bus {
             events: Vec::new(),
         };
         for (subject, newest) in newest {
-            if let Some(pending) = session.read(Some(&subject), from, newest.min(wanted), &mut out).await? {
+            if let Some(pending) = session.read(&subject, from, newest.min(wanted), &mut out).await? {
                 return Ok(Replay::TooMany { pending });
             }
         }
         out.events.sort_by_key(|e| e.seq);
         Ok(Replay::Events(out.events))
     }
-}
-
-/// Where a read's messages go.
-pub(crate) trait Sink {
-    /// Takes one stored message; `false` once the replay is over its limit.
-    fn take(&mut self, subjects: &Subjects, m: Fetched) -> bool;
-    /// How many more messages to ask for.
-    fn room(&self) -> u64;
-    /// What the limit was compared with: with the messages not read yet, the
-    /// `pending` of [`Replay::TooMany`].
-    fn counted(&self) -> u64;
 }
 
 /// The replay's result so far, bounded by its limit.
@@ -136,7 +127,8 @@ struct Collect {
     events: Vec<BusEvent>,
 }
 
-impl Sink for Collect {
+impl Collect {
+    /// Takes one stored message; `false` once the replay is over its limit.
     fn take(&mut self, subjects: &Subjects, m: Fetched) -> bool {
         if m.seq > self.until {
             return true;
@@ -157,11 +149,11 @@ impl Sink for Collect {
 }
 
 /// One message of a batch answer.
-pub(crate) struct Fetched {
-    pub(crate) seq: u64,
-    pub(crate) subject: String,
-    pub(crate) headers: HeaderMap,
-    pub(crate) payload: Bytes,
+struct Fetched {
+    seq: u64,
+    subject: String,
+    headers: HeaderMap,
+    payload: Bytes,
 }
 
 /// A whole answer to one request.
@@ -179,14 +171,14 @@ enum Answer {
 }
 
 /// The requests of one replay.
-pub(crate) struct Session<'a> {
+struct Session<'a> {
     bus: &'a Bus,
     replies: Arc<Replies>,
     api: String,
 }
 
 impl<'a> Session<'a> {
-    pub(crate) async fn open(bus: &'a Bus) -> Result<Self, DirectError> {
+    async fn open(bus: &'a Bus) -> Result<Self, DirectError> {
         let client = bus.client().clone();
         let replies = bus
             .replies
@@ -253,24 +245,21 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Reads `subject` (every subject with `None`) from `from` into `out` until a
-    /// message at or past `target` is in hand, or its server, having no more, covered
-    /// everything up to `target`; `Some(pending)` when that is over the limit.
-    pub(crate) async fn read(
+    /// Reads `subject` from `from` into `out` until a message at or past `target` is in
+    /// hand, or its server, having no more, covered everything up to `target`;
+    /// `Some(pending)` when that is over the limit.
+    async fn read(
         &mut self,
-        subject: Option<&str>,
+        subject: &str,
         from: u64,
         target: u64,
-        out: &mut impl Sink,
+        out: &mut Collect,
     ) -> Result<Option<u64>, DirectError> {
         let mut next = from;
         let mut pauses = PAUSES.iter();
         while next <= target {
             let batch = out.room().min(target - next + 1).min(PAGE);
-            let mut request = json!({ "seq": next, "batch": batch, "max_bytes": PAGE_BYTES });
-            if let Some(subject) = subject {
-                request["next_by_subj"] = subject.into();
-            }
+            let request = json!({ "seq": next, "batch": batch, "next_by_subj": subject, "max_bytes": PAGE_BYTES });
             let (messages, pending) = match self.request(&request, batch).await? {
                 Answer::Batch { messages, pending, .. } => (messages, pending),
                 Answer::NotFound => (Vec::new(), 0),
@@ -279,7 +268,7 @@ impl<'a> Session<'a> {
             let mut messages = messages.into_iter();
             let mut previous = next - 1;
             while let Some(m) = messages.next() {
-                if subject.is_some_and(|s| m.subject != s) || m.seq <= previous {
+                if m.subject != subject || m.seq <= previous {
                     return Err(DirectError::Malformed("a message out of order or off the subject"));
                 }
                 previous = m.seq;
@@ -302,10 +291,7 @@ impl<'a> Session<'a> {
                     return Ok(None);
                 }
                 let Some(pause) = pauses.next() else {
-                    return Err(DirectError::Behind(format!(
-                        "{} ended before {target}",
-                        subject.unwrap_or("the stream")
-                    )));
+                    return Err(DirectError::Behind(format!("{subject} ended before {target}")));
                 };
                 tokio::time::sleep(*pause).await;
             }

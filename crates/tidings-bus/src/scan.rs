@@ -6,76 +6,99 @@
 //! client's position, not with what it missed. Ten thousand clients that each missed
 //! ten notifications among a hundred thousand make the server walk a hundred thousand
 //! messages ten thousand times (measured: nats-server's `firstMatching` was most of its
-//! CPU during such a storm). One pass over the range, by batch Direct Get without a
-//! subject filter, reads each message once; the caller answers many replays from it.
+//! CPU during such a storm). One pass over the range reads each message once; the
+//! caller answers many replays from it.
 //!
-//! Completeness is proven as for one replay (`direct.rs`): a page from a server that
-//! holds sequence `s` holds everything up to `s`, and the pass ends only once it has a
-//! message at or past the end, or a server that has nothing more and covered it.
+//! The pass is one ordered consumer without a subject filter, not Direct Get: a
+//! consumer delivers each stored message as it is, where every Direct Get answer is
+//! given freshly generated headers (most of nats-server's CPU in a Direct Get pass,
+//! measured), and a consumer reads from the stream leader, so the range is complete
+//! with no proof needed. It works on every supported server (2.10 too).
 
-use crate::direct::{DirectError, Fetched, PAGE, Session, Sink};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use futures::StreamExt as _;
+
 use crate::replay::{ReplayError, err};
-use crate::{Bus, BusEvent, Subjects};
+use crate::{Bus, BusEvent};
+
+/// Longest wait for the next message of a pass.
+const NEXT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Bus {
     /// Every stored message in `[from, until]` (subject delete markers skipped), in
-    /// sequence order: all of them, on every subject. Fails rather than return more
-    /// than `max_bytes` of payload, and without batch Direct Get (nats-server < 2.11)
-    /// or when the answering server cannot prove the range complete.
+    /// sequence order: all of them, on every subject, as the stream leader has them.
+    /// Fails rather than return more than `max_bytes` of payload.
     pub async fn read_range(&self, from: u64, until: u64, max_bytes: usize) -> Result<Vec<BusEvent>, ReplayError> {
         let from = from.max(1);
         if until < from {
             return Ok(Vec::new());
         }
-        if !self.direct_get() {
-            return Err(err(DirectError::Unsupported));
-        }
-        let mut range = Range {
-            until,
-            max_bytes,
-            bytes: 0,
-            read: 0,
-            events: Vec::new(),
-        };
-        let mut session = Session::open(self).await.map_err(err)?;
-        let over = session.read(None, from, until, &mut range).await.map_err(err)?;
-        self.replays.count_scan(range.read);
-        if over.is_some() {
-            return Err(ReplayError::new(format!(
-                "more than {max_bytes} bytes between {from} and {until}"
-            )));
-        }
-        Ok(range.events)
-    }
-}
-
-/// The events of a pass, bounded by their payload size.
-struct Range {
-    until: u64,
-    max_bytes: usize,
-    bytes: usize,
-    /// Messages read, markers and messages past the end included.
-    read: u64,
-    events: Vec<BusEvent>,
-}
-
-impl Sink for Range {
-    fn take(&mut self, subjects: &Subjects, m: Fetched) -> bool {
-        self.read += 1;
-        if m.seq > self.until {
-            return true;
-        }
-        self.bytes += m.payload.len();
-        self.events
-            .extend(BusEvent::from_stored(subjects, m.seq, m.subject, &m.headers, m.payload));
-        self.bytes <= self.max_bytes
+        let stream = self
+            .jetstream()
+            .get_stream_no_info(self.stream_name())
+            .await
+            .map_err(err)?;
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from },
+                ..Default::default()
+            })
+            .await
+            .map_err(err)?;
+        let name = consumer.cached_info().name.clone();
+        let result = self.read_pass(consumer, until, max_bytes).await;
+        // As for a replay's consumer: the server caps consumers per stream.
+        let _ = stream.delete_consumer(&name).await;
+        result
     }
 
-    fn room(&self) -> u64 {
-        PAGE
-    }
-
-    fn counted(&self) -> u64 {
-        self.events.len() as u64
+    async fn read_pass(
+        &self,
+        consumer: async_nats::jetstream::consumer::Consumer<OrderedConfig>,
+        until: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<BusEvent>, ReplayError> {
+        let mut events = Vec::new();
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(events);
+        }
+        let (mut bytes, mut read) = (0usize, 0u64);
+        let mut messages = consumer.messages().await.map_err(err)?;
+        while let Some(message) = tokio::time::timeout(NEXT_TIMEOUT, messages.next())
+            .await
+            .map_err(|_| ReplayError::new("timed out reading the stream"))?
+        {
+            let message = message.map_err(err)?;
+            let info = message.info().map_err(err)?;
+            let (seq, left) = (info.stream_sequence, info.pending);
+            if seq > until {
+                break;
+            }
+            read += 1;
+            let message = message.message;
+            bytes += message.payload.len();
+            if bytes > max_bytes {
+                self.replays.count_scan(read);
+                return Err(ReplayError::new(format!(
+                    "more than {max_bytes} bytes to read up to {until}"
+                )));
+            }
+            let headers = message.headers.unwrap_or_default();
+            events.extend(BusEvent::from_stored(
+                self.subjects(),
+                seq,
+                message.subject.to_string(),
+                &headers,
+                message.payload,
+            ));
+            if left == 0 || seq >= until {
+                break;
+            }
+        }
+        self.replays.count_scan(read);
+        Ok(events)
     }
 }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Verifier;
+use crate::extent::Extents;
 use crate::hub::Hub;
 use crate::inbox::ApiClient;
 use crate::live::{Live, Node};
@@ -108,6 +109,7 @@ impl EdgeApp {
             &background,
         );
         let state = Arc::new(EdgeState {
+            extents: Extents::new(bus.clone()),
             bus,
             hub,
             live,

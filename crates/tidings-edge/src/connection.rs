@@ -20,7 +20,7 @@ use serde_json::json;
 use tidings_bus::{BusEvent, EventKind, Replay};
 use tidings_domain::{EventId, StreamEpoch};
 
-use crate::delivery::{Closed, Cursor, Next, Path, Step};
+use crate::delivery::{Closed, Cursor, Next, Path, Step, traced};
 use crate::hub::{Conn, Interest};
 use crate::sse;
 use crate::state::EdgeState;
@@ -46,9 +46,10 @@ impl Resume {
 /// How often a catch-up waiting for room in a full queue looks again.
 const ROOM_POLL: Duration = Duration::from_millis(5);
 
-/// Opens a registered stream: takes live interest, announces, replays, goes live.
-pub(crate) async fn open(state: Arc<EdgeState>, conn: Arc<Conn>, resume: Resume) {
-    if let Err(closed) = start(&state, &conn, &resume).await {
+/// Opens a registered stream: takes live interest (`interests`, what the hub said it
+/// needs), announces, replays, goes live.
+pub(crate) async fn open(state: Arc<EdgeState>, conn: Arc<Conn>, resume: Resume, interests: Vec<Interest>) {
+    if let Err(closed) = start(&state, &conn, &resume, interests).await {
         conn.end(closed);
     }
 }
@@ -61,13 +62,13 @@ pub(crate) async fn catch_up(state: Arc<EdgeState>, conn: Arc<Conn>) {
     }
 }
 
-async fn start(state: &EdgeState, conn: &Conn, resume: &Resume) -> Result<(), Closed> {
-    if let Err(e) = state.live.ensure(interests(conn)).await {
+async fn start(state: &EdgeState, conn: &Conn, resume: &Resume, interests: Vec<Interest>) -> Result<(), Closed> {
+    if let Err(e) = state.live.ensure(interests).await {
         tracing::warn!(error = %e, "cannot take live interest");
         write(state, conn, reset_frame(None, "unavailable")).await?;
         return Err(Closed::Error);
     }
-    let extent = state.bus.extent().await.map_err(|e| {
+    let extent = state.extents.read().await.map_err(|e| {
         tracing::warn!(error = %e, "cannot read the stream");
         Closed::Error
     })?;
@@ -205,15 +206,7 @@ async fn deliver_replayed(state: &EdgeState, conn: &Conn, event: &BusEvent) -> R
         conn.delivery()
             .deliver(event, frame.as_ref(), None, Path::Replay, false, state.clock.now())
     };
-    let step = match (&event.kind, &event.traceparent) {
-        // Notifications continue the trace of their Send.
-        (EventKind::Notification, Some(traceparent)) => {
-            let span = tracing::info_span!("sse.deliver", otel.kind = "consumer", path = "replay", seq = event.seq);
-            tidings_telemetry::propagation::set_remote_parent(&span, Some(traceparent));
-            span.in_scope(deliver)
-        }
-        _ => deliver(),
-    };
+    let step = traced(event, "replay", deliver);
     match step {
         Step::Delivered if frame.is_some() => state.metrics.delivered_replay.inc(),
         Step::Overflowed => return Err(Closed::SlowConsumer),
@@ -257,7 +250,7 @@ async fn heal(state: &EdgeState, conn: &Conn, subject: String, known: u64, befor
 /// the stream cannot be read either, the stream ends instead: the browser resumes
 /// later from what it has, which a reset at an unknown position could not promise.
 async fn reset_to_now(state: &EdgeState, conn: &Conn, reason: &str) -> Result<(), Closed> {
-    let last = state.bus.extent().await.map_err(|e| {
+    let last = state.extents.read().await.map_err(|e| {
         tracing::warn!(error = %e, reason, "cannot read the stream to reset; closing");
         Closed::Error
     })?;
@@ -299,12 +292,6 @@ async fn wait_for_room(state: &EdgeState, conn: &Conn) -> Result<(), Closed> {
         }
         tokio::time::sleep(ROOM_POLL).await;
     }
-}
-
-fn interests(conn: &Conn) -> Vec<Interest> {
-    std::iter::once(Interest::Partition(conn.partition))
-        .chain(conn.topics.iter().map(|(t, _)| Interest::Topic(t.clone())))
-        .collect()
 }
 
 /// The stored subjects a resume replays: the member's and every `all` topic's.

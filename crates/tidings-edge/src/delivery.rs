@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::Waker;
 
 use bytes::{Bytes, BytesMut};
-use tidings_bus::BusEvent;
+use tidings_bus::{BusEvent, EventKind};
 
 /// Most bytes one body frame gathers from queued frames.
 const MAX_GATHER: usize = 32 * 1024;
@@ -73,7 +73,9 @@ pub(crate) const UNREAD_SLOT: u8 = u8::MAX;
 /// Where the browser is: what a resume from its Last-Event-ID would start after.
 #[derive(Debug, Default)]
 pub(crate) struct Cursor {
-    /// Highest sequence delivered with an id: the client's Last-Event-ID.
+    /// Highest sequence accounted for: delivered with an id (the client's
+    /// Last-Event-ID) or without a frame (an unread-count change, which a resume may
+    /// replay again to no effect).
     pub(crate) delivered: u64,
     /// The position the connection started from: everything up to it is the client's.
     baseline: u64,
@@ -212,8 +214,12 @@ impl Delivery {
     }
 
     /// Ends the stream: the body sends what is queued, then finishes. The first
-    /// reason wins.
+    /// reason wins. A slow consumer's queue is freed at once: its socket is closed
+    /// too, so nothing queued would ever be sent.
     pub(crate) fn end(&mut self, reason: Closed) {
+        if reason == Closed::SlowConsumer {
+            self.queue.clear();
+        }
         if self.ended.is_none() {
             self.ended = Some(reason);
             if let Phase::CatchingUp { pending, .. } = &mut self.phase {
@@ -223,9 +229,7 @@ impl Delivery {
         }
     }
 
-    /// Ends the stream as a slow consumer and frees its queue.
     fn overflow(&mut self) {
-        self.queue.clear();
         self.end(Closed::SlowConsumer);
     }
 
@@ -507,10 +511,19 @@ impl Delivery {
             self.queue = VecDeque::new();
         }
     }
+}
 
-    /// Ends a stream whose socket stopped draining and frees its queue.
-    pub(crate) fn stall(&mut self) {
-        self.overflow();
+/// Runs `deliver` in an `sse.deliver` span that continues the trace of the event's
+/// Send: notifications only (topic fan-out, one message to many connections, is not
+/// traced).
+pub(crate) fn traced<T>(event: &BusEvent, path: &'static str, deliver: impl FnOnce() -> T) -> T {
+    match (&event.kind, &event.traceparent) {
+        (EventKind::Notification, Some(traceparent)) => {
+            let span = tracing::info_span!("sse.deliver", otel.kind = "consumer", path, seq = event.seq);
+            tidings_telemetry::propagation::set_remote_parent(&span, Some(traceparent));
+            span.in_scope(deliver)
+        }
+        _ => deliver(),
     }
 }
 
@@ -518,7 +531,7 @@ impl Delivery {
 mod tests {
     use std::task::Wake;
 
-    use tidings_bus::{EventKind, SubjectTarget};
+    use tidings_bus::SubjectTarget;
     use tidings_domain::MemberId;
 
     use super::*;

@@ -10,6 +10,7 @@
 //! - `connection.rs`: a stream's catch-up task: announce, replay, hand over to live;
 //!   gap healing and resync.
 //! - `resumes.rs`: resumes read one by one, or in a reconnect storm in one pass.
+//! - `extent.rs`: the stream's extent, one STREAM.INFO shared by concurrent callers.
 //! - `delivery.rs`: one connection's cursor and bounded frame queue (no task, no timer).
 //! - `body.rs`: the SSE response body that drains that queue; its drop closes the books.
 //! - `sweep.rs`: the shared timers: heartbeats, reauth, expiry, stalled sockets, drain.
@@ -30,6 +31,7 @@ mod config;
 mod connection;
 mod delivery;
 mod error;
+mod extent;
 mod hub;
 mod inbox;
 mod live;

@@ -21,7 +21,7 @@ use tidings_bus::{Bus, BusEvent, EventKind, SubjectTarget};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::delivery::Outgoing;
+use crate::delivery::{Outgoing, traced};
 use crate::hub::{Conn, Hub, Interest};
 use crate::metrics::EdgeMetrics;
 use crate::sweep::Clock;
@@ -209,16 +209,7 @@ fn dispatch(node: &Node, event: BusEvent, wakers: &mut Vec<std::task::Waker>) {
     let frame = crate::sse::frame_of(&event, node.bus.epoch());
     let out = Arc::new(Outgoing { event, frame });
     let event = &out.event;
-    let dispatched = match (&event.kind, &event.traceparent) {
-        // Notifications continue the trace of their Send; topic fan-out (one message
-        // to many connections) is not traced.
-        (EventKind::Notification, Some(traceparent)) => {
-            let span = tracing::info_span!("sse.deliver", otel.kind = "consumer", path = "live", seq = event.seq);
-            tidings_telemetry::propagation::set_remote_parent(&span, Some(traceparent));
-            span.in_scope(|| node.hub.dispatch(&out, node.clock.now(), wakers))
-        }
-        _ => node.hub.dispatch(&out, node.clock.now(), wakers),
-    };
+    let dispatched = traced(event, "live", || node.hub.dispatch(&out, node.clock.now(), wakers));
     node.metrics.delivered_live.inc_by(dispatched.delivered);
     for conn in dispatched.catch_up {
         let _ = node.catch_ups.send(conn);

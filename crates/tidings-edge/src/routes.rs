@@ -140,19 +140,21 @@ async fn open_stream(
         state.clock.now(),
         kill,
     );
-    match state
+    let interests = match state
         .hub
         .register(&conn, state.max_connections, state.max_connections_per_member)
     {
-        Ok(_) => {}
+        Ok(interests) => interests,
         Err(Refused::NodeFull) => return Err(EdgeError::Unavailable("this node is at its connection limit".into())),
         Err(Refused::MemberFull) => return Err(EdgeError::MemberLimit),
-    }
+    };
     tracing::info!(connection = conn.id, member = %conn.member, resume = ?resume, "stream opened");
     conn.delivery()
         .push_control(sse::retry(state.retry), None, state.clock.now());
     let body = SseBody::new(conn.clone(), state.clone());
-    state.tracker.spawn(connection::open(state.clone(), conn, resume));
+    state
+        .tracker
+        .spawn(connection::open(state.clone(), conn, resume, interests));
 
     let mut response = Response::new(Body::new(body));
     // hyper keeps each connection's response header map for the next response: size

@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Verifier;
+use crate::extent::Extents;
 use crate::hub::Hub;
 use crate::inbox::ApiClient;
 use crate::live::Live;
@@ -46,6 +47,8 @@ pub(crate) struct EdgeState {
     /// Replays in flight at once on this node: a reconnect storm queues here rather
     /// than flooding the server (and, on the consumer path, its cap on consumers).
     pub(crate) replays: Arc<tokio::sync::Semaphore>,
+    /// The stream's extent, one read shared by the connections asking together.
+    pub(crate) extents: Arc<Extents>,
     /// Resumes, read one by one or, in a storm, together (`resumes.rs`).
     pub(crate) resumes: Resumes,
     /// Every catch-up task, so shutdown can wait for them.

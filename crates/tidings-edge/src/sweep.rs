@@ -67,10 +67,9 @@ pub(crate) async fn run(state: Arc<EdgeState>) {
         for conn in state.hub.all() {
             let mut delivery = conn.delivery();
             if delivery.stalled(now, stall) {
-                delivery.stall();
                 drop(delivery);
                 tracing::warn!(member = %conn.member, connection = conn.id, "socket not draining; closing stream");
-                conn.kill();
+                conn.end(Closed::SlowConsumer);
                 continue;
             }
             if delivery.ended().is_some() {

@@ -20,6 +20,17 @@ pub struct SseEvent {
 }
 
 impl SseEvent {
+    /// The stream sequence in the event's id; panics without a valid one.
+    pub fn seq(&self) -> u64 {
+        let id = self
+            .id
+            .as_deref()
+            .unwrap_or_else(|| panic!("event {} has no id", self.event));
+        tidings_domain::EventId::parse(id)
+            .unwrap_or_else(|e| panic!("event {} has a malformed id {id}: {e}", self.event))
+            .seq
+    }
+
     /// The data parsed as JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.data)

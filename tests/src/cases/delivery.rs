@@ -2,15 +2,8 @@
 
 use std::time::Duration;
 
-use tidings_domain::{EventId, MemberId};
+use tidings_domain::MemberId;
 use tidings_testkit::TestCluster;
-use tidings_testkit::sse::SseEvent;
-
-fn seq(event: &SseEvent) -> u64 {
-    EventId::parse(event.id.as_deref().expect("an id"))
-        .expect("a valid id")
-        .seq
-}
 
 #[tokio::test]
 async fn every_tab_of_a_member_on_both_edges_gets_it_live_and_nobody_else_does() {
@@ -72,7 +65,7 @@ async fn a_browser_resumes_on_the_other_edge_with_exactly_what_it_missed() {
     let mut seqs = Vec::new();
     while got.len() < 5 {
         let e = second.next_named("notification").await;
-        seqs.push(seq(&e));
+        seqs.push(e.seq());
         got.push(e.json()["content"].as_str().unwrap().to_owned());
     }
     assert_eq!(got, missed, "exactly the missed ones, in order");

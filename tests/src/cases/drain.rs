@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use tidings_domain::EventId;
 use tidings_testkit::TestCluster;
 use tidings_testkit::sse::http_request;
 
@@ -41,10 +40,7 @@ async fn a_draining_edge_hands_its_browsers_to_the_other_edge_losing_nothing() {
             .await
             .expect("closed within the window");
         for e in events.iter().filter(|e| e.event == "notification") {
-            seen[i].push((
-                EventId::parse(e.id.as_deref().unwrap()).unwrap().seq,
-                e.json()["id"].as_str().unwrap().into(),
-            ));
+            seen[i].push((e.seq(), e.json()["id"].as_str().unwrap().into()));
         }
         assert!(s.retry.is_some(), "a retry: hint before the end");
     }
@@ -59,10 +55,7 @@ async fn a_draining_edge_hands_its_browsers_to_the_other_edge_losing_nothing() {
         let mut resumed = cluster.stream(0, m, "", s.last_event_id.as_deref()).await.unwrap();
         while seen[i].len() < expected[i].len() {
             let e = resumed.next_named("notification").await;
-            seen[i].push((
-                EventId::parse(e.id.as_deref().unwrap()).unwrap().seq,
-                e.json()["id"].as_str().unwrap().into(),
-            ));
+            seen[i].push((e.seq(), e.json()["id"].as_str().unwrap().into()));
         }
         let ids: Vec<String> = seen[i].iter().map(|(_, id)| id.clone()).collect();
         assert_eq!(ids, expected[i], "{m}: all, once, in order");

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rand::Rng as _;
-use tidings_domain::EventId;
 use tidings_testkit::TestCluster;
 
 const MEMBERS: usize = 6;
@@ -62,7 +61,7 @@ async fn reconnecting_at_random_to_random_edges_loses_and_duplicates_nothing() {
                             panic!("{member}: unexpected reset {}", e.data);
                         }
                         if e.event == "notification" {
-                            let seq = EventId::parse(e.id.as_deref().unwrap()).unwrap().seq;
+                            let seq = e.seq();
                             seen.push((seq, e.json()["id"].as_str().unwrap().to_owned()));
                             taken += 1;
                         }

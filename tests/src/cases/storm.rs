@@ -40,7 +40,7 @@ async fn next_notification(member: &str, stream: &mut SseStream, after: &mut u64
         match event.event.as_str() {
             "reset" => panic!("{member}: unexpected reset {}", event.data),
             "notification" => {
-                let s = seq(event.id.as_deref().expect("a notification has an id"));
+                let s = event.seq();
                 assert!(
                     s > *after,
                     "{member}: sequence {s} after {after}: out of order or twice"
