@@ -19,6 +19,7 @@ pub(crate) const MAX_TOPIC_DATA_BYTES: usize = 64 * 1024;
 pub(crate) const MAX_GROUP_ID_BYTES: usize = 256;
 pub(crate) const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 pub(crate) const MAX_MARK_READ_IDS: usize = 1000;
+pub(crate) const MAX_UNREAD_MEMBERS: usize = 500;
 pub(crate) const DEFAULT_PAGE: u32 = 50;
 pub(crate) const MAX_PAGE: u32 = 200;
 
@@ -102,6 +103,30 @@ pub(crate) fn publish_request(req: pb::PublishRequest) -> Result<TopicMessage, A
 
 pub(crate) fn member(field: &str, raw: &str) -> Result<MemberId, ApiError> {
     MemberId::parse(raw).map_err(|e| ApiError::invalid(field, e))
+}
+
+/// The members of a GetUnreadCount: `member_id`, or up to [`MAX_UNREAD_MEMBERS`] in
+/// `member_ids`; `true` when the answer goes in `unread_counts`.
+pub(crate) fn unread_members(req: &pb::GetUnreadCountRequest) -> Result<(Vec<MemberId>, bool), ApiError> {
+    if req.member_ids.is_empty() {
+        return Ok((vec![member("member_id", &req.member_id)?], false));
+    }
+    if !req.member_id.is_empty() {
+        return Err(ApiError::invalid("member_id", "set member_id or member_ids, not both"));
+    }
+    if req.member_ids.len() > MAX_UNREAD_MEMBERS {
+        return Err(ApiError::TooLarge(format!(
+            "member_ids: {} members given; at most {MAX_UNREAD_MEMBERS} per request",
+            req.member_ids.len()
+        )));
+    }
+    let members = req
+        .member_ids
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| member(&format!("member_ids[{i}]"), raw))
+        .collect::<Result<_, _>>()?;
+    Ok((members, true))
 }
 
 pub(crate) fn page_limit(limit: u32) -> Result<u32, ApiError> {
@@ -229,6 +254,24 @@ mod tests {
     fn err(r: pb::SendRequest) -> (tonic::Code, String) {
         let status = tonic::Status::from(send_request(r, &producer(), None).unwrap_err());
         (status.code(), status.message().to_owned())
+    }
+
+    #[test]
+    fn unread_counts_take_one_member_or_a_bounded_list() {
+        let req = |member_id: &str, member_ids: Vec<String>| pb::GetUnreadCountRequest {
+            member_id: member_id.into(),
+            member_ids,
+        };
+        let (one, many) = unread_members(&req("a", vec![])).unwrap();
+        assert_eq!((one.len(), many), (1, false));
+        let (list, many) = unread_members(&req("", vec!["a".into(), "b".into()])).unwrap();
+        assert_eq!((list.len(), many), (2, true));
+        let code = |r| tonic::Status::from(unread_members(&r).unwrap_err()).code();
+        assert_eq!(code(req("", vec![])), tonic::Code::InvalidArgument);
+        assert_eq!(code(req("a", vec!["b".into()])), tonic::Code::InvalidArgument);
+        assert_eq!(code(req("", vec!["a".into(); 501])), tonic::Code::ResourceExhausted);
+        let bad = tonic::Status::from(unread_members(&req("", vec!["a".into(), String::new()])).unwrap_err());
+        assert!(bad.message().contains("member_ids[1]"), "{}", bad.message());
     }
 
     #[test]

@@ -135,9 +135,19 @@ impl Service {
         request: Request<pb::GetUnreadCountRequest>,
     ) -> Result<Response<pb::GetUnreadCountResponse>, Status> {
         self.caller(&request)?;
-        let member = convert::member("member_id", &request.get_ref().member_id)?;
-        let unread_count = self.sender.store.unread_count(&member).await.map_err(ApiError::from)?;
-        Ok(Response::new(pb::GetUnreadCountResponse { unread_count }))
+        let (members, many) = convert::unread_members(request.get_ref())?;
+        let store = &self.sender.store;
+        Ok(Response::new(if many {
+            pb::GetUnreadCountResponse {
+                unread_count: 0,
+                unread_counts: store.unread_counts(&members).await.map_err(ApiError::from)?,
+            }
+        } else {
+            pb::GetUnreadCountResponse {
+                unread_count: store.unread_count(&members[0]).await.map_err(ApiError::from)?,
+                unread_counts: Vec::new(),
+            }
+        }))
     }
 
     fn caller<T>(&self, request: &Request<T>) -> Result<Producer, Status> {

@@ -50,9 +50,33 @@ impl ApiClient {
         })
     }
 
+    /// The unread counts of `members`, in their order (at most 500: the api's bound).
+    pub(crate) async fn unread_counts(&self, members: &[MemberId]) -> Result<Vec<u64>, tonic::Status> {
+        let request = pb::GetUnreadCountRequest {
+            member_ids: members.iter().map(MemberId::to_string).collect(),
+            ..Default::default()
+        };
+        let counts = self
+            .inner
+            .clone()
+            .get_unread_count(request)
+            .await?
+            .into_inner()
+            .unread_counts;
+        if counts.len() != members.len() {
+            return Err(tonic::Status::internal(format!(
+                "{} unread counts for {} members",
+                counts.len(),
+                members.len()
+            )));
+        }
+        Ok(counts)
+    }
+
     pub(crate) async fn unread_count(&self, member: &MemberId) -> Result<u64, tonic::Status> {
         let request = pb::GetUnreadCountRequest {
             member_id: member.to_string(),
+            ..Default::default()
         };
         Ok(self
             .inner

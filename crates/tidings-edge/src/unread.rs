@@ -2,9 +2,12 @@
 //! fetched from the api and pushed to the member's connections on this node as an
 //! `unread` event. Fetches are coalesced per member: one in flight, and one more if
 //! anything changed meanwhile, so the last count sent is never older than the last
-//! change.
+//! change. Members waiting together are fetched together: one GetUnreadCount call
+//! (one query on the api) for up to [`BATCH`] members, a few calls in flight, so a
+//! busy node (or a reconnect storm, where every stream starts with its count) costs
+//! the api a call per batch rather than per notification.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use tidings_domain::MemberId;
@@ -18,8 +21,10 @@ use crate::sweep::Clock;
 /// Pending refresh requests; beyond this, requests are dropped (and logged): the next
 /// change of that member fetches again.
 const QUEUE: usize = 65_536;
-/// Fetches in flight at once.
-const CONCURRENCY: usize = 32;
+/// Members per call (the api takes at most 500).
+const BATCH: usize = 256;
+/// Calls in flight at once; members asked for meanwhile wait for the next batch.
+const CONCURRENCY: usize = 4;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Unread {
@@ -55,28 +60,31 @@ async fn run(
 ) {
     let mut in_flight: HashSet<MemberId> = HashSet::new();
     let mut dirty: HashSet<MemberId> = HashSet::new();
-    let mut waiting: std::collections::VecDeque<MemberId> = std::collections::VecDeque::new();
+    let mut waiting: VecDeque<MemberId> = VecDeque::new();
     let mut queued: HashSet<MemberId> = HashSet::new();
-    let (done_tx, mut done) = mpsc::channel::<MemberId>(CONCURRENCY);
+    let mut calls = 0;
+    let (done_tx, mut done) = mpsc::channel::<Vec<MemberId>>(CONCURRENCY);
     loop {
-        while in_flight.len() < CONCURRENCY {
-            let Some(member) = waiting.pop_front() else { break };
-            queued.remove(&member);
-            in_flight.insert(member.clone());
+        while calls < CONCURRENCY && !waiting.is_empty() {
+            let batch: Vec<MemberId> = waiting.drain(..waiting.len().min(BATCH)).collect();
+            for member in &batch {
+                queued.remove(member);
+                in_flight.insert(member.clone());
+            }
+            calls += 1;
             let (api, hub, clock, done_tx) = (api.clone(), hub.clone(), clock.clone(), done_tx.clone());
             tokio::spawn(async move {
-                match api.unread_count(&member).await {
-                    Ok(count) => {
-                        let body = serde_json::json!({ "unreadCount": count }).to_string();
-                        hub.unread(
-                            &member,
-                            &crate::sse::event(None, "unread", body.as_bytes()),
-                            clock.now(),
-                        );
+                match api.unread_counts(&batch).await {
+                    Ok(counts) => {
+                        for (member, count) in batch.iter().zip(counts) {
+                            let body = serde_json::json!({ "unreadCount": count }).to_string();
+                            let frame = crate::sse::event(None, "unread", body.as_bytes());
+                            hub.unread(member, &frame, clock.now());
+                        }
                     }
-                    Err(e) => tracing::debug!(member = %member, error = %e, "unread count unavailable"),
+                    Err(e) => tracing::debug!(members = batch.len(), error = %e, "unread counts unavailable"),
                 }
-                let _ = done_tx.send(member).await;
+                let _ = done_tx.send(batch).await;
             });
         }
         tokio::select! {
@@ -88,10 +96,13 @@ async fn run(
                     waiting.push_back(member);
                 }
             }
-            Some(member) = done.recv() => {
-                in_flight.remove(&member);
-                if dirty.remove(&member) && queued.insert(member.clone()) {
-                    waiting.push_back(member);
+            Some(batch) = done.recv() => {
+                calls -= 1;
+                for member in batch {
+                    in_flight.remove(&member);
+                    if dirty.remove(&member) && queued.insert(member.clone()) {
+                        waiting.push_back(member);
+                    }
                 }
             }
         }

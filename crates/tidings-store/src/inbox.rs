@@ -67,6 +67,20 @@ impl Store {
             .await?)
     }
 
+    /// The unread counts of many members, in their order: one query, each count
+    /// served by the same index as [`Store::unread_count`].
+    pub async fn unread_counts(&self, members: &[MemberId]) -> Result<Vec<u64>, StoreError> {
+        let ids: Vec<&str> = members.iter().map(MemberId::as_str).collect();
+        let counts: Vec<i64> = sqlx::query_scalar(
+            "select (select count(*) from notification n where n.member_id = m.id and n.read_at is null)
+             from unnest($1::text[]) with ordinality as m(id, i) order by m.i",
+        )
+        .bind(&ids)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(counts.into_iter().map(i64::unsigned_abs).collect())
+    }
+
     /// The number of the member's unread notifications.
     pub async fn unread_count(&self, member: &MemberId) -> Result<u64, StoreError> {
         let count: i64 =

@@ -87,6 +87,7 @@ async fn rest_and_unread_events_agree_with_the_api_across_edges() {
         .clone()
         .get_unread_count(tidings_proto::v1::GetUnreadCountRequest {
             member_id: "quinn".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -89,7 +89,10 @@ async fn postgres_down_answers_unavailable_in_bounded_time_and_recovers() {
             started.elapsed()
         );
         let status = client
-            .get_unread_count(tidings_proto::v1::GetUnreadCountRequest { member_id: "a".into() })
+            .get_unread_count(tidings_proto::v1::GetUnreadCountRequest {
+                member_id: "a".into(),
+                ..Default::default()
+            })
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::Unavailable);

@@ -47,11 +47,14 @@ async fn paging_marking_read_and_counting_over_grpc() {
     let unread = |c: &mut tidings_testkit::ApiClient| {
         let mut c = c.clone();
         async move {
-            c.get_unread_count(pb::GetUnreadCountRequest { member_id: "m".into() })
-                .await
-                .unwrap()
-                .into_inner()
-                .unread_count
+            c.get_unread_count(pb::GetUnreadCountRequest {
+                member_id: "m".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .unread_count
         }
     };
     assert_eq!(unread(&mut client).await, 10);
@@ -140,10 +143,23 @@ async fn the_unread_count_is_exact_under_concurrent_sends() {
     let count = c
         .get_unread_count(pb::GetUnreadCountRequest {
             member_id: "busy".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(count.unread_count, 40);
     assert_eq!(h.stream_messages().await, 80);
+
+    // Many members in one call, in the order asked, unknown members included.
+    let counts = c
+        .get_unread_count(pb::GetUnreadCountRequest {
+            member_ids: vec!["x3".into(), "busy".into(), "nobody".into(), "x3".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .unread_counts;
+    assert_eq!(counts, [1, 40, 0, 1]);
 }

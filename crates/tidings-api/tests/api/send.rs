@@ -165,7 +165,10 @@ async fn producers_must_present_a_known_key() {
         let status = client.send(send_to(&["a"])).await.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated, "{key:?}");
         let status = client
-            .get_unread_count(pb::GetUnreadCountRequest { member_id: "a".into() })
+            .get_unread_count(pb::GetUnreadCountRequest {
+                member_id: "a".into(),
+                ..Default::default()
+            })
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated);
