@@ -9,8 +9,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
+use async_nats::jetstream::consumer::{Consumer, DeliverPolicy};
 use futures::StreamExt as _;
 use tidings_domain::Topic;
 
@@ -152,6 +152,23 @@ impl Bus {
         until: Option<u64>,
         limit: u32,
     ) -> Result<Replay, ReplayError> {
+        self.with_consumer(subjects, from, async |consumer| {
+            Self::read_replay(consumer, until, limit, self).await
+        })
+        .await
+    }
+
+    /// Runs `read` over a short-lived ordered consumer of `subjects` (every subject
+    /// when empty) starting at `from`, then deletes it: an ephemeral consumer lingers
+    /// on the server until its inactivity threshold, and the server caps consumers
+    /// per stream, so a reconnect storm must not leave thousands behind. Best effort:
+    /// the server reaps it anyway.
+    pub(crate) async fn with_consumer<T>(
+        &self,
+        subjects: Vec<String>,
+        from: u64,
+        read: impl AsyncFnOnce(Consumer<OrderedConfig>) -> Result<T, ReplayError>,
+    ) -> Result<T, ReplayError> {
         let stream = self
             .jetstream()
             .get_stream_no_info(self.stream_name())
@@ -168,16 +185,13 @@ impl Bus {
             .await
             .map_err(err)?;
         let name = consumer.cached_info().name.clone();
-        let result = Self::read_replay(consumer, until, limit, self).await;
-        // An ephemeral consumer lingers on the server until its inactivity threshold;
-        // the server caps consumers per stream, so a reconnect storm must not leave
-        // thousands behind. Best effort: the server reaps it anyway.
+        let result = read(consumer).await;
         let _ = stream.delete_consumer(&name).await;
         result
     }
 
     async fn read_replay(
-        consumer: async_nats::jetstream::consumer::Consumer<OrderedConfig>,
+        consumer: Consumer<OrderedConfig>,
         until: Option<u64>,
         limit: u32,
         bus: &Bus,

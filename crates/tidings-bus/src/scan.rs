@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::consumer::Consumer;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use futures::StreamExt as _;
 
@@ -36,28 +36,15 @@ impl Bus {
         if until < from {
             return Ok(Vec::new());
         }
-        let stream = self
-            .jetstream()
-            .get_stream_no_info(self.stream_name())
-            .await
-            .map_err(err)?;
-        let consumer = stream
-            .create_consumer(OrderedConfig {
-                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from },
-                ..Default::default()
-            })
-            .await
-            .map_err(err)?;
-        let name = consumer.cached_info().name.clone();
-        let result = self.read_pass(consumer, until, max_bytes).await;
-        // As for a replay's consumer: the server caps consumers per stream.
-        let _ = stream.delete_consumer(&name).await;
-        result
+        self.with_consumer(Vec::new(), from, async |consumer| {
+            self.read_pass(consumer, until, max_bytes).await
+        })
+        .await
     }
 
     async fn read_pass(
         &self,
-        consumer: async_nats::jetstream::consumer::Consumer<OrderedConfig>,
+        consumer: Consumer<OrderedConfig>,
         until: u64,
         max_bytes: usize,
     ) -> Result<Vec<BusEvent>, ReplayError> {
