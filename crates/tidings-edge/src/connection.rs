@@ -119,8 +119,10 @@ async fn settle(state: &EdgeState, conn: &Conn) -> Result<(), Closed> {
             Next::Live => return Ok(()),
             Next::Ended(closed) => return Err(closed),
             // No extent in hand: the replay asks the stream leader where it is.
-            Next::Resync { from } => replay(state, conn, Some(from), None, false).await?,
-            Next::Heal { subject, known, before } => heal(state, conn, subject, known, before).await?,
+            // Rare paths, boxed: every stream's catch-up task is as large as its
+            // largest await, and reading the stream nests deep futures.
+            Next::Resync { from } => Box::pin(replay(state, conn, Some(from), None, false)).await?,
+            Next::Heal { subject, known, before } => Box::pin(heal(state, conn, subject, known, before)).await?,
             Next::Wait => wait_for_room(state, conn).await?,
             Next::Reset(reason) => {
                 tracing::error!(member = %conn.member, reason, "a live event arrived out of order; resetting");
@@ -148,7 +150,7 @@ async fn replay(
             Some(until) => state.resumes.replay(subjects, from, until).await,
             None => {
                 let _permit = state.replays.acquire().await.map_err(|_| Closed::Error)?;
-                state.bus.replay(subjects, from, None, state.replay_limit, None).await
+                Box::pin(state.bus.replay(subjects, from, None, state.replay_limit, None)).await
             }
         };
         match replayed {
@@ -171,7 +173,7 @@ async fn replay(
             if *mode != TopicMode::Latest {
                 continue;
             }
-            match state.bus.latest(topic).await {
+            match Box::pin(state.bus.latest(topic)).await {
                 // A resumed client already has anything at or below its position, and
                 // anything after `at_least` comes live: delivered here with its id, it
                 // would move the position past live events still pending.
