@@ -278,13 +278,32 @@ async fn serve_http1(
             })
         };
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(tcp), service));
-        let task = async move {
-            tokio::select! {
-                _ = connection => {}
-                () = switch.fired() => {}
-            }
-        };
+        let task = UntilKilled { connection, switch };
         tokio::spawn(task);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One HTTP connection's task: it ends with the connection or when its kill switch
+    /// fires. A plain struct, not an `async` block: a block that moves the connection
+    /// into a `select!` stores it twice, once as the captured value and once as the
+    /// select's, and every idle stream would pay for both.
+    struct UntilKilled<F> {
+        #[pin]
+        connection: F,
+        switch: Arc<KillSwitch>,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for UntilKilled<F> {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let this = self.project();
+        if this.switch.fired(cx) {
+            return std::task::Poll::Ready(());
+        }
+        this.connection.poll(cx).map(|_| ())
     }
 }
 
@@ -302,15 +321,9 @@ impl KillSwitch {
         self.waker.wake();
     }
 
-    async fn fired(&self) {
-        std::future::poll_fn(|cx| {
-            self.waker.register(cx.waker());
-            if self.fired.load(std::sync::atomic::Ordering::Acquire) {
-                std::task::Poll::Ready(())
-            } else {
-                std::task::Poll::Pending
-            }
-        })
-        .await;
+    /// Whether the switch has fired; if not, `cx` is woken when it does.
+    fn fired(&self, cx: &std::task::Context<'_>) -> bool {
+        self.waker.register(cx.waker());
+        self.fired.load(std::sync::atomic::Ordering::Acquire)
     }
 }

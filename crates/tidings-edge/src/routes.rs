@@ -159,7 +159,7 @@ async fn open_stream(
     let mut response = Response::new(Body::new(body));
     // hyper keeps each connection's response header map for the next response: size
     // it for these three headers, not the default.
-    *response.headers_mut() = HeaderMap::with_capacity(4);
+    *response.headers_mut() = HeaderMap::with_capacity(3);
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
