@@ -14,6 +14,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::group_commit::GroupCommit;
 use crate::metrics::ApiMetrics;
 use crate::oversize;
 use crate::relay::{self, RelaySettings};
@@ -77,7 +78,11 @@ impl App {
             config,
             grpc,
             http,
-            service: Service { sender, keys },
+            service: Service {
+                group_commit: GroupCommit::start(sender.clone()),
+                sender,
+                keys,
+            },
             relay,
             relay_wake,
         })

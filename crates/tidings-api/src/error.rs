@@ -16,6 +16,10 @@ pub enum ApiError {
     /// The idempotency key was used before for another request.
     #[error("{0}")]
     Conflict(String),
+    /// Not attempted: an earlier request of the same batch had a conflicting
+    /// idempotency key, and a batch stops there.
+    #[error("not attempted: an earlier request of this batch had a conflicting idempotency_key")]
+    Skipped,
     #[error("postgres is unavailable")]
     StoreUnavailable(#[source] StoreError),
     #[error("nats is unavailable")]
@@ -52,6 +56,7 @@ impl From<ApiError> for tonic::Status {
             ApiError::TooLarge(m) => Self::resource_exhausted(m),
             ApiError::NotFound(m) => Self::not_found(m),
             ApiError::Conflict(m) => Self::already_exists(m),
+            e @ ApiError::Skipped => Self::aborted(e.to_string()),
             ApiError::StoreUnavailable(source) => {
                 tracing::warn!(error = %source, "postgres unavailable");
                 Self::unavailable("postgres is unavailable; retry with the same idempotency_key")

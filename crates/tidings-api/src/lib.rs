@@ -8,6 +8,7 @@
 //! - `app.rs`: [`App`]: build (connect, migrate, bind) and run (serve, relay, shutdown).
 //! - `service.rs`: the tonic service; SendStream's batching.
 //! - `send.rs`: [`Sender`], the write path shared by Send and SendStream.
+//! - `group_commit.rs`: unary Sends that arrive together share one transaction.
 //! - `relay.rs`: the outbox relay.
 //! - `convert.rs`: request validation and protobuf conversion, with the limits.
 //! - `payload.rs`: the JSON a notification carries on the stream (the SSE event data).
@@ -22,6 +23,7 @@ mod auth;
 mod config;
 mod convert;
 mod error;
+mod group_commit;
 mod http;
 mod metrics;
 mod oversize;

@@ -11,7 +11,7 @@ use tidings_domain::{EventId, StreamEpoch};
 use tidings_proto::v1 as pb;
 use tidings_store::{NewSend, RowState, SendOutcome, Store};
 use tokio::sync::Notify;
-use tracing::Instrument as _;
+use tracing::{Instrument as _, Span};
 use uuid::Uuid;
 
 use crate::metrics::ApiMetrics;
@@ -42,12 +42,26 @@ impl Sender {
 
     /// Stores every send in one transaction, publishes the new rows, and returns one
     /// result per send, in order. An error for the whole batch means nothing was stored.
-    pub async fn send(&self, sends: Vec<NewSend>) -> Result<Vec<Result<pb::SendResponse, ApiError>>, ApiError> {
+    ///
+    /// `callers[i]` is the span of the call that asked for `sends[i]`: a batch may serve
+    /// several calls (group commit), and each call's trace gets its own commit and
+    /// publish spans, so one trace still follows each notification to the SSE write.
+    pub async fn send(
+        &self,
+        sends: &[NewSend],
+        callers: &[Span],
+    ) -> Result<Vec<Result<pb::SendResponse, ApiError>>, ApiError> {
+        debug_assert_eq!(sends.len(), callers.len());
+        let traces = Traces::of(callers);
+        let commit =
+            traces.spans(|parent| tracing::info_span!(parent: parent, "postgres.insert_sends", sends = sends.len()));
         let outcomes = self
             .store
-            .insert_sends(&sends, self.relay_grace())
-            .instrument(tracing::info_span!("postgres.insert_sends", sends = sends.len()))
-            .await?;
+            .insert_sends(sends, self.relay_grace())
+            .instrument(commit.first().cloned().unwrap_or_else(Span::none))
+            .await;
+        drop(commit);
+        let outcomes = outcomes?;
         if self.crash_after_commit {
             tracing::error!("fault injection: crashing between commit and publish");
             std::process::abort();
@@ -56,10 +70,12 @@ impl Sender {
         // Publish every fresh row, pipelined, in request order.
         let mut fresh: Vec<Uuid> = Vec::new();
         let mut messages: Vec<Outgoing> = Vec::new();
-        for (send, outcome) in sends.iter().zip(&outcomes) {
+        let mut message_trace: Vec<usize> = Vec::new();
+        for ((send, outcome), trace) in sends.iter().zip(&outcomes).zip(&traces.of_send) {
             let SendOutcome::Stored(rows) = outcome else { continue };
             for row in rows.iter().filter(|r| r.state == RowState::Fresh) {
                 fresh.push(row.id);
+                message_trace.push(*trace);
                 messages.push(Outgoing {
                     subject: self.bus.subjects().member(&row.member_id),
                     msg_id: Some(row.id.to_string()),
@@ -80,18 +96,24 @@ impl Sender {
         let mut published: Vec<(Uuid, u64)> = Vec::with_capacity(fresh.len());
         if !messages.is_empty() {
             if self.bus.is_connected() {
-                let span = tracing::info_span!("nats.publish", messages = messages.len());
-                // The edge continues the trace from the publish span.
-                if let Some(traceparent) = span.in_scope(tidings_telemetry::propagation::current_traceparent) {
-                    for m in &mut messages {
+                let publish = traces
+                    .spans(|parent| tracing::info_span!(parent: parent, "nats.publish", messages = messages.len()));
+                // The edge continues each trace from its own publish span.
+                let traceparents: Vec<Option<String>> = publish
+                    .iter()
+                    .map(|span| span.in_scope(tidings_telemetry::propagation::current_traceparent))
+                    .collect();
+                for (m, trace) in messages.iter_mut().zip(&message_trace) {
+                    if let Some(traceparent) = &traceparents[*trace] {
                         m.traceparent = Some(traceparent.clone());
                     }
                 }
                 let results = self
                     .bus
                     .publish_all(messages, self.publish_timeout)
-                    .instrument(span)
+                    .instrument(publish.first().cloned().unwrap_or_else(Span::none))
                     .await;
+                drop(publish);
                 for (id, result) in fresh.iter().zip(results) {
                     match result {
                         Ok(stored) => published.push((*id, stored.seq)),
@@ -126,9 +148,7 @@ impl Sender {
                 SendOutcome::KeyConflict => Err(ApiError::Conflict(
                     "idempotency_key: already used for a different set of members".into(),
                 )),
-                SendOutcome::Skipped => Err(ApiError::Conflict(
-                    "not attempted: an earlier request of this batch had a conflicting idempotency_key".into(),
-                )),
+                SendOutcome::Skipped => Err(ApiError::Skipped),
                 SendOutcome::Stored(rows) => Ok(pb::SendResponse {
                     deliveries: rows
                         .into_iter()
@@ -148,5 +168,39 @@ impl Sender {
                 }),
             })
             .collect())
+    }
+}
+
+/// The distinct calls a batch serves: SendStream's batch is one call, a group commit's
+/// is many. Spans are compared by id; disabled spans (no tracing layer) are all one.
+struct Traces<'a> {
+    /// One span per distinct call, in first-seen order.
+    callers: Vec<&'a Span>,
+    /// For each send, its index in `callers`.
+    of_send: Vec<usize>,
+}
+
+impl<'a> Traces<'a> {
+    fn of(callers: &'a [Span]) -> Self {
+        let mut distinct: Vec<&'a Span> = Vec::new();
+        let mut index: HashMap<Option<tracing::Id>, usize> = HashMap::new();
+        let of_send = callers
+            .iter()
+            .map(|span| {
+                *index.entry(span.id()).or_insert_with(|| {
+                    distinct.push(span);
+                    distinct.len() - 1
+                })
+            })
+            .collect();
+        Self {
+            callers: distinct,
+            of_send,
+        }
+    }
+
+    /// One child span per call, alive until dropped: a shared step timed in every trace.
+    fn spans(&self, child: impl Fn(&Span) -> Span) -> Vec<Span> {
+        self.callers.iter().map(|parent| child(parent)).collect()
     }
 }

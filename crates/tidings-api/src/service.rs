@@ -12,13 +12,16 @@ use tidings_store::NewSend;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument as _;
 
 use crate::auth::{ApiKeys, Producer};
+use crate::group_commit::GroupCommit;
 use crate::{ApiError, Sender, convert};
 
-/// Most requests one SendStream batch commits together, and most rows.
-const MAX_BATCH_REQUESTS: usize = 512;
-const MAX_BATCH_ROWS: usize = 10_000;
+/// Most requests one batch (a SendStream's, or a group commit's) commits together,
+/// and most rows.
+pub(crate) const MAX_BATCH_REQUESTS: usize = 512;
+pub(crate) const MAX_BATCH_ROWS: usize = 10_000;
 /// Responses buffered per SendStream call; a client that stops reading stalls only its
 /// own call.
 const STREAM_RESPONSE_BUFFER: usize = 1024;
@@ -26,6 +29,8 @@ const STREAM_RESPONSE_BUFFER: usize = 1024;
 #[derive(Debug, Clone)]
 pub(crate) struct Service {
     pub(crate) sender: Sender,
+    /// Unary Sends go through here, to share transactions with concurrent ones.
+    pub(crate) group_commit: GroupCommit,
     pub(crate) keys: ApiKeys,
 }
 
@@ -34,9 +39,7 @@ impl Service {
         let producer = self.caller(&request)?;
         let trace = traceparent(&request);
         let send = convert::send_request(request.into_inner(), &producer, trace)?;
-        let mut results = self.sender.send(vec![send]).await?;
-        let result = results.pop().ok_or_else(|| Status::internal("no result"))?;
-        Ok(Response::new(result?))
+        Ok(Response::new(self.group_commit.send(send).await?))
     }
 
     async fn send_stream_inner(
@@ -47,7 +50,7 @@ impl Service {
         let trace = traceparent(&request);
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_RESPONSE_BUFFER);
-        tokio::spawn(send_stream(self.sender.clone(), producer, trace, inbound, tx));
+        tokio::spawn(send_stream(self.sender.clone(), producer, trace, inbound, tx).in_current_span());
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -285,7 +288,8 @@ async fn send_stream(
             }
         }
         if !sends.is_empty() {
-            match sender.send(sends).await {
+            let callers = vec![tracing::Span::current(); sends.len()];
+            match sender.send(&sends, &callers).await {
                 Ok(results) => {
                     for result in results {
                         let failed = result.is_err();

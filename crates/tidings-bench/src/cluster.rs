@@ -169,6 +169,31 @@ impl Cluster {
             .max_encoding_message_size(16 << 20))
     }
 
+    /// Brings the new database to the state of one in use before anything is measured:
+    /// some rows (for members no stream holds), then ANALYZE, as autovacuum does within
+    /// a minute of a new deployment's first traffic. Until then Postgres plans lookups
+    /// as for an empty table (scanning it whole) and the api's connections keep those
+    /// plans; ANALYZE makes them plan again.
+    pub(crate) async fn warm_up_database(&self) -> anyhow::Result<()> {
+        let mut client = self.client().await?;
+        let members: Vec<String> = (0..100).map(|i| format!("warm-up-{i}")).collect();
+        for _ in 0..20 {
+            client
+                .send(tidings_proto::v1::SendRequest {
+                    member_ids: members.clone(),
+                    r#type: "bench.warm-up".into(),
+                    content: "warm-up".into(),
+                    ..Default::default()
+                })
+                .await
+                .context("warm-up send")?;
+        }
+        let pool = sqlx::PgPool::connect(&self.database_url).await?;
+        sqlx::query("analyze notification, outbox").execute(&pool).await?;
+        pool.close().await;
+        Ok(())
+    }
+
     /// Stops every process and drops the database.
     pub(crate) async fn stop(mut self) {
         for node in self.edges.iter_mut().chain(std::iter::once(&mut self.api)) {
@@ -221,9 +246,14 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// `url` with its database name replaced, keeping any `?options` (e.g. `sslmode`).
 fn url_with_database(url: &str, database: &str) -> String {
+    let (url, options) = match url.split_once('?') {
+        Some((url, options)) => (url, format!("?{options}")),
+        None => (url, String::new()),
+    };
     match url.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{database}"),
-        None => format!("{url}/{database}"),
+        Some((base, _)) => format!("{base}/{database}{options}"),
+        None => format!("{url}/{database}{options}"),
     }
 }

@@ -48,6 +48,10 @@ pub(crate) async fn run(scenario: Scenario, args: ClusterArgs) -> anyhow::Result
         a.plan(args.edges)?;
     }
     let cluster = Cluster::start(&args, &[]).await?;
+    if let Err(e) = cluster.warm_up_database().await {
+        cluster.stop().await;
+        return Err(e);
+    }
     let result = match scenario {
         Scenario::Idle(a) => idle::run(&cluster, a).await,
         Scenario::Unicast(a) => unicast::run(&cluster, a).await,

@@ -278,3 +278,58 @@ pub(crate) async fn reqwest_like_get(addr: std::net::SocketAddr, path: &str) -> 
     stream.read_to_string(&mut response).await.unwrap();
     response
 }
+
+#[tokio::test]
+async fn concurrent_sends_share_transactions_and_each_gets_its_own_answer() {
+    let h = Harness::start().await;
+    let client = h.api.client().await;
+    let taken = pb::SendRequest {
+        idempotency_key: "taken".into(),
+        ..send_to(&["x"])
+    };
+    client.clone().send(taken.clone()).await.unwrap();
+
+    // One request of the wave reuses the key for other members: it alone must fail,
+    // whichever batch it lands in.
+    let n = 200;
+    let conflicting = n / 2;
+    let calls = (0..n).map(|i| {
+        let mut client = client.clone();
+        let request = if i == conflicting {
+            pb::SendRequest {
+                member_ids: vec!["y".into()],
+                ..taken.clone()
+            }
+        } else {
+            send_to(&[&format!("m{i}")])
+        };
+        async move { client.send(request).await }
+    });
+    let answers = futures::future::join_all(calls).await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        if i == conflicting {
+            assert_eq!(answer.unwrap_err().code(), Code::AlreadyExists);
+            continue;
+        }
+        let response = answer.unwrap_or_else(|e| panic!("send {i}: {e}")).into_inner();
+        assert_eq!(response.deliveries.len(), 1);
+        assert_eq!(
+            response.deliveries[0].member_id,
+            format!("m{i}"),
+            "send {i} got its own answer"
+        );
+        assert!(!response.deliveries[0].event_id.is_empty(), "send {i} published inline");
+    }
+    assert_eq!(h.stream_messages().await, n as u64);
+
+    // Rows written by one transaction share its xmin: fewer transactions than Sends.
+    let transactions: i64 =
+        sqlx::query_scalar("select count(distinct xmin::text) from notification where member_id <> 'x'")
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+    assert!(
+        transactions < n as i64 / 2,
+        "{transactions} transactions for {n} concurrent Sends"
+    );
+}
