@@ -6,15 +6,26 @@
 //! every writer is busy, Sends queue up and the next free writer takes all of them (up
 //! to SendStream's batch limits). Under load, transactions, commits (fsyncs) and round
 //! trips per Send fall as batches grow, instead of Sends queueing for pool connections.
+//!
+//! A writer stores and publishes; once JetStream has acknowledged, the notifications
+//! are on their way to the edges, and the writer hands the batch to one recorder and
+//! takes the next. The recorder records the sequences of every batch handed to it
+//! meanwhile in one statement, then answers their Sends (an answer still means the
+//! sequence is recorded, as for SendStream).
 
 use std::sync::Arc;
 
+use tidings_domain::StreamEpoch;
 use tidings_proto::v1 as pb;
-use tidings_store::NewSend;
+use tidings_store::{NewSend, SendOutcome};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tonic::Status;
 use tracing::Span;
 
+use uuid::Uuid;
+
+use crate::send::Written;
+use crate::service::{MAX_BATCH_REQUESTS, MAX_BATCH_ROWS};
 use crate::{ApiError, Sender};
 
 /// Writers, each with at most one transaction open. Enough to overlap one batch's
@@ -24,6 +35,8 @@ const WRITERS: usize = 4;
 /// Sends waiting for a writer. A full queue makes callers wait (backpressure), it
 /// never drops one.
 const QUEUE: usize = 4096;
+/// Published batches waiting for the recorder; when it falls behind, writers wait.
+const RECORDING: usize = 64;
 
 /// The handle the gRPC service sends through. Cheap to clone; the writers stop when
 /// the last handle is dropped, after answering everything queued.
@@ -35,7 +48,16 @@ pub(crate) struct GroupCommit {
 struct Job {
     send: NewSend,
     caller: Span,
-    reply: oneshot::Sender<Result<pb::SendResponse, Status>>,
+    reply: Reply,
+}
+
+type Reply = oneshot::Sender<Result<pb::SendResponse, Status>>;
+
+/// A published batch and who waits for it: `replies[i]` answers `written.outcomes[i]`
+/// (`None` where the Send is being written again).
+struct ToRecord {
+    written: Written,
+    replies: Vec<Option<Reply>>,
 }
 
 impl GroupCommit {
@@ -43,9 +65,11 @@ impl GroupCommit {
     pub(crate) fn start(sender: Sender) -> Self {
         let (queue, jobs) = mpsc::channel(QUEUE);
         let jobs = Arc::new(Mutex::new(jobs));
+        let (recorder, published) = mpsc::channel(RECORDING);
         for _ in 0..WRITERS {
-            tokio::spawn(write(sender.clone(), jobs.clone()));
+            tokio::spawn(write(sender.clone(), jobs.clone(), recorder.clone()));
         }
+        tokio::spawn(record(sender, published));
         Self { queue }
     }
 
@@ -66,14 +90,14 @@ impl GroupCommit {
 /// One writer: take the next Send, plus whatever else is already queued, and write
 /// them as one batch. The queue's lock is held only while taking, so the next writer
 /// takes the Sends that arrive during this one's write.
-async fn write(sender: Sender, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
+async fn write(sender: Sender, jobs: Arc<Mutex<mpsc::Receiver<Job>>>, recorder: mpsc::Sender<ToRecord>) {
     loop {
         let batch = {
             let mut jobs = jobs.lock().await;
             let Some(first) = jobs.recv().await else { return };
             let mut rows = first.send.members.len();
             let mut batch = vec![first];
-            while batch.len() < crate::service::MAX_BATCH_REQUESTS && rows < crate::service::MAX_BATCH_ROWS {
+            while batch.len() < MAX_BATCH_REQUESTS && rows < MAX_BATCH_ROWS {
                 match jobs.try_recv() {
                     Ok(job) => {
                         rows += job.send.members.len();
@@ -84,14 +108,14 @@ async fn write(sender: Sender, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
             }
             batch
         };
-        write_batch(&sender, batch).await;
+        write_batch(&sender, batch, &recorder).await;
     }
 }
 
-/// Writes one batch and answers each Send. The store stops a batch at an idempotency
-/// conflict (a SendStream must answer in order); unary Sends are independent, so the
-/// ones it skipped are written again, in a batch of their own.
-async fn write_batch(sender: &Sender, batch: Vec<Job>) {
+/// Writes one batch and passes it to the recorder. The store stops a batch at an
+/// idempotency conflict (a SendStream must answer in order); unary Sends are
+/// independent, so the ones it skipped are written again, in a batch of their own.
+async fn write_batch(sender: &Sender, batch: Vec<Job>, recorder: &mpsc::Sender<ToRecord>) {
     let mut sends = Vec::with_capacity(batch.len());
     let mut callers = Vec::with_capacity(batch.len());
     let mut replies = Vec::with_capacity(batch.len());
@@ -101,8 +125,8 @@ async fn write_batch(sender: &Sender, batch: Vec<Job>) {
         replies.push(job.reply);
     }
     while !sends.is_empty() {
-        let results = match sender.send(&sends, &callers).await {
-            Ok(results) => results,
+        let written = match sender.write(&sends, &callers).await {
+            Ok(written) => written,
             Err(e) => {
                 // The transaction failed as a whole: every Send gets the same answer.
                 let status = Status::from(e);
@@ -113,19 +137,57 @@ async fn write_batch(sender: &Sender, batch: Vec<Job>) {
             }
         };
         let mut again = (Vec::new(), Vec::new(), Vec::new());
-        for (((send, caller), reply), result) in sends.into_iter().zip(callers).zip(replies).zip(results) {
-            match result {
-                Err(ApiError::Skipped) => {
-                    again.0.push(send);
-                    again.1.push(caller);
-                    again.2.push(reply);
-                }
+        let mut answers = Vec::with_capacity(sends.len());
+        for (((send, caller), reply), outcome) in sends.into_iter().zip(callers).zip(replies).zip(&written.outcomes) {
+            if matches!(outcome, SendOutcome::Skipped) {
+                again.0.push(send);
+                again.1.push(caller);
+                again.2.push(reply);
+                answers.push(None);
+            } else {
+                answers.push(Some(reply));
+            }
+        }
+        // Fails only when the recorder is gone, which it is not while writers run.
+        let _ = recorder
+            .send(ToRecord {
+                written,
+                replies: answers,
+            })
+            .await;
+        (sends, callers, replies) = again;
+    }
+}
+
+/// The recorder: records every published batch waiting, in one statement per stream
+/// epoch (normally one), then answers their Sends.
+async fn record(sender: Sender, mut published: mpsc::Receiver<ToRecord>) {
+    while let Some(first) = published.recv().await {
+        let mut batches = vec![first];
+        while batches.len() < RECORDING {
+            match published.try_recv() {
+                Ok(batch) => batches.push(batch),
+                Err(_) => break,
+            }
+        }
+        let mut by_epoch: Vec<(StreamEpoch, Vec<(Uuid, u64)>)> = Vec::new();
+        for batch in &batches {
+            let epoch = batch.written.epoch;
+            match by_epoch.iter_mut().find(|(e, _)| *e == epoch) {
+                Some((_, rows)) => rows.extend_from_slice(&batch.written.published),
+                None => by_epoch.push((epoch, batch.written.published.clone())),
+            }
+        }
+        for (epoch, rows) in by_epoch {
+            sender.record(&rows, epoch).await;
+        }
+        for batch in batches {
+            for (reply, result) in batch.replies.into_iter().zip(batch.written.responses()) {
                 // The caller may have gone; what was written stays written.
-                other => {
-                    let _ = reply.send(other.map_err(Status::from));
+                if let Some(reply) = reply {
+                    let _ = reply.send(result.map_err(Status::from));
                 }
             }
         }
-        (sends, callers, replies) = again;
     }
 }

@@ -40,8 +40,9 @@ impl Sender {
         self.publish_timeout * 2
     }
 
-    /// Stores every send in one transaction, publishes the new rows, and returns one
-    /// result per send, in order. An error for the whole batch means nothing was stored.
+    /// Stores every send in one transaction, publishes the new rows, records their
+    /// sequences, and returns one result per send, in order. An error for the whole
+    /// batch means nothing was stored.
     ///
     /// `callers[i]` is the span of the call that asked for `sends[i]`: a batch may serve
     /// several calls (group commit), and each call's trace gets its own commit and
@@ -51,6 +52,16 @@ impl Sender {
         sends: &[NewSend],
         callers: &[Span],
     ) -> Result<Vec<Result<pb::SendResponse, ApiError>>, ApiError> {
+        let written = self.write(sends, callers).await?;
+        self.record(&written.published, written.epoch).await;
+        Ok(written.responses())
+    }
+
+    /// The first two steps of [`Sender::send`]: store, then publish. Once this returns,
+    /// the notifications are on their way to the edges; recording their sequences is
+    /// bookkeeping the caller does next, alone ([`Sender::record`]) or together with
+    /// other batches.
+    pub(crate) async fn write(&self, sends: &[NewSend], callers: &[Span]) -> Result<Written, ApiError> {
         debug_assert_eq!(sends.len(), callers.len());
         let traces = Traces::of(callers);
         let commit =
@@ -133,16 +144,44 @@ impl Sender {
                 );
                 self.relay_wake.notify_one();
             }
-            // Recording is bookkeeping: if it fails, the relay re-publishes, and the
-            // Nats-Msg-Id makes JetStream answer with the same sequence.
-            if let Err(e) = self.store.record_published(&published, epoch.0).await {
-                tracing::warn!(error = %e, "recording published sequences failed; relay will reconcile");
-            }
         }
+        Ok(Written {
+            outcomes,
+            published,
+            epoch,
+        })
+    }
 
-        let published: HashMap<Uuid, u64> = published.into_iter().collect();
+    /// Records stream sequences on the rows and clears their outbox entries. Recording
+    /// is bookkeeping: if it fails, the relay re-publishes, and the Nats-Msg-Id makes
+    /// JetStream answer with the same sequence.
+    pub(crate) async fn record(&self, published: &[(Uuid, u64)], epoch: StreamEpoch) {
+        if published.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.record_published(published, epoch.0).await {
+            tracing::warn!(error = %e, "recording published sequences failed; relay will reconcile");
+        }
+    }
+}
+
+/// A batch stored and published, its sequences not yet recorded.
+#[derive(Debug)]
+pub(crate) struct Written {
+    /// One per send, in order.
+    pub(crate) outcomes: Vec<SendOutcome>,
+    /// The rows JetStream acknowledged, with their sequences.
+    pub(crate) published: Vec<(Uuid, u64)>,
+    pub(crate) epoch: StreamEpoch,
+}
+
+impl Written {
+    /// One answer per send, in order.
+    pub(crate) fn responses(self) -> Vec<Result<pb::SendResponse, ApiError>> {
+        let epoch = self.epoch;
+        let published: HashMap<Uuid, u64> = self.published.into_iter().collect();
         let seq_of = |id: &Uuid| published.get(id).copied();
-        Ok(outcomes
+        self.outcomes
             .into_iter()
             .map(|outcome| match outcome {
                 SendOutcome::KeyConflict => Err(ApiError::Conflict(
@@ -167,7 +206,7 @@ impl Sender {
                         .collect(),
                 }),
             })
-            .collect())
+            .collect()
     }
 }
 

@@ -173,20 +173,24 @@ impl Cluster {
     /// some rows (for members no stream holds), then ANALYZE, as autovacuum does within
     /// a minute of a new deployment's first traffic. Until then Postgres plans lookups
     /// as for an empty table (scanning it whole) and the api's connections keep those
-    /// plans; ANALYZE makes them plan again.
+    /// plans; ANALYZE makes them plan again. The Sends go 20 at a time, so the api's
+    /// connection pool has grown to what a loaded api holds.
     pub(crate) async fn warm_up_database(&self) -> anyhow::Result<()> {
-        let mut client = self.client().await?;
-        let members: Vec<String> = (0..100).map(|i| format!("warm-up-{i}")).collect();
-        for _ in 0..20 {
-            client
-                .send(tidings_proto::v1::SendRequest {
-                    member_ids: members.clone(),
+        let client = self.client().await?;
+        for round in 0..5 {
+            let sends = (0..20).map(|i| {
+                let mut client = client.clone();
+                let request = tidings_proto::v1::SendRequest {
+                    member_ids: (0..20).map(|m| format!("warm-up-{round}-{i}-{m}")).collect(),
                     r#type: "bench.warm-up".into(),
                     content: "warm-up".into(),
                     ..Default::default()
-                })
-                .await
-                .context("warm-up send")?;
+                };
+                async move { client.send(request).await }
+            });
+            for sent in futures::future::join_all(sends).await {
+                sent.context("warm-up send")?;
+            }
         }
         let pool = sqlx::PgPool::connect(&self.database_url).await?;
         sqlx::query("analyze notification, outbox").execute(&pool).await?;

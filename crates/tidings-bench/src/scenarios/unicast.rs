@@ -34,14 +34,16 @@ pub(crate) struct Args {
     path: Path,
 }
 
-/// What a member's stream received: (stream sequence, SSE id, notification id, latency).
-type Seen = Vec<(u64, String, String, Duration)>;
+/// What a member's stream received: (stream sequence, SSE id, notification id, latency,
+/// second of the run it was sent in).
+type Seen = Vec<(u64, String, String, Duration, usize)>;
 
 pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String> {
     let edges: Vec<_> = cluster.edges.iter().map(|e| e.addr).collect();
     let members: Vec<String> = (0..args.members).map(|i| format!("uni-{i}")).collect();
     let conns = super::connect_all(&edges, &members, &[], 200).await?;
     let seen: Arc<Vec<Mutex<Seen>>> = Arc::new((0..args.members).map(|_| Mutex::new(Vec::new())).collect());
+    let run_start = super::now_nanos();
     let mut readers = Vec::new();
     for (i, mut conn) in conns.into_iter().enumerate() {
         let seen = seen.clone();
@@ -52,10 +54,15 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
                 }
                 let data: serde_json::Value = serde_json::from_str(&e.data).unwrap_or_default();
                 let latency = super::latency(&data["data"]).unwrap_or_default();
+                let sent_at = data["data"]["t"]
+                    .as_str()
+                    .and_then(|t| t.parse::<u128>().ok())
+                    .unwrap_or(0);
+                let second = (sent_at.saturating_sub(run_start) / 1_000_000_000) as usize;
                 let event_id = e.id.unwrap_or_default();
                 let seq = event_id.rsplit('-').next().and_then(|s| s.parse().ok()).unwrap_or(0);
                 let id = data["id"].as_str().unwrap_or_default().to_owned();
-                seen[i].lock().await.push((seq, event_id, id, latency));
+                seen[i].lock().await.push((seq, event_id, id, latency, second));
             }
         }));
     }
@@ -114,6 +121,7 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
     // received that was sent to someone else counts as unexpected.
     let expected = expected.lock().await;
     let mut latencies = Vec::with_capacity(total);
+    let mut by_second: Vec<Vec<Duration>> = Vec::new();
     let (mut lost, mut duplicated, mut disordered, mut unexpected, mut wrong_id) =
         (0usize, 0usize, 0usize, 0usize, 0usize);
     for (member, cell) in seen.iter().enumerate() {
@@ -122,7 +130,7 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
             .get(&member)
             .map(|v| v.iter().map(|s| (&s.notification_id, &s.event_id)).collect())
             .unwrap_or_default();
-        let got_ids: HashMap<&String, &String> = got.iter().map(|(_, event, id, _)| (id, event)).collect();
+        let got_ids: HashMap<&String, &String> = got.iter().map(|(_, event, id, _, _)| (id, event)).collect();
         lost += want.keys().filter(|id| !got_ids.contains_key(*id)).count();
         unexpected += got_ids.keys().filter(|id| !want.contains_key(*id)).count();
         wrong_id += want
@@ -131,19 +139,35 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
             .count();
         duplicated += got.len() - got_ids.len();
         disordered += got.windows(2).filter(|w| w[0].0 >= w[1].0).count();
-        latencies.extend(got.iter().map(|(_, _, _, l)| *l));
+        latencies.extend(got.iter().map(|(_, _, _, l, _)| *l));
+        for (_, _, _, latency, second) in got.iter() {
+            if by_second.len() <= *second {
+                by_second.resize_with(second + 1, Vec::new);
+            }
+            by_second[*second].push(*latency);
+        }
     }
     let percentiles = Percentiles::of(&mut latencies);
+    // Where the tail comes from: a steady p99, or a few bad seconds.
+    let p99_by_second: Vec<String> = by_second
+        .iter_mut()
+        .map(|l| {
+            Percentiles::of(l)
+                .map(|p| format!("{:.0}", p.p99.as_secs_f64() * 1e3))
+                .unwrap_or_else(|| "-".into())
+        })
+        .collect();
     let ok = lost == 0 && duplicated == 0 && disordered == 0 && unexpected == 0 && wrong_id == 0;
     let path = match args.path {
         Path::Durable => "durable",
         Path::Edge => "edge",
     };
     let report = format!(
-        "unicast ({path} path): {total} notifications to {} members at {}/s ({send_seconds:.2} s)\n  latency {}\n  lost {lost}, duplicated {duplicated}, out of order {disordered}, unexpected {unexpected}, wrong id {wrong_id}\n  CPU s: api {:.2}, edges {:.2}, load generator {:.2}\n{}",
+        "unicast ({path} path): {total} notifications to {} members at {}/s ({send_seconds:.2} s)\n  latency {}\n  p99 (ms) by second sent: {}\n  lost {lost}, duplicated {duplicated}, out of order {disordered}, unexpected {unexpected}, wrong id {wrong_id}\n  CPU s: api {:.2}, edges {:.2}, load generator {:.2}\n{}",
         args.members,
         args.rate,
         percentiles.map(|p| p.row()).unwrap_or_default(),
+        p99_by_second.join(" "),
         (cpu_after.0 - cpu_before.0).as_secs_f64(),
         (cpu_after.1 - cpu_before.1).as_secs_f64(),
         (cpu_after.2 - cpu_before.2).as_secs_f64(),
