@@ -82,10 +82,11 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
     let pool = sqlx::PgPool::connect(&cluster.database_url).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     let (stored, unpublished) = loop {
-        let (stored, unpublished): (i64, i64) =
-            sqlx::query_as("select count(*), count(*) filter (where stream_seq is null) from notification")
-                .fetch_one(&pool)
-                .await?;
+        let (stored, unpublished): (i64, i64) = sqlx::query_as(
+            "select count(*), count(*) filter (where stream_seq is null) from notification where type = 'bench.ingest'",
+        )
+        .fetch_one(&pool)
+        .await?;
         if unpublished == 0 || Instant::now() > deadline {
             break (stored, unpublished);
         }
