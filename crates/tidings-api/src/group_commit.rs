@@ -21,7 +21,6 @@ use tidings_store::{NewSend, SendOutcome};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tonic::Status;
 use tracing::Span;
-
 use uuid::Uuid;
 
 use crate::send::Written;

@@ -74,7 +74,7 @@ impl Store {
             .collect();
         if sends.iter().all(|s| s.idempotency_key.is_none()) {
             // Nothing to look up before or after: the one insert statement is its own
-            // transaction, one round trip instead of four (begin, insert, commit).
+            // transaction: one round trip instead of three (begin, insert, commit).
             let batch: Vec<(&NewSend, &[Uuid])> =
                 sends.iter().zip(&planned).map(|(s, ids)| (s, ids.as_slice())).collect();
             let mut conn = self.pool().acquire().await?;
