@@ -20,13 +20,17 @@ pub(crate) struct Event {
 
 pub(crate) struct SseConn {
     stream: TcpStream,
+    /// Bytes read from the socket; `raw[raw_at..]` is not decoded yet.
     raw: Vec<u8>,
+    raw_at: usize,
+    /// Decoded chunk payload; `body[body_at..]` is not parsed yet.
     body: Vec<u8>,
+    body_at: usize,
     /// Bytes still due in the current chunk.
     chunk_left: usize,
     id: Option<String>,
     event: Option<String>,
-    data: Vec<String>,
+    data: Option<String>,
 }
 
 /// A block of loopback source addresses, 127.0.0.`first` .. 127.0.0.`first + count - 1`.
@@ -88,11 +92,13 @@ pub(crate) async fn open(
     let mut conn = SseConn {
         stream,
         raw: Vec::with_capacity(1024),
+        raw_at: 0,
         body: Vec::new(),
+        body_at: 0,
         chunk_left: 0,
         id: None,
         event: None,
-        data: Vec::new(),
+        data: None,
     };
     // Response head.
     loop {
@@ -101,7 +107,7 @@ pub(crate) async fn open(
             if !head.starts_with("HTTP/1.1 200") {
                 bail!("stream refused: {}", head.lines().next().unwrap_or_default());
             }
-            conn.raw.drain(..end + 4);
+            conn.raw_at = end + 4;
             return Ok(conn);
         }
         if conn.fill().await? == 0 {
@@ -111,7 +117,10 @@ pub(crate) async fn open(
 }
 
 impl SseConn {
+    /// Reads what the socket has. Decoded bytes are dropped first, so each byte is
+    /// moved at most once more however the reads split the stream.
     async fn fill(&mut self) -> anyhow::Result<usize> {
+        compact(&mut self.raw, &mut self.raw_at);
         let mut buf = [0u8; 16 * 1024];
         let n = self.stream.read(&mut buf).await?;
         self.raw.extend_from_slice(&buf[..n]);
@@ -130,32 +139,33 @@ impl SseConn {
         }
     }
 
-    /// Moves chunk payload from `raw` to `body`; whether anything moved or ended.
+    /// Moves chunk payload from `raw` to `body`; whether anything moved.
     fn dechunk(&mut self) -> anyhow::Result<bool> {
+        compact(&mut self.body, &mut self.body_at);
         let mut moved = false;
         loop {
+            let raw = &self.raw[self.raw_at..];
             if self.chunk_left > 0 {
-                let take = self.chunk_left.min(self.raw.len());
+                let take = self.chunk_left.min(raw.len());
                 if take == 0 {
                     return Ok(moved);
                 }
-                self.body.extend(self.raw.drain(..take));
+                self.body.extend_from_slice(&raw[..take]);
+                self.raw_at += take;
                 self.chunk_left -= take;
                 moved = true;
                 continue;
             }
             // A chunk header, preceded by the previous chunk's CRLF.
-            if self.raw.starts_with(b"\r\n") {
-                self.raw.drain(..2);
-            }
-            let Some(end) = find(&self.raw, b"\r\n") else {
+            let skip = if raw.starts_with(b"\r\n") { 2 } else { 0 };
+            let Some(end) = find(&raw[skip..], b"\r\n") else {
                 return Ok(moved);
             };
-            let size = std::str::from_utf8(&self.raw[..end])
+            let size = std::str::from_utf8(&raw[skip..skip + end])
                 .ok()
                 .and_then(|s| usize::from_str_radix(s.trim(), 16).ok());
             let Some(size) = size else { bail!("bad chunk header") };
-            self.raw.drain(..end + 2);
+            self.raw_at += skip + end + 2;
             if size == 0 {
                 return Ok(moved);
             }
@@ -164,36 +174,53 @@ impl SseConn {
     }
 
     fn parse_event(&mut self) -> Option<Event> {
-        while let Some(end) = self.body.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.body.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+        while let Some(len) = self.body[self.body_at..].iter().position(|b| *b == b'\n') {
+            let line = &self.body[self.body_at..self.body_at + len];
+            self.body_at += len + 1;
             if line.is_empty() {
-                if self.data.is_empty() {
+                let Some(data) = self.data.take() else {
                     self.id = None;
                     self.event = None;
                     continue;
-                }
+                };
                 return Some(Event {
                     id: self.id.take(),
                     event: self.event.take().unwrap_or_else(|| "message".into()),
-                    data: std::mem::take(&mut self.data).join("\n"),
+                    data,
                 });
             }
-            if line.starts_with(':') {
+            if line.starts_with(b":") {
                 continue;
             }
-            let (field, value) = line
-                .split_once(':')
-                .map_or((line.as_str(), ""), |(f, v)| (f, v.strip_prefix(' ').unwrap_or(v)));
+            let (field, value) = match line.iter().position(|b| *b == b':') {
+                Some(colon) => {
+                    let value = &line[colon + 1..];
+                    (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+                }
+                None => (line, &[][..]),
+            };
+            let value = String::from_utf8_lossy(value);
             match field {
-                "id" => self.id = Some(value.to_owned()),
-                "event" => self.event = Some(value.to_owned()),
-                "data" => self.data.push(value.to_owned()),
+                b"id" => self.id = Some(value.into_owned()),
+                b"event" => self.event = Some(value.into_owned()),
+                b"data" => match &mut self.data {
+                    Some(data) => {
+                        data.push('\n');
+                        data.push_str(&value);
+                    }
+                    None => self.data = Some(value.into_owned()),
+                },
                 _ => {}
             }
         }
         None
     }
+}
+
+/// Drops `buf[..*at]`, the part already consumed.
+fn compact(buf: &mut Vec<u8>, at: &mut usize) {
+    buf.drain(..*at);
+    *at = 0;
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -148,6 +148,11 @@ pub(crate) fn now_nanos() -> u128 {
 
 /// `t` from an event's JSON data, and the latency since then.
 pub(crate) fn latency(data: &serde_json::Value) -> Option<Duration> {
-    let t = data["t"].as_str()?.parse::<u128>().ok()?;
+    latency_since(data["t"].as_str()?)
+}
+
+/// The latency since `t`, Unix nanoseconds as a decimal string.
+pub(crate) fn latency_since(t: &str) -> Option<Duration> {
+    let t = t.parse::<u128>().ok()?;
     Some(Duration::from_nanos(now_nanos().saturating_sub(t) as u64))
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 
 use bytes::Bytes;
+use indexmap::IndexMap;
 use tidings_bus::SubjectTarget;
 use tidings_domain::{MemberId, Topic};
 
@@ -141,8 +142,13 @@ pub(crate) struct Hub {
 
 #[derive(Debug, Default)]
 struct State {
+    /// A member's tabs on this node: a handful, so a list.
     members: HashMap<MemberId, Vec<Arc<Conn>>>,
-    topics: HashMap<Topic, Vec<Arc<Conn>>>,
+    /// A topic's subscribers by connection id: a board may have tens of thousands on
+    /// one node, and each leaving must cost O(1) under the lock the live task needs
+    /// (a list's `retain` made 10,000 viewers leaving 50 M comparisons). Iteration
+    /// stays a walk over contiguous entries.
+    topics: HashMap<Topic, IndexMap<u64, Arc<Conn>>>,
     partitions: HashMap<u16, usize>,
     connections: usize,
 }
@@ -169,7 +175,7 @@ impl Hub {
         *s.partitions.entry(conn.partition).or_default() += 1;
         let mut needed = vec![Interest::Partition(conn.partition)];
         for (topic, _) in &conn.topics {
-            s.topics.entry(topic.clone()).or_default().push(conn.clone());
+            s.topics.entry(topic.clone()).or_default().insert(conn.id, conn.clone());
             needed.push(Interest::Topic(topic.clone()));
         }
         Ok(needed)
@@ -200,7 +206,7 @@ impl Hub {
         }
         for (topic, _) in &conn.topics {
             if let Some(conns) = s.topics.get_mut(topic) {
-                conns.retain(|c| c.id != conn.id);
+                conns.swap_remove(&conn.id);
                 if conns.is_empty() {
                     s.topics.remove(topic);
                     released.push(Interest::Topic(topic.clone()));
@@ -224,24 +230,27 @@ impl Hub {
     /// wakes `wakers` once it has dispatched its whole batch.
     pub(crate) fn dispatch(&self, out: &Arc<Outgoing>, now: u32, wakers: &mut Vec<Waker>) -> Dispatched {
         let s = self.state.lock().expect("invariant: never poisoned");
-        let targets: &[Arc<Conn>] = match &out.event.target {
-            SubjectTarget::Member(m) => s.members.get(m).map_or(&[], Vec::as_slice),
-            SubjectTarget::Topic(t) => s.topics.get(t).map_or(&[], Vec::as_slice),
-        };
         let mut dispatched = Dispatched::default();
-        for conn in targets {
-            match conn.offer(out, now, wakers) {
-                Step::Delivered => {
-                    dispatched.reached += 1;
-                    dispatched.delivered += u64::from(out.frame.is_some());
-                }
-                Step::Held => dispatched.reached += 1,
-                Step::Gap | Step::Late => {
-                    dispatched.reached += 1;
-                    dispatched.catch_up.push(conn.clone());
-                }
-                Step::Skipped | Step::Overflowed => {}
+        let mut offer = |conn: &Arc<Conn>| match conn.offer(out, now, wakers) {
+            Step::Delivered => {
+                dispatched.reached += 1;
+                dispatched.delivered += u64::from(out.frame.is_some());
             }
+            Step::Held => dispatched.reached += 1,
+            Step::Gap | Step::Late => {
+                dispatched.reached += 1;
+                dispatched.catch_up.push(conn.clone());
+            }
+            Step::Skipped | Step::Overflowed => {}
+        };
+        match &out.event.target {
+            SubjectTarget::Member(m) => s.members.get(m).into_iter().flatten().for_each(&mut offer),
+            SubjectTarget::Topic(t) => s
+                .topics
+                .get(t)
+                .into_iter()
+                .flat_map(IndexMap::values)
+                .for_each(&mut offer),
         }
         dispatched
     }
@@ -386,6 +395,33 @@ mod tests {
         );
         assert_eq!(sent(&a), "1;2;");
         assert_eq!(sent(&b), "");
+    }
+
+    #[test]
+    fn viewers_leave_a_big_topic_in_any_order_and_the_rest_still_receive() {
+        let hub = Hub::default();
+        let viewers: Vec<_> = (0..1000)
+            .map(|i| conn(&format!("v{i}"), 1, vec![(topic("board"), TopicMode::All)], 8))
+            .collect();
+        for v in &viewers {
+            hub.register(v, 10_000, 1).unwrap();
+        }
+        for v in viewers.iter().step_by(3) {
+            hub.unregister(v);
+        }
+        let dispatched = hub.dispatch_now(&event(1, SubjectTarget::Topic(topic("board")), "board"), 0);
+        assert_eq!(dispatched.delivered, 1000 - 334);
+        for (i, v) in viewers.iter().enumerate() {
+            let expected = if i % 3 == 0 { "" } else { "1;" };
+            assert_eq!(sent(v), expected, "viewer {i}");
+        }
+        for v in &viewers {
+            hub.unregister(v);
+        }
+        assert!(
+            !hub.wants(&Interest::Topic(topic("board"))),
+            "the last one out drops the interest"
+        );
     }
 
     #[test]

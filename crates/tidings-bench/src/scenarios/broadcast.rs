@@ -23,6 +23,13 @@ const TOPIC: &str = "bench";
 /// Per subscriber: the message numbers received, with their latencies.
 type Received = Vec<(u64, Duration)>;
 
+/// A message's data as published below.
+#[derive(serde::Deserialize)]
+struct Message<'a> {
+    t: &'a str,
+    n: u64,
+}
+
 pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String> {
     let edges: Vec<_> = cluster.edges.iter().map(|e| e.addr).collect();
     let members: Vec<String> = (0..args.subscribers).map(|i| format!("bc-{i}")).collect();
@@ -39,11 +46,10 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
                 if e.event != TOPIC {
                     continue;
                 }
-                let data: serde_json::Value = serde_json::from_str(&e.data).unwrap_or_default();
-                got.push((
-                    data["n"].as_u64().unwrap_or(u64::MAX),
-                    super::latency(&data).unwrap_or_default(),
-                ));
+                got.push(match serde_json::from_str::<Message<'_>>(&e.data) {
+                    Ok(m) => (m.n, super::latency_since(m.t).unwrap_or_default()),
+                    Err(_) => (u64::MAX, Duration::ZERO),
+                });
                 if got.len() == messages {
                     break;
                 }
@@ -51,6 +57,9 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
             let mut last = last_at.lock().await;
             *last = Some(last.map_or(Instant::now(), |l| l.max(Instant::now())));
             *seen[i].lock().await = got;
+            // Kept open until the edge's CPU is read: closing 10,000 streams is not
+            // delivery work.
+            conn
         }));
     }
     let mut client = cluster.client().await?;
@@ -68,10 +77,11 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
     }
     let publish_seconds = started.elapsed().as_secs_f64();
     let all = futures::future::join_all(readers);
-    if tokio::time::timeout(Duration::from_secs(60), all).await.is_err() {
+    let Ok(open) = tokio::time::timeout(Duration::from_secs(60), all).await else {
         bail!("subscribers did not receive every message within 60 s");
-    }
+    };
     let cpu_after = (cluster.edges.iter().map(|e| cpu(e.pid())).sum::<Duration>(), own_cpu());
+    drop(open);
     let seconds = last_at.lock().await.map_or(0.0, |l| (l - started).as_secs_f64());
     let deliveries = args.subscribers * args.messages;
 
