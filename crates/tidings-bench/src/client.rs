@@ -7,8 +7,15 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use anyhow::{Context as _, bail};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd as _, RawFd};
+
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
+use tokio::io::{AsyncWriteExt as _, Interest};
 use tokio::net::{TcpSocket, TcpStream};
+
+/// The most one read takes from the socket.
+const READ_SIZE: usize = 16 * 1024;
 
 /// One SSE event.
 #[derive(Debug, Clone)]
@@ -16,6 +23,39 @@ pub(crate) struct Event {
     pub(crate) id: Option<String>,
     pub(crate) event: String,
     pub(crate) data: String,
+    /// When the read that completed it returned, Unix nanoseconds (the clock is read
+    /// once per read, not per event): it includes the generator's own queueing.
+    pub(crate) received_at: u128,
+    /// When the kernel received the newest bytes of that read (`SO_TIMESTAMPNS`), Unix
+    /// nanoseconds: the moment the edge's write reached the subscriber, before the
+    /// load generator, which shares the machine, got round to reading it. Never
+    /// earlier than the event's own arrival.
+    pub(crate) arrived_at: u128,
+}
+
+/// One SSE event, borrowed from the connection's buffer (no allocation for the usual
+/// single `data:` line): what a reader of a million events uses.
+#[derive(Debug)]
+pub(crate) struct EventRef<'a> {
+    pub(crate) id: Option<&'a str>,
+    pub(crate) event: &'a str,
+    pub(crate) data: std::borrow::Cow<'a, str>,
+    /// As [`Event::received_at`].
+    pub(crate) received_at: u128,
+    /// As [`Event::arrived_at`].
+    pub(crate) arrived_at: u128,
+}
+
+impl EventRef<'_> {
+    pub(crate) fn to_owned(&self) -> Event {
+        Event {
+            id: self.id.map(str::to_owned),
+            event: self.event.to_owned(),
+            data: self.data.clone().into_owned(),
+            received_at: self.received_at,
+            arrived_at: self.arrived_at,
+        }
+    }
 }
 
 pub(crate) struct SseConn {
@@ -28,9 +68,12 @@ pub(crate) struct SseConn {
     body_at: usize,
     /// Bytes still due in the current chunk.
     chunk_left: usize,
-    id: Option<String>,
-    event: Option<String>,
-    data: Option<String>,
+    /// Where reads land before they join `raw` (read with the kernel's timestamp).
+    buf: Box<[u8]>,
+    /// When the last read returned, Unix nanoseconds.
+    read_at: u128,
+    /// The kernel's receive timestamp of the last read, Unix nanoseconds.
+    arrived_at: u128,
 }
 
 /// A block of loopback source addresses, 127.0.0.`first` .. 127.0.0.`first + count - 1`.
@@ -82,6 +125,7 @@ pub(crate) async fn open(
         .connect(edge)
         .await
         .with_context(|| format!("connecting to {edge}"))?;
+    setsockopt(&stream, sockopt::ReceiveTimestampns, &true).context("enabling receive timestamps")?;
     let resume = last_event_id
         .map(|id| format!("Last-Event-ID: {id}\r\n"))
         .unwrap_or_default();
@@ -96,9 +140,9 @@ pub(crate) async fn open(
         body: Vec::new(),
         body_at: 0,
         chunk_left: 0,
-        id: None,
-        event: None,
-        data: None,
+        buf: vec![0; READ_SIZE].into_boxed_slice(),
+        read_at: 0,
+        arrived_at: 0,
     };
     // Response head.
     loop {
@@ -121,17 +165,47 @@ impl SseConn {
     /// moved at most once more however the reads split the stream.
     async fn fill(&mut self) -> anyhow::Result<usize> {
         compact(&mut self.raw, &mut self.raw_at);
-        let mut buf = [0u8; 16 * 1024];
-        let n = self.stream.read(&mut buf).await?;
-        self.raw.extend_from_slice(&buf[..n]);
+        let (n, arrived_at) = loop {
+            self.stream.readable().await?;
+            let (stream, buf) = (&self.stream, &mut self.buf);
+            match stream.try_io(Interest::READABLE, || read_stamped(stream.as_raw_fd(), buf)) {
+                Ok(read) => break read,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        self.raw.extend_from_slice(&self.buf[..n]);
+        self.read_at = crate::scenarios::now_nanos();
+        self.arrived_at = arrived_at.unwrap_or(self.read_at);
         Ok(n)
     }
 
     /// The next event; `None` when the server ended the stream.
     pub(crate) async fn next(&mut self) -> anyhow::Result<Option<Event>> {
+        Ok(self.next_ref().await?.map(|e| e.to_owned()))
+    }
+
+    /// The next event, borrowed until the next call.
+    pub(crate) async fn next_ref(&mut self) -> anyhow::Result<Option<EventRef<'_>>> {
         loop {
-            if let Some(event) = self.parse_event() {
-                return Ok(Some(event));
+            let Some(block) = self.next_block().await? else {
+                return Ok(None);
+            };
+            // Blocks without data (comments, heartbeats) dispatch nothing.
+            let (read_at, arrived_at) = (self.read_at, self.arrived_at);
+            if parse_block(&self.body[block.clone()], read_at, arrived_at).is_some() {
+                return Ok(parse_block(&self.body[block], read_at, arrived_at));
+            }
+        }
+    }
+
+    /// The next complete event block (its lines, without the blank line that ends it).
+    async fn next_block(&mut self) -> anyhow::Result<Option<std::ops::Range<usize>>> {
+        loop {
+            if let Some(len) = find(&self.body[self.body_at..], b"\n\n") {
+                let block = self.body_at..self.body_at + len;
+                self.body_at += len + 2;
+                return Ok(Some(block));
             }
             if !self.dechunk()? && self.fill().await? == 0 {
                 return Ok(None);
@@ -172,49 +246,59 @@ impl SseConn {
             self.chunk_left = size;
         }
     }
+}
 
-    fn parse_event(&mut self) -> Option<Event> {
-        while let Some(len) = self.body[self.body_at..].iter().position(|b| *b == b'\n') {
-            let line = &self.body[self.body_at..self.body_at + len];
-            self.body_at += len + 1;
-            if line.is_empty() {
-                let Some(data) = self.data.take() else {
-                    self.id = None;
-                    self.event = None;
-                    continue;
-                };
-                return Some(Event {
-                    id: self.id.take(),
-                    event: self.event.take().unwrap_or_else(|| "message".into()),
-                    data,
+/// The event in one block of lines as the edge frames them (`\n` line ends); `None`
+/// when it has no data.
+fn parse_block(block: &[u8], received_at: u128, arrived_at: u128) -> Option<EventRef<'_>> {
+    let (mut id, mut event, mut data) = (None, None, None::<std::borrow::Cow<'_, str>>);
+    for line in block.split(|b| *b == b'\n') {
+        if line.starts_with(b":") {
+            continue;
+        }
+        let (field, value) = match line.iter().position(|b| *b == b':') {
+            Some(colon) => {
+                let value = &line[colon + 1..];
+                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &[][..]),
+        };
+        // The edge sends UTF-8 only; anything else shows up as a bad id or name.
+        let text = std::str::from_utf8(value).unwrap_or("\u{fffd}");
+        match field {
+            b"id" => id = Some(text),
+            b"event" => event = Some(text),
+            b"data" => {
+                data = Some(match data {
+                    Some(before) => format!("{before}\n{text}").into(),
+                    None => text.into(),
                 });
             }
-            if line.starts_with(b":") {
-                continue;
-            }
-            let (field, value) = match line.iter().position(|b| *b == b':') {
-                Some(colon) => {
-                    let value = &line[colon + 1..];
-                    (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
-                }
-                None => (line, &[][..]),
-            };
-            let value = String::from_utf8_lossy(value);
-            match field {
-                b"id" => self.id = Some(value.into_owned()),
-                b"event" => self.event = Some(value.into_owned()),
-                b"data" => match &mut self.data {
-                    Some(data) => {
-                        data.push('\n');
-                        data.push_str(&value);
-                    }
-                    None => self.data = Some(value.into_owned()),
-                },
-                _ => {}
-            }
+            _ => {}
         }
-        None
     }
+    Some(EventRef {
+        id,
+        event: event.unwrap_or("message"),
+        data: data?,
+        received_at,
+        arrived_at,
+    })
+}
+
+/// One `recvmsg` into `buf`: the bytes read and the kernel's receive timestamp of the
+/// newest of them, Unix nanoseconds.
+fn read_stamped(fd: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Option<u128>)> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::empty())?;
+    let arrived_at = msg.cmsgs()?.find_map(|c| match c {
+        ControlMessageOwned::ScmTimestampns(t) => {
+            Some(u128::try_from(t.tv_sec()).ok()? * 1_000_000_000 + u128::try_from(t.tv_nsec()).ok()?)
+        }
+        _ => None,
+    });
+    Ok((msg.bytes, arrived_at))
 }
 
 /// Drops `buf[..*at]`, the part already consumed.

@@ -146,13 +146,13 @@ pub(crate) fn now_nanos() -> u128 {
         .as_nanos()
 }
 
-/// `t` from an event's JSON data, and the latency since then.
-pub(crate) fn latency(data: &serde_json::Value) -> Option<Duration> {
-    latency_since(data["t"].as_str()?)
+/// `t` from an event's JSON data, and the latency from then to `received_at`.
+pub(crate) fn latency(data: &serde_json::Value, received_at: u128) -> Option<Duration> {
+    latency_since(data["t"].as_str()?, received_at)
 }
 
-/// The latency since `t`, Unix nanoseconds as a decimal string.
-pub(crate) fn latency_since(t: &str) -> Option<Duration> {
+/// The latency from `t` (Unix nanoseconds as a decimal string) to `received_at`.
+pub(crate) fn latency_since(t: &str, received_at: u128) -> Option<Duration> {
     let t = t.parse::<u128>().ok()?;
-    Some(Duration::from_nanos(now_nanos().saturating_sub(t) as u64))
+    Some(Duration::from_nanos(received_at.saturating_sub(t) as u64))
 }

@@ -20,8 +20,9 @@ pub(crate) struct Args {
 
 const TOPIC: &str = "bench";
 
-/// Per subscriber: the message numbers received, with their latencies.
-type Received = Vec<(u64, Duration)>;
+/// Per subscriber: the message numbers received, with their latencies to the
+/// generator's read and to the arrival at the subscriber's socket.
+type Received = Vec<(u64, Duration, Duration)>;
 
 /// A message's data as published below.
 #[derive(serde::Deserialize)]
@@ -42,13 +43,17 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
         let (seen, last_at, messages) = (seen.clone(), last_at.clone(), args.messages);
         readers.push(tokio::spawn(async move {
             let mut got = Vec::with_capacity(messages);
-            while let Ok(Some(e)) = conn.next().await {
+            while let Ok(Some(e)) = conn.next_ref().await {
                 if e.event != TOPIC {
                     continue;
                 }
                 got.push(match serde_json::from_str::<Message<'_>>(&e.data) {
-                    Ok(m) => (m.n, super::latency_since(m.t).unwrap_or_default()),
-                    Err(_) => (u64::MAX, Duration::ZERO),
+                    Ok(m) => (
+                        m.n,
+                        super::latency_since(m.t, e.received_at).unwrap_or_default(),
+                        super::latency_since(m.t, e.arrived_at).unwrap_or_default(),
+                    ),
+                    Err(_) => (u64::MAX, Duration::ZERO, Duration::ZERO),
                 });
                 if got.len() == messages {
                     break;
@@ -86,22 +91,26 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
     let deliveries = args.subscribers * args.messages;
 
     let mut latencies = Vec::with_capacity(deliveries);
+    let mut arrivals = Vec::with_capacity(deliveries);
     let mut wrong = 0usize;
     for cell in seen.iter() {
         let got = cell.lock().await;
-        let in_order = got.iter().map(|(n, _)| *n).eq(0..args.messages as u64);
+        let in_order = got.iter().map(|(n, _, _)| *n).eq(0..args.messages as u64);
         wrong += usize::from(!in_order);
-        latencies.extend(got.iter().map(|(_, l)| *l));
+        latencies.extend(got.iter().map(|(_, l, _)| *l));
+        arrivals.extend(got.iter().map(|(_, _, a)| *a));
     }
     let edge_cpu = (cpu_after.0 - cpu_before.0).as_secs_f64();
     let per_delivery_us = edge_cpu * 1e6 / deliveries as f64;
     let rate = deliveries as f64 / seconds.max(1e-9);
     let p = Percentiles::of(&mut latencies);
+    let at_socket = Percentiles::of(&mut arrivals);
     let ok = wrong == 0;
     let report = format!(
-        "broadcast: {} messages to {} subscribers = {deliveries} deliveries in {seconds:.3} s ({rate:.0}/s; publishing took {publish_seconds:.3} s)\n  latency {}\n  edge CPU {edge_cpu:.3} s = {per_delivery_us:.3} µs per delivery; load generator CPU {:.3} s\n  subscribers with a missing, duplicated or reordered message: {wrong}\n{}",
+        "broadcast: {} messages to {} subscribers = {deliveries} deliveries in {seconds:.3} s ({rate:.0}/s; publishing took {publish_seconds:.3} s)\n  latency at the socket {}\n  latency to the read {}\n  edge CPU {edge_cpu:.3} s = {per_delivery_us:.3} µs per delivery; load generator CPU {:.3} s\n  subscribers with a missing, duplicated or reordered message: {wrong}\n{}",
         args.messages,
         args.subscribers,
+        at_socket.map(|p| p.row()).unwrap_or_default(),
         p.map(|p| p.row()).unwrap_or_default(),
         (cpu_after.1 - cpu_before.1).as_secs_f64(),
         serde_json::json!({
@@ -109,7 +118,7 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
             "deliveries": deliveries, "seconds": seconds, "deliveries_per_second": rate,
             "edge_cpu_s": edge_cpu, "edge_cpu_us_per_delivery": per_delivery_us,
             "generator_cpu_s": (cpu_after.1 - cpu_before.1).as_secs_f64(),
-            "latency": p.map(|p| p.json()), "bad_subscribers": wrong, "ok": ok,
+            "latency": p.map(|p| p.json()), "latency_at_socket": at_socket.map(|p| p.json()), "bad_subscribers": wrong, "ok": ok,
         })
     );
     if !ok {

@@ -34,9 +34,20 @@ pub(crate) struct Args {
     path: Path,
 }
 
-/// What a member's stream received: (stream sequence, SSE id, notification id, latency,
-/// second of the run it was sent in).
-type Seen = Vec<(u64, String, String, Duration, usize)>;
+/// One notification a member's stream received.
+struct Got {
+    seq: u64,
+    event_id: String,
+    notification_id: String,
+    /// To the generator's read of it.
+    latency: Duration,
+    /// To its arrival at the subscriber's socket.
+    arrival: Duration,
+    /// The second of the run it was sent in.
+    second: usize,
+}
+
+type Seen = Vec<Got>;
 
 pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String> {
     let edges: Vec<_> = cluster.edges.iter().map(|e| e.addr).collect();
@@ -53,7 +64,8 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
                     continue;
                 }
                 let data: serde_json::Value = serde_json::from_str(&e.data).unwrap_or_default();
-                let latency = super::latency(&data["data"]).unwrap_or_default();
+                let latency = super::latency(&data["data"], e.received_at).unwrap_or_default();
+                let arrival = super::latency(&data["data"], e.arrived_at).unwrap_or_default();
                 let sent_at = data["data"]["t"]
                     .as_str()
                     .and_then(|t| t.parse::<u128>().ok())
@@ -61,8 +73,15 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
                 let second = (sent_at.saturating_sub(run_start) / 1_000_000_000) as usize;
                 let event_id = e.id.unwrap_or_default();
                 let seq = event_id.rsplit('-').next().and_then(|s| s.parse().ok()).unwrap_or(0);
-                let id = data["id"].as_str().unwrap_or_default().to_owned();
-                seen[i].lock().await.push((seq, event_id, id, latency, second));
+                let notification_id = data["id"].as_str().unwrap_or_default().to_owned();
+                seen[i].lock().await.push(Got {
+                    seq,
+                    event_id,
+                    notification_id,
+                    latency,
+                    arrival,
+                    second,
+                });
             }
         }));
     }
@@ -121,6 +140,7 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
     // received that was sent to someone else counts as unexpected.
     let expected = expected.lock().await;
     let mut latencies = Vec::with_capacity(total);
+    let mut arrivals = Vec::with_capacity(total);
     let mut by_second: Vec<Vec<Duration>> = Vec::new();
     let (mut lost, mut duplicated, mut disordered, mut unexpected, mut wrong_id) =
         (0usize, 0usize, 0usize, 0usize, 0usize);
@@ -130,7 +150,7 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
             .get(&member)
             .map(|v| v.iter().map(|s| (&s.notification_id, &s.event_id)).collect())
             .unwrap_or_default();
-        let got_ids: HashMap<&String, &String> = got.iter().map(|(_, event, id, _, _)| (id, event)).collect();
+        let got_ids: HashMap<&String, &String> = got.iter().map(|g| (&g.notification_id, &g.event_id)).collect();
         lost += want.keys().filter(|id| !got_ids.contains_key(*id)).count();
         unexpected += got_ids.keys().filter(|id| !want.contains_key(*id)).count();
         wrong_id += want
@@ -138,16 +158,18 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
             .filter(|(id, event)| !event.is_empty() && got_ids.get(*id).is_some_and(|got| got != *event))
             .count();
         duplicated += got.len() - got_ids.len();
-        disordered += got.windows(2).filter(|w| w[0].0 >= w[1].0).count();
-        latencies.extend(got.iter().map(|(_, _, _, l, _)| *l));
-        for (_, _, _, latency, second) in got.iter() {
-            if by_second.len() <= *second {
-                by_second.resize_with(second + 1, Vec::new);
+        disordered += got.windows(2).filter(|w| w[0].seq >= w[1].seq).count();
+        latencies.extend(got.iter().map(|g| g.latency));
+        arrivals.extend(got.iter().map(|g| g.arrival));
+        for g in got.iter() {
+            if by_second.len() <= g.second {
+                by_second.resize_with(g.second + 1, Vec::new);
             }
-            by_second[*second].push(*latency);
+            by_second[g.second].push(g.latency);
         }
     }
     let percentiles = Percentiles::of(&mut latencies);
+    let arrival = Percentiles::of(&mut arrivals);
     // Where the tail comes from: a steady p99, or a few bad seconds.
     let p99_by_second: Vec<String> = by_second
         .iter_mut()
@@ -163,17 +185,18 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
         Path::Edge => "edge",
     };
     let report = format!(
-        "unicast ({path} path): {total} notifications to {} members at {}/s ({send_seconds:.2} s)\n  latency {}\n  p99 (ms) by second sent: {}\n  lost {lost}, duplicated {duplicated}, out of order {disordered}, unexpected {unexpected}, wrong id {wrong_id}\n  CPU s: api {:.2}, edges {:.2}, load generator {:.2}\n{}",
+        "unicast ({path} path): {total} notifications to {} members at {}/s ({send_seconds:.2} s)\n  latency {}\n  at the socket {}\n  p99 (ms) by second sent: {}\n  lost {lost}, duplicated {duplicated}, out of order {disordered}, unexpected {unexpected}, wrong id {wrong_id}\n  CPU s: api {:.2}, edges {:.2}, load generator {:.2}\n{}",
         args.members,
         args.rate,
         percentiles.map(|p| p.row()).unwrap_or_default(),
+        arrival.map(|p| p.row()).unwrap_or_default(),
         p99_by_second.join(" "),
         (cpu_after.0 - cpu_before.0).as_secs_f64(),
         (cpu_after.1 - cpu_before.1).as_secs_f64(),
         (cpu_after.2 - cpu_before.2).as_secs_f64(),
         serde_json::json!({
             "scenario": "unicast", "path": path, "members": args.members, "rate": args.rate, "sent": total,
-            "latency": percentiles.map(|p| p.json()), "lost": lost, "duplicated": duplicated,
+            "latency": percentiles.map(|p| p.json()), "latency_at_socket": arrival.map(|p| p.json()), "lost": lost, "duplicated": duplicated,
             "out_of_order": disordered, "unexpected": unexpected, "wrong_id": wrong_id, "api_cpu_s": (cpu_after.0 - cpu_before.0).as_secs_f64(),
             "edge_cpu_s": (cpu_after.1 - cpu_before.1).as_secs_f64(),
             "generator_cpu_s": (cpu_after.2 - cpu_before.2).as_secs_f64(), "ok": ok,
