@@ -68,8 +68,6 @@ pub(crate) struct SseConn {
     body_at: usize,
     /// Bytes still due in the current chunk.
     chunk_left: usize,
-    /// Where reads land before they join `raw` (read with the kernel's timestamp).
-    buf: Box<[u8]>,
     /// When the last read returned, Unix nanoseconds.
     read_at: u128,
     /// The kernel's receive timestamp of the last read, Unix nanoseconds.
@@ -140,7 +138,6 @@ pub(crate) async fn open(
         body: Vec::new(),
         body_at: 0,
         chunk_left: 0,
-        buf: vec![0; READ_SIZE].into_boxed_slice(),
         read_at: 0,
         arrived_at: 0,
     };
@@ -167,14 +164,13 @@ impl SseConn {
         compact(&mut self.raw, &mut self.raw_at);
         let (n, arrived_at) = loop {
             self.stream.readable().await?;
-            let (stream, buf) = (&self.stream, &mut self.buf);
-            match stream.try_io(Interest::READABLE, || read_stamped(stream.as_raw_fd(), buf)) {
+            let (stream, raw) = (&self.stream, &mut self.raw);
+            match stream.try_io(Interest::READABLE, || read_stamped(stream.as_raw_fd(), raw)) {
                 Ok(read) => break read,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e.into()),
             }
         };
-        self.raw.extend_from_slice(&self.buf[..n]);
         self.read_at = crate::scenarios::now_nanos();
         self.arrived_at = arrived_at.unwrap_or(self.read_at);
         Ok(n)
@@ -286,19 +282,27 @@ fn parse_block(block: &[u8], received_at: u128, arrived_at: u128) -> Option<Even
     })
 }
 
-/// One `recvmsg` into `buf`: the bytes read and the kernel's receive timestamp of the
-/// newest of them, Unix nanoseconds.
-fn read_stamped(fd: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Option<u128>)> {
-    let mut iov = [IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!(nix::sys::time::TimeSpec);
-    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::empty())?;
-    let arrived_at = msg.cmsgs()?.find_map(|c| match c {
-        ControlMessageOwned::ScmTimestampns(t) => {
-            Some(u128::try_from(t.tv_sec()).ok()? * 1_000_000_000 + u128::try_from(t.tv_nsec()).ok()?)
-        }
-        _ => None,
-    });
-    Ok((msg.bytes, arrived_at))
+/// One `recvmsg`, appended to `raw`: the bytes read and the kernel's receive timestamp
+/// of the newest of them, Unix nanoseconds. Reads land in a buffer per thread, not per
+/// connection: tens of thousands of idle connections hold no read buffer.
+fn read_stamped(fd: RawFd, raw: &mut Vec<u8>) -> std::io::Result<(usize, Option<u128>)> {
+    thread_local! {
+        static BUF: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; READ_SIZE].into_boxed_slice());
+    }
+    BUF.with_borrow_mut(|buf| {
+        let mut iov = [IoSliceMut::new(buf)];
+        let mut space = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        let msg = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::empty())?;
+        let arrived_at = msg.cmsgs()?.find_map(|c| match c {
+            ControlMessageOwned::ScmTimestampns(t) => {
+                Some(u128::try_from(t.tv_sec()).ok()? * 1_000_000_000 + u128::try_from(t.tv_nsec()).ok()?)
+            }
+            _ => None,
+        });
+        let n = msg.bytes;
+        raw.extend_from_slice(&buf[..n]);
+        Ok((n, arrived_at))
+    })
 }
 
 /// Drops `buf[..*at]`, the part already consumed.
