@@ -16,10 +16,15 @@ async fn reconnecting_at_random_to_random_edges_loses_and_duplicates_nothing() {
     let cluster = std::sync::Arc::new(TestCluster::start(2).await);
     let members: Vec<String> = (0..MEMBERS).map(|i| format!("churn-{i}")).collect();
 
+    // Each browser's first stream starts from "now" (no Last-Event-ID): the producer
+    // waits until every one of them is connected, so none can precede it.
+    let ready = std::sync::Arc::new(tokio::sync::Barrier::new(MEMBERS + 1));
+
     // The producer: SENDS notifications, each to one member in turn, as fast as it can.
     let producer = {
-        let (cluster, members) = (cluster.clone(), members.clone());
+        let (cluster, members, ready) = (cluster.clone(), members.clone(), ready.clone());
         tokio::spawn(async move {
+            ready.wait().await;
             let mut expected: HashMap<String, Vec<String>> = HashMap::new();
             for i in 0..SENDS {
                 let member = &members[i % MEMBERS];
@@ -39,7 +44,7 @@ async fn reconnecting_at_random_to_random_edges_loses_and_duplicates_nothing() {
         .iter()
         .cloned()
         .map(|member| {
-            let cluster = cluster.clone();
+            let (cluster, ready) = (cluster.clone(), ready.clone());
             tokio::spawn(async move {
                 let mut seen: Vec<(u64, String)> = Vec::new();
                 let mut last: Option<String> = None;
@@ -51,6 +56,10 @@ async fn reconnecting_at_random_to_random_edges_loses_and_duplicates_nothing() {
                         .stream(edge, &member, "", last.as_deref())
                         .await
                         .expect("stream opens");
+                    if reconnects == 0 {
+                        s.next_named("connected").await;
+                        ready.wait().await;
+                    }
                     let take = rand::rng().random_range(1..8);
                     let mut taken = 0;
                     while taken < take {
