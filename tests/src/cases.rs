@@ -1,5 +1,6 @@
 mod delivery;
 mod drain;
+mod fan_in;
 mod handover;
 mod inbox;
 mod limits;

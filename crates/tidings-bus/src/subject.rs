@@ -79,6 +79,12 @@ impl Subjects {
         format!("{}.live.member.{partition}.*", self.prefix)
     }
 
+    /// Every member of every partition, live: what an edge takes instead of the
+    /// partitions one by one once its connections live in most of them.
+    pub fn live_members(&self) -> String {
+        format!("{}.live.member.*.*", self.prefix)
+    }
+
     pub fn live_member(&self, member: &MemberId) -> String {
         format!(
             "{}.live.member.{}.{}",

@@ -225,6 +225,16 @@ impl Hub {
         }
     }
 
+    /// The member partitions local connections live in.
+    pub(crate) fn partitions(&self) -> Vec<u16> {
+        let s = self.state.lock().expect("invariant: never poisoned");
+        s.partitions.keys().copied().collect()
+    }
+
+    pub(crate) fn partition_count(&self) -> usize {
+        self.state.lock().expect("invariant: never poisoned").partitions.len()
+    }
+
     /// Hands a live event to every connection that wants it. Never blocks on a
     /// connection; a full queue ends that connection as a slow consumer. The caller
     /// wakes `wakers` once it has dispatched its whole batch.

@@ -23,6 +23,15 @@ impl TestBus {
         Self::create(urls.nats_url, keep).await
     }
 
+    /// A namespace on the shared NATS server whose stream has `partitions` live
+    /// partitions (1,024 by default), so a test can make an edge need most of them.
+    pub async fn partitioned(partitions: u16) -> Self {
+        let (urls, keep) = services().await;
+        let mut settings = namespace();
+        settings.partitions = partitions;
+        Self::create_with(urls.nats_url, settings, keep).await
+    }
+
     /// A namespace on the given server(s), e.g. a [`crate::NatsServer`].
     pub async fn on(nats_url: impl Into<String>) -> Self {
         Self::create(nats_url.into(), None).await

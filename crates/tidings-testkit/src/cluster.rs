@@ -24,8 +24,17 @@ impl TestCluster {
     /// Like [`TestCluster::start`], letting the caller adjust each edge's config.
     pub async fn start_with(edges: usize, adjust: impl Fn(&mut tidings_edge::EdgeConfig)) -> Self {
         init_test_log();
+        Self::start_on(TestBus::new().await, edges, adjust).await
+    }
+
+    /// Like [`TestCluster::start`] with a stream of `partitions` live partitions.
+    pub async fn start_partitioned(edges: usize, partitions: u16) -> Self {
+        init_test_log();
+        Self::start_on(TestBus::partitioned(partitions).await, edges, |_| {}).await
+    }
+
+    async fn start_on(bus: TestBus, edges: usize, adjust: impl Fn(&mut tidings_edge::EdgeConfig)) -> Self {
         let db = TestDb::new().await;
-        let bus = TestBus::new().await;
         let api = TestApi::start(TestApi::config(&db, &bus), false).await;
         let mut nodes = Vec::new();
         for _ in 0..edges {

@@ -90,7 +90,7 @@ async fn one_trace_follows_a_notification_from_grpc_to_the_sse_write() {
     drop(provider);
 }
 
-fn metric(text: &str, series: &str) -> f64 {
+pub(crate) fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
