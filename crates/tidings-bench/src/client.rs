@@ -1,15 +1,15 @@
 //! A lean SSE client for load: one TCP connection, HTTP/1.1 by hand, chunked transfer
-//! decoding and the event-stream fields the bench needs (id, event, data). Connections
+//! decoding and the event-stream fields the bench needs (id, event, data), each read
+//! stamped with the kernel's receive time as well as the time it returned. Connections
 //! are spread over loopback source addresses so tens of thousands fit past the
 //! ephemeral-port range of one address; [`Sources`] says which ones a process uses, so
 //! several generator processes never compete for the same addresses' ports.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-
-use anyhow::{Context as _, bail};
 use std::io::IoSliceMut;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd as _, RawFd};
 
+use anyhow::{Context as _, bail};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
 use tokio::io::{AsyncWriteExt as _, Interest};
 use tokio::net::{TcpSocket, TcpStream};
