@@ -157,7 +157,9 @@ impl Subscriptions {
 
     fn insert(&mut self, interest: Interest, subscriber: async_nats::Subscriber) {
         let cancel = self.push(subscriber);
-        self.held.insert(interest, cancel);
+        if let Some(replaced) = self.held.insert(interest, cancel) {
+            replaced.cancel();
+        }
     }
 
     fn remove(&mut self, interest: &Interest) {
@@ -389,6 +391,10 @@ async fn partitions_again(node: &Node, subscriptions: &mut Subscriptions, drop_n
     }
     let needed = node.hub.partitions();
     for p in &needed {
+        // Held already when an earlier attempt stopped half-way.
+        if subscriptions.held.contains_key(&Interest::Partition(*p)) {
+            continue;
+        }
         let subject = node.bus.subjects().live_partition(*p);
         let subscriber = node.bus.client().subscribe(subject).await.map_err(|e| e.to_string())?;
         subscriptions.insert(Interest::Partition(*p), subscriber);
