@@ -14,6 +14,7 @@
 //! sequence is recorded, as for SendStream).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tidings_domain::StreamEpoch;
 use tidings_proto::v1 as pb;
@@ -48,6 +49,7 @@ struct Job {
     send: NewSend,
     caller: Span,
     reply: Reply,
+    queued_at: Instant,
 }
 
 type Reply = oneshot::Sender<Result<pb::SendResponse, Status>>;
@@ -79,6 +81,7 @@ impl GroupCommit {
             send,
             caller: Span::current(),
             reply,
+            queued_at: Instant::now(),
         };
         let stopped = || Status::from(ApiError::Internal(anyhow::anyhow!("group commit writers stopped")));
         self.queue.send(job).await.map_err(|_| stopped())?;
@@ -107,6 +110,12 @@ async fn write(sender: Sender, jobs: Arc<Mutex<mpsc::Receiver<Job>>>, recorder: 
             }
             batch
         };
+        for job in &batch {
+            sender
+                .metrics
+                .stage_queued
+                .observe(job.queued_at.elapsed().as_secs_f64());
+        }
         write_batch(&sender, batch, &recorder).await;
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Debug, Clone)]
 pub(crate) struct ApiMetrics {
@@ -16,7 +16,17 @@ pub(crate) struct ApiMetrics {
     pub(crate) outbox_backlog: IntGauge,
     pub(crate) outbox_oldest_age: prometheus::Gauge,
     pub(crate) nats_reconnects: IntCounter,
+    /// Where a Send's time goes before its answer: waiting for a group-commit writer
+    /// (per unary Send), storing and publishing (per batch).
+    pub(crate) stage_queued: Histogram,
+    pub(crate) stage_stored: Histogram,
+    pub(crate) stage_published: Histogram,
 }
+
+/// Latency buckets (seconds) shared by the api's histograms.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 impl ApiMetrics {
     pub(crate) fn new() -> Self {
@@ -42,13 +52,21 @@ impl ApiMetrics {
                 "tidings_api_grpc_request_duration_seconds",
                 "gRPC call latency, by method",
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
+            .buckets(BUCKETS.to_vec()),
             &["method"],
         )
         .expect("invariant: valid metric");
         register(Box::new(duration.clone()));
+        let stages = HistogramVec::new(
+            HistogramOpts::new(
+                "tidings_api_send_stage_seconds",
+                "Where Sends spend their time: queued (a unary Send waiting for a group-commit writer), stored (a batch's insert and commit), published (a batch's JetStream publish until acknowledged)",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["stage"],
+        )
+        .expect("invariant: valid metric");
+        register(Box::new(stages.clone()));
         let published = IntCounterVec::new(
             Opts::new(
                 "tidings_api_notifications_published_total",
@@ -86,6 +104,9 @@ impl ApiMetrics {
             outbox_backlog,
             outbox_oldest_age,
             nats_reconnects: counter("tidings_api_nats_reconnects_total", "Reconnections to NATS"),
+            stage_queued: stages.with_label_values(&["queued"]),
+            stage_stored: stages.with_label_values(&["stored"]),
+            stage_published: stages.with_label_values(&["published"]),
             registry,
         }
     }

@@ -66,11 +66,13 @@ impl Sender {
         let traces = Traces::of(callers);
         let commit =
             traces.spans(|parent| tracing::info_span!(parent: parent, "postgres.insert_sends", sends = sends.len()));
+        let started = std::time::Instant::now();
         let outcomes = self
             .store
             .insert_sends(sends, self.relay_grace())
             .instrument(commit.first().cloned().unwrap_or_else(Span::none))
             .await;
+        self.metrics.stage_stored.observe(started.elapsed().as_secs_f64());
         drop(commit);
         let outcomes = outcomes?;
         if self.crash_after_commit {
@@ -119,11 +121,13 @@ impl Sender {
                         m.traceparent = Some(traceparent.clone());
                     }
                 }
+                let started = std::time::Instant::now();
                 let results = self
                     .bus
                     .publish_all(messages, self.publish_timeout)
                     .instrument(publish.first().cloned().unwrap_or_else(Span::none))
                     .await;
+                self.metrics.stage_published.observe(started.elapsed().as_secs_f64());
                 drop(publish);
                 for (id, result) in fresh.iter().zip(results) {
                     match result {

@@ -172,6 +172,13 @@ async fn metrics_move_with_what_happens() {
         metric(&api, r#"tidings_api_notifications_published_total{path="inline"}"#),
         2.0
     );
+    for stage in ["queued", "stored", "published"] {
+        let count = metric(
+            &api,
+            &format!(r#"tidings_api_send_stage_seconds_count{{stage="{stage}"}}"#),
+        );
+        assert!((1.0..=2.0).contains(&count), "{stage}: {count}");
+    }
     assert_eq!(metric(&api, "tidings_api_outbox_backlog"), 0.0);
     assert_eq!(metric(&api, "tidings_api_outbox_oldest_age_seconds"), 0.0);
     // An invalid request is counted under its code.
