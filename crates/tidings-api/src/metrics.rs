@@ -47,26 +47,22 @@ impl ApiMetrics {
         )
         .expect("invariant: valid metric");
         register(Box::new(requests.clone()));
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "tidings_api_grpc_request_duration_seconds",
-                "gRPC call latency, by method",
-            )
-            .buckets(BUCKETS.to_vec()),
-            &["method"],
-        )
-        .expect("invariant: valid metric");
-        register(Box::new(duration.clone()));
-        let stages = HistogramVec::new(
-            HistogramOpts::new(
-                "tidings_api_send_stage_seconds",
-                "Where Sends spend their time: queued (a unary Send waiting for a group-commit writer), stored (a batch's insert and commit), published (a batch's JetStream publish until acknowledged)",
-            )
-            .buckets(BUCKETS.to_vec()),
-            &["stage"],
-        )
-        .expect("invariant: valid metric");
-        register(Box::new(stages.clone()));
+        let latency = |name: &str, help: &str, label: &str| {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()), &[label])
+                .expect("invariant: valid metric");
+            register(Box::new(h.clone()));
+            h
+        };
+        let duration = latency(
+            "tidings_api_grpc_request_duration_seconds",
+            "gRPC call latency, by method",
+            "method",
+        );
+        let stages = latency(
+            "tidings_api_send_stage_seconds",
+            "Where Sends spend their time: queued (a unary Send waiting for a group-commit writer), stored (a batch's insert and commit), published (a batch's JetStream publish until acknowledged)",
+            "stage",
+        );
         let published = IntCounterVec::new(
             Opts::new(
                 "tidings_api_notifications_published_total",
