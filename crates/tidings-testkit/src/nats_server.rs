@@ -218,10 +218,28 @@ impl NatsCluster {
 /// they differ; another process could still take one before nats-server binds it, which
 /// shows up as a start-up failure with the server's log.
 fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("finding a free port: {e}")))
-        .collect();
-    std::array::from_fn(|i| listeners[i].local_addr().map(|a| a.port()).unwrap_or_default())
+    // Below the kernel's ephemeral range: a port found free there and released could
+    // become the source port of any outgoing connection (another test's, on a busy
+    // machine) before nats-server binds it — a fresh-clone CI run lost a cluster test
+    // that way. Below the range only a deliberate bind can take it.
+    let below = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let first = below.saturating_sub(12_000).max(1024);
+    let mut picked: Vec<u16> = Vec::with_capacity(N);
+    for _ in 0..10_000 {
+        if picked.len() == N {
+            break;
+        }
+        let seed = uuid::Uuid::new_v4().as_u128();
+        let port = first + (seed % u128::from(below - first)) as u16;
+        if !picked.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            picked.push(port);
+        }
+    }
+    assert_eq!(picked.len(), N, "no free loopback ports in {first}..{below}");
+    std::array::from_fn(|i| picked[i])
 }
 
 /// `GET /healthz` on the monitoring port answered 200: the server is up and, for
