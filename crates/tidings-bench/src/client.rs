@@ -171,7 +171,7 @@ impl SseConn {
                 Err(e) => return Err(e.into()),
             }
         };
-        self.read_at = crate::scenarios::now_nanos();
+        self.read_at = crate::measure::now_nanos();
         self.arrived_at = arrived_at.unwrap_or(self.read_at);
         Ok(n)
     }

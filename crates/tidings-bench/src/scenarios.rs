@@ -8,7 +8,7 @@ mod storm;
 mod unicast;
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use tidings_edge::{Claims, Verifier, expiry_in};
@@ -136,14 +136,6 @@ pub(crate) async fn send_stream(
         out.push(r);
     }
     Ok(out)
-}
-
-/// Wall-clock now as Unix nanoseconds (carried in event data for latency).
-pub(crate) fn now_nanos() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos()
 }
 
 /// `t` from an event's JSON data, and the latency from then to `received_at`.

@@ -179,7 +179,7 @@ struct Session<'a> {
 
 impl<'a> Session<'a> {
     async fn open(bus: &'a Bus) -> Result<Self, DirectError> {
-        let client = bus.client().clone();
+        let client = bus.client.clone();
         let replies = bus
             .replies
             .get_or_try_init(|| Replies::start(client))
@@ -225,7 +225,7 @@ impl<'a> Session<'a> {
     async fn confirm_nothing(&self, subjects: &[String], from: u64, wanted: u64) -> Result<(), DirectError> {
         let stream = self
             .bus
-            .jetstream()
+            .js
             .get_stream_no_info(self.bus.stream_name())
             .await
             .map_err(nats)?;
@@ -304,7 +304,7 @@ impl<'a> Session<'a> {
     async fn request(&mut self, body: &serde_json::Value, most: u64) -> Result<Answer, DirectError> {
         let mut route = self.replies.route(most);
         self.bus
-            .client()
+            .client
             .publish_with_reply(self.api.clone(), route.subject.clone(), Bytes::from(body.to_string()))
             .await
             .map_err(nats)?;
@@ -346,27 +346,38 @@ impl<'a> Session<'a> {
 /// all replays, as async-nats shares one for plain requests: a subscription per
 /// request would send a SUB and an UNSUB through the whole NATS cluster for every
 /// replay of a reconnect storm. A background task routes each answer by its last
-/// token to the request's bounded channel; it ends with the client, or at the next
-/// message once the bus is gone.
+/// token to the request's bounded channel; it ends with the client, or as soon as the
+/// last clone of the bus (which owns this) is dropped.
 #[derive(Debug)]
 pub(crate) struct Replies {
     prefix: String,
     next: AtomicU64,
     routes: Mutex<HashMap<u64, mpsc::Sender<Message>>>,
+    /// Dropped with this: the routing task sees its receiver close and ends.
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Replies {
     async fn start(client: async_nats::Client) -> Result<Arc<Self>, async_nats::SubscribeError> {
         let inbox = client.new_inbox();
         let mut answers = client.subscribe(format!("{inbox}.*")).await?;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
         let replies = Arc::new(Self {
             prefix: format!("{inbox}."),
             next: AtomicU64::new(0),
             routes: Mutex::default(),
+            _stop: stop,
         });
         let weak = Arc::downgrade(&replies);
         tokio::spawn(async move {
-            while let Some(message) = answers.next().await {
+            loop {
+                let message = tokio::select! {
+                    _ = &mut stopped => break,
+                    message = answers.next() => match message {
+                        Some(message) => message,
+                        None => break,
+                    },
+                };
                 let Some(replies) = weak.upgrade() else { break };
                 replies.deliver(message);
             }

@@ -1,4 +1,5 @@
-/// A failure talking to NATS.
+/// A failure talking to NATS: at start-up (connecting, checking the server, ensuring
+/// the stream), or on the live path (subscribing, flushing, confirming).
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error("cannot connect to NATS: {0}")]
@@ -15,4 +16,23 @@ pub enum BusError {
         #[source]
         source: async_nats::jetstream::context::CreateStreamError,
     },
+    /// NATS did not answer within the request timeout (`TIDINGS_NATS_TIMEOUT`).
+    #[error("NATS did not {0} in time")]
+    TimedOut(&'static str),
+    /// An operation failed: the connection is closed, or the server refused it.
+    #[error("NATS could not {what}: {source}")]
+    Failed {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl BusError {
+    pub(crate) fn failed(what: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Failed {
+            what,
+            source: Box::new(source),
+        }
+    }
 }

@@ -18,8 +18,14 @@ pub enum EventKind {
     Topic(String),
 }
 
-/// Header value marking a member message as an unread-count change.
+/// Header value marking a member message as an unread-count change; also the SSE
+/// event that carries a member's unread count.
 pub const UNREAD_EVENT: &str = "unread";
+
+/// The SSE event names Tidings itself sends (the edge's `sse.rs` writes them), which a
+/// topic may therefore not publish under; `message` is EventSource's default name, which
+/// a page's `onmessage` would take for an unnamed event.
+pub const RESERVED_EVENT_NAMES: [&str; 6] = ["notification", UNREAD_EVENT, "reset", "reauth", "connected", "message"];
 
 /// One stored message of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +48,7 @@ pub struct BusEvent {
 impl BusEvent {
     /// Decodes a re-published live message; `None` for anything that is not one of ours
     /// (foreign subject, missing headers, subject delete markers).
-    pub fn from_live(subjects: &Subjects, headers: Option<&HeaderMap>, payload: Bytes) -> Option<Self> {
+    pub(crate) fn from_live(subjects: &Subjects, headers: Option<&HeaderMap>, payload: Bytes) -> Option<Self> {
         let headers = headers?;
         let seq = header_u64(headers, NATS_SEQUENCE.as_ref())?;
         let previous = header_u64(headers, NATS_LAST_SEQUENCE.as_ref()).unwrap_or(0);

@@ -9,9 +9,12 @@
 //! - `config.rs`: [`NatsConfig`] (`NATS_URL`) and [`StreamSettings`] (name, prefix,
 //!   retention).
 //! - `subject.rs`: [`Subjects`], the subject grammar, built from one prefix.
-//! - `stream.rs`: [`Bus`]: connect, create or update the stream, learn its epoch.
+//! - `bus.rs`: [`Bus`]: connect, create or update the stream, learn its epoch.
 //! - `publish.rs`: [`Bus::publish_all`]: pipelined publishes with Tidings' headers.
-//! - `event.rs`: [`BusEvent`]: a live or stored message decoded once.
+//! - `event.rs`: [`BusEvent`]: a live or stored message decoded once; the reserved
+//!   SSE event names.
+//! - `live.rs`: [`Bus::subscribe_live`] ([`LiveSubscription`]), [`Bus::flush`],
+//!   [`Bus::barrier`]: the edge's live subscriptions and their round trips.
 //! - `ticket.rs`: [`Tickets`]: single-use stream tickets in a key-value bucket.
 //! - `replay.rs`: [`Bus::replay`], [`Bus::latest`], [`Bus::extent`]: reading back by
 //!   sequence; the ordered-consumer path.
@@ -20,22 +23,24 @@
 //!   resumes of a reconnect storm.
 //! - `error.rs`: [`BusError`].
 
+mod bus;
 mod config;
 mod direct;
 mod error;
 mod event;
+mod live;
 mod publish;
 mod replay;
 mod scan;
-mod stream;
 mod subject;
 mod ticket;
 
+pub use bus::{BATCH_DIRECT_GET_VERSION, Bus, MIN_SERVER_VERSION};
 pub use config::{NatsConfig, StreamSettings};
 pub use error::BusError;
-pub use event::{BusEvent, EventKind, UNREAD_EVENT};
+pub use event::{BusEvent, EventKind, RESERVED_EVENT_NAMES, UNREAD_EVENT};
+pub use live::{LiveSubscription, LiveTarget};
 pub use publish::{EVENT, Outgoing, PUBLISHED_AT, Stored, TRACEPARENT};
-pub use replay::{Replay, ReplayCounts, ReplayError, StreamExtent};
-pub use stream::{BATCH_DIRECT_GET_VERSION, Bus, MIN_SERVER_VERSION};
+pub use replay::{Replay, ReplayCounts, ReplayError, ReplayRange, StreamExtent};
 pub use subject::{SubjectTarget, Subjects};
 pub use ticket::{TICKET_TTL, TicketError, Tickets};

@@ -52,7 +52,7 @@ impl Bus {
         let work = async {
             let mut pending = Vec::with_capacity(messages.len());
             for m in messages {
-                pending.push(self.jetstream().send_publish(m.subject.clone(), build(m)).await);
+                pending.push(self.js.send_publish(m.subject.clone(), build(m)).await);
             }
             join_all(pending.into_iter().map(|sent| async move {
                 let ack = sent?.await?;
@@ -75,7 +75,7 @@ impl Bus {
     /// disconnected would only queue and time out, so callers leave such work to the
     /// outbox relay instead.
     pub fn is_connected(&self) -> bool {
-        self.client().connection_state() == async_nats::connection::State::Connected
+        self.client.connection_state() == async_nats::connection::State::Connected
     }
 }
 

@@ -25,6 +25,57 @@ pub struct StreamExtent {
     pub last_seq: u64,
 }
 
+/// What a replay reads: every message on `subjects` from `from` on, up to `until` when
+/// given, complete up to `complete_to` (see [`Bus::replay`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayRange {
+    /// Stored subjects (a member's, its `all` topics').
+    pub subjects: Vec<String>,
+    /// First sequence wanted.
+    pub from: u64,
+    /// Last sequence wanted, when bounded.
+    pub until: Option<u64>,
+    /// Every message up to this sequence is in the answer, and none after it; `None`:
+    /// the answer is a prefix of the stream holding everything committed before the
+    /// call.
+    pub complete_to: Option<u64>,
+}
+
+impl ReplayRange {
+    /// A resume: everything after the client's position, complete up to `last_seq`,
+    /// the stream's last sequence as read after the connection's live interest was
+    /// taken (whatever comes later arrives live).
+    pub fn resume(subjects: Vec<String>, from: u64, last_seq: u64) -> Self {
+        Self {
+            subjects,
+            from,
+            until: None,
+            complete_to: Some(last_seq),
+        }
+    }
+
+    /// Everything from `from` on, as far as the stream goes now (a resync after live
+    /// delivery may have lost messages).
+    pub fn from(subjects: Vec<String>, from: u64) -> Self {
+        Self {
+            subjects,
+            from,
+            until: None,
+            complete_to: None,
+        }
+    }
+
+    /// The messages of one subject strictly between `known` and `before`: a live gap.
+    pub fn between(subject: String, known: u64, before: u64) -> Self {
+        Self {
+            subjects: vec![subject],
+            from: known + 1,
+            until: Some(before - 1),
+            complete_to: Some(before - 1),
+        }
+    }
+}
+
 /// The result of a bounded replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Replay {
@@ -34,15 +85,23 @@ pub enum Replay {
     TooMany { pending: u64 },
 }
 
-/// A replay that could not be completed.
-#[derive(Debug, thiserror::Error)]
-#[error("replay failed: {0}")]
-pub struct ReplayError(String);
-
-impl ReplayError {
-    pub fn new(reason: impl Into<String>) -> Self {
-        Self(reason.into())
-    }
+/// Why reading the stream back could not be completed. None of these says the history
+/// is gone (that is [`Replay::TooMany`] or a position outside [`StreamExtent`]): each
+/// is a failure to read it now.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReplayError {
+    /// The stream did not answer within the request timeout.
+    #[error("replay failed: timed out {0}")]
+    TimedOut(&'static str),
+    /// A JetStream request failed: no connection, no stream leader, a server error.
+    #[error("replay failed: {0}")]
+    Unavailable(String),
+    /// What was asked for is more than the caller allowed (bytes of a range read).
+    #[error("replay failed: {0}")]
+    TooLarge(String),
+    /// The reader is shutting down.
+    #[error("replay failed: shutting down")]
+    Stopped,
 }
 
 /// How replays were served since the bus connected.
@@ -90,7 +149,7 @@ impl Bus {
     /// The stream's first and last sequence, from the stream leader: one STREAM.INFO
     /// request (`get_stream` keeps the info it fetched).
     pub async fn extent(&self) -> Result<StreamExtent, ReplayError> {
-        let stream = self.jetstream().get_stream(self.stream_name()).await.map_err(err)?;
+        let stream = self.js.get_stream(self.stream_name()).await.map_err(err)?;
         let state = &stream.cached_info().state;
         Ok(StreamExtent {
             first_seq: state.first_sequence,
@@ -98,11 +157,11 @@ impl Bus {
         })
     }
 
-    /// Every message on `subjects` with a sequence of at least `from` and at most
-    /// `until` (when given), in sequence order, or [`Replay::TooMany`] when that is more
-    /// than `limit`. Subject delete markers are skipped.
+    /// Every message of `range` — on its subjects, with a sequence of at least `from`
+    /// and at most `until` (when given) — in sequence order, or [`Replay::TooMany`] when
+    /// that is more than `limit`. Subject delete markers are skipped.
     ///
-    /// Consistency: every message with a sequence up to `at_least` is included, and
+    /// Consistency: every message with a sequence up to `complete_to` is included, and
     /// none after it. A caller that took the stream's last sequence after it started
     /// receiving live messages passes that sequence: whatever comes later it receives
     /// live, and a replayed message past it could jump the caller's position over live
@@ -113,14 +172,13 @@ impl Bus {
     /// otherwise, and whenever Direct Get fails or cannot prove its answer complete, an
     /// ordered consumer: ephemeral, in-memory, consistent with the stream leader, and
     /// deleted after use.
-    pub async fn replay(
-        &self,
-        subjects: Vec<String>,
-        from: u64,
-        until: Option<u64>,
-        limit: u32,
-        at_least: Option<u64>,
-    ) -> Result<Replay, ReplayError> {
+    pub async fn replay(&self, range: ReplayRange, limit: u32) -> Result<Replay, ReplayError> {
+        let ReplayRange {
+            subjects,
+            from,
+            until,
+            complete_to: at_least,
+        } = range;
         if subjects.is_empty() {
             return Ok(Replay::Events(Vec::new()));
         }
@@ -169,11 +227,7 @@ impl Bus {
         from: u64,
         read: impl AsyncFnOnce(Consumer<OrderedConfig>) -> Result<T, ReplayError>,
     ) -> Result<T, ReplayError> {
-        let stream = self
-            .jetstream()
-            .get_stream_no_info(self.stream_name())
-            .await
-            .map_err(err)?;
+        let stream = self.js.get_stream_no_info(self.stream_name()).await.map_err(err)?;
         let consumer = stream
             .create_consumer(OrderedConfig {
                 filter_subjects: subjects,
@@ -209,7 +263,7 @@ impl Bus {
         let mut out = Vec::new();
         while let Some(message) = tokio::time::timeout(std::time::Duration::from_secs(10), messages.next())
             .await
-            .map_err(|_| ReplayError("timed out reading the stream".into()))?
+            .map_err(|_| ReplayError::TimedOut("reading the stream"))?
         {
             let message = message.map_err(err)?;
             let info = message.info().map_err(err)?;
@@ -242,11 +296,7 @@ impl Bus {
     /// The newest message of a topic, if it has one.
     pub async fn latest(&self, topic: &Topic) -> Result<Option<BusEvent>, ReplayError> {
         let subject = self.subjects().topic(topic);
-        let stream = self
-            .jetstream()
-            .get_stream_no_info(self.stream_name())
-            .await
-            .map_err(err)?;
+        let stream = self.js.get_stream_no_info(self.stream_name()).await.map_err(err)?;
         match stream.get_last_raw_message_by_subject(&subject).await {
             Ok(m) => Ok(BusEvent::from_stored(
                 self.subjects(),
@@ -269,5 +319,5 @@ impl Bus {
 }
 
 pub(crate) fn err(e: impl std::fmt::Display) -> ReplayError {
-    ReplayError(e.to_string())
+    ReplayError::Unavailable(e.to_string())
 }

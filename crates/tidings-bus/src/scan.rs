@@ -56,7 +56,7 @@ impl Bus {
         let mut messages = consumer.messages().await.map_err(err)?;
         while let Some(message) = tokio::time::timeout(NEXT_TIMEOUT, messages.next())
             .await
-            .map_err(|_| ReplayError::new("timed out reading the stream"))?
+            .map_err(|_| ReplayError::TimedOut("reading the stream"))?
         {
             let message = message.map_err(err)?;
             let info = message.info().map_err(err)?;
@@ -69,7 +69,7 @@ impl Bus {
             bytes += message.payload.len();
             if bytes > max_bytes {
                 self.replays.count_scan(read);
-                return Err(ReplayError::new(format!(
+                return Err(ReplayError::TooLarge(format!(
                     "more than {max_bytes} bytes to read up to {until}"
                 )));
             }

@@ -35,10 +35,10 @@ impl Bus {
             history: 1,
             ..Default::default()
         };
-        let store = match self.jetstream().get_key_value(&config.bucket).await {
+        let store = match self.js.get_key_value(&config.bucket).await {
             Ok(store) => store,
             Err(_) => self
-                .jetstream()
+                .js
                 .create_key_value(config)
                 .await
                 .map_err(|e| TicketError(e.to_string()))?,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
 use futures::StreamExt as _;
-use tidings_bus::{Bus, Outgoing, Replay, ReplayCounts};
+use tidings_bus::{Bus, Outgoing, Replay, ReplayCounts, ReplayRange};
 use tidings_domain::{MemberId, Topic};
 use tidings_testkit::{NatsCluster, TestBus, init_test_log};
 
@@ -36,6 +36,15 @@ async fn publish(bus: &Bus, messages: &[(&str, Option<&str>)]) -> Vec<u64> {
         .collect()
 }
 
+fn range(subjects: Vec<String>, from: u64, until: Option<u64>, complete_to: Option<u64>) -> ReplayRange {
+    ReplayRange {
+        subjects,
+        from,
+        until,
+        complete_to,
+    }
+}
+
 /// Replays through both paths and checks they agree and that each path served its own
 /// call (the Direct Get one without falling back); returns the result.
 async fn both(bus: &Bus, subjects: &[String], from: u64, until: Option<u64>, limit: u32) -> Replay {
@@ -44,7 +53,7 @@ async fn both(bus: &Bus, subjects: &[String], from: u64, until: Option<u64>, lim
     let before = bus.replay_counts();
     let at_least = Some(last_seq(bus).await);
     let direct = bus
-        .replay(subjects.to_vec(), from, until, limit, at_least)
+        .replay(range(subjects.to_vec(), from, until, at_least), limit)
         .await
         .unwrap();
     let after_direct = bus.replay_counts();
@@ -57,7 +66,7 @@ async fn both(bus: &Bus, subjects: &[String], from: u64, until: Option<u64>, lim
         "answered by Direct Get without falling back"
     );
     let consumer = consumer_bus
-        .replay(subjects.to_vec(), from, until, limit, at_least)
+        .replay(range(subjects.to_vec(), from, until, at_least), limit)
         .await
         .unwrap();
     assert_eq!(
@@ -221,7 +230,7 @@ async fn a_replay_holds_nothing_after_its_at_least_position_on_both_paths() {
         let expected: Vec<u64> = published.iter().copied().filter(|s| *s <= at_least).collect();
         for (path, b) in [("direct", bus), ("consumer", &consumer_bus)] {
             let replay = b
-                .replay(subjects.clone(), 1, None, LIMIT, Some(at_least))
+                .replay(ReplayRange::resume(subjects.clone(), 1, at_least), LIMIT)
                 .await
                 .unwrap();
             assert_eq!(seqs(&replay), expected, "{path} path, at least {at_least}");
@@ -261,7 +270,10 @@ async fn a_range_read_in_one_pass_holds_every_message_of_every_subject_once() {
     // The same events a replay of all those subjects reads, decoded the same.
     let mut subjects = members.clone();
     subjects.push(news.clone());
-    let replayed = bus.replay(subjects, from, None, LIMIT, Some(until)).await.unwrap();
+    let replayed = bus
+        .replay(ReplayRange::resume(subjects, from, until), LIMIT)
+        .await
+        .unwrap();
     assert_eq!(Replay::Events(range), replayed);
     // Bounded by payload size: an error, never a partial range.
     let err = bus.read_range(1, until, 64).await.unwrap_err();
@@ -300,7 +312,7 @@ async fn nothing_to_replay_is_an_empty_answer_on_both_paths() {
     }
     // No subjects: nothing asked at all.
     assert_eq!(
-        bus.replay(Vec::new(), 1, None, LIMIT, None).await.unwrap(),
+        bus.replay(ReplayRange::from(Vec::new(), 1), LIMIT).await.unwrap(),
         Replay::Events(Vec::new())
     );
 }
@@ -350,17 +362,22 @@ async fn direct_get_falls_back_to_a_consumer_when_it_cannot_prove_its_answer_com
     let hank = member(bus, "hank");
     let published = publish(bus, &[(hank.as_str(), None), (hank.as_str(), None)]).await;
     let last = *published.last().unwrap();
-    let expected = Replay::Events(match bus.replay(vec![hank.clone()], 1, None, LIMIT, Some(last)).await {
-        Ok(Replay::Events(events)) => events,
-        other => panic!("{other:?}"),
-    });
+    let expected = Replay::Events(
+        match bus
+            .replay(ReplayRange::resume(vec![hank.clone()], 1, last), LIMIT)
+            .await
+        {
+            Ok(Replay::Events(events)) => events,
+            other => panic!("{other:?}"),
+        },
+    );
     assert_eq!(seqs(&expected), published);
 
     // A position no server has reached: no answer can be proven complete (as with a
     // follower that is behind), so the consumer answers, with the same events.
     let before = bus.replay_counts();
     let replay = bus
-        .replay(vec![hank.clone()], 1, None, LIMIT, Some(last + 5))
+        .replay(ReplayRange::resume(vec![hank.clone()], 1, last + 5), LIMIT)
         .await
         .unwrap();
     assert_eq!(replay, expected);
@@ -377,21 +394,21 @@ async fn direct_get_falls_back_to_a_consumer_when_it_cannot_prove_its_answer_com
     let (creates, replay) = requests_to(
         bus,
         format!("$JS.API.CONSUMER.CREATE.{name}"),
-        old.replay(vec![hank.clone()], 1, None, LIMIT, Some(last)),
+        old.replay(ReplayRange::resume(vec![hank.clone()], 1, last), LIMIT),
     )
     .await;
     assert_eq!((creates, replay.unwrap()), (1, expected.clone()));
     let (direct_gets, _) = requests_to(
         bus,
         format!("$JS.API.DIRECT.GET.{name}"),
-        old.replay(vec![hank.clone()], 1, None, LIMIT, Some(last)),
+        old.replay(ReplayRange::resume(vec![hank.clone()], 1, last), LIMIT),
     )
     .await;
     assert_eq!(direct_gets, 0);
     let (creates, replay) = requests_to(
         bus,
         format!("$JS.API.CONSUMER.CREATE.{name}"),
-        bus.replay(vec![hank.clone()], 1, None, LIMIT, Some(last)),
+        bus.replay(ReplayRange::resume(vec![hank.clone()], 1, last), LIMIT),
     )
     .await;
     assert_eq!((creates, replay.unwrap()), (0, expected));
@@ -422,7 +439,10 @@ async fn on_a_replicated_stream_every_replay_holds_every_acknowledged_message() 
     for _ in 0..40 {
         let seq = publish(bus, &[(jay.as_str(), None)]).await[0];
         published.push(seq);
-        let replay = bus.replay(vec![jay.clone()], 1, None, LIMIT, Some(seq)).await.unwrap();
+        let replay = bus
+            .replay(ReplayRange::resume(vec![jay.clone()], 1, seq), LIMIT)
+            .await
+            .unwrap();
         assert_eq!(seqs(&replay), published);
     }
     let counts = bus.replay_counts();

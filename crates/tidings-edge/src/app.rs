@@ -10,18 +10,21 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api_client::ApiClient;
 use crate::auth::Verifier;
+use crate::catch_up::CatchUps;
+use crate::clock::Clock;
+use crate::config::EdgeConfig;
 use crate::extent::Extents;
 use crate::hub::Hub;
-use crate::inbox::ApiClient;
-use crate::live::{Live, Node};
+use crate::kill_switch::KillSwitch;
+use crate::live::{Live, LiveDeps};
 use crate::metrics::EdgeMetrics;
 use crate::resumes::{REPLAY_CONCURRENCY, Resumes};
-use crate::state::EdgeState;
-use crate::sweep::{self, Clock};
+use crate::state::{EdgeState, Lifecycle, Limits};
 use crate::topics::TopicModes;
 use crate::unread::Unread;
-use crate::{EdgeConfig, connection, routes};
+use crate::{routes, sweep};
 
 /// The HS256 secret `tidings dev` uses when none is configured. Public, so never for
 /// anything but a laptop.
@@ -35,6 +38,9 @@ pub struct EdgeApp {
     state: Arc<EdgeState>,
     router: axum::Router,
     background: TaskTracker,
+    /// How long the node waits, after the drain window, for connections and tasks to
+    /// finish before it exits anyway.
+    shutdown_grace: Duration,
 }
 
 /// What an edge node is doing, for tests and operators.
@@ -76,35 +82,34 @@ impl EdgeApp {
         let api = ApiClient::new(&o.api_url, o.api_key.as_ref()).context("TIDINGS_API_URL")?;
 
         let background = TaskTracker::new();
-        let shutdown = CancellationToken::new();
+        let lifecycle = Lifecycle::default();
         let hub = Arc::new(Hub::default());
         let metrics = EdgeMetrics::new();
         metrics.max_connections.set(i64::from(o.max_connections));
         let clock = Arc::new(Clock::default());
+        let shutdown = &lifecycle.shutdown;
         let unread = Unread::spawn(api.clone(), hub.clone(), clock.clone(), shutdown.clone(), &background);
-        let (catch_ups, mut catch_up_requests) = tokio::sync::mpsc::unbounded_channel();
+        let (catch_up_queue, catch_ups) = CatchUps::new(o.max_connections as usize);
         let live = Live::spawn(
-            Node {
+            LiveDeps {
                 bus: bus.clone(),
                 hub: hub.clone(),
                 metrics: metrics.clone(),
                 unread: unread.clone(),
                 clock: clock.clone(),
-                catch_ups,
+                catch_ups: catch_up_queue,
+                #[cfg(feature = "fault-injection")]
+                drop_next: Arc::default(),
             },
             shutdown.clone(),
             &background,
         );
-        let node = o
-            .node_name
-            .clone()
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .unwrap_or_else(|| "edge".into());
         let replays = Arc::new(tokio::sync::Semaphore::new(REPLAY_CONCURRENCY));
         let resumes = Resumes::spawn(
             bus.clone(),
             replays.clone(),
             o.replay_limit,
+            o.max_connections as usize,
             shutdown.clone(),
             &background,
         );
@@ -120,38 +125,32 @@ impl EdgeApp {
             tickets,
             verifier,
             topic_modes: TopicModes::parse(&o.topic_modes)?,
-            node,
-            retry: o.retry,
-            heartbeat: o.heartbeat,
-            replay_limit: o.replay_limit,
-            queue_capacity: o.connection_queue as usize,
-            max_connections: o.max_connections as usize,
-            max_connections_per_member: o.max_connections_per_member as usize,
-            reauth_before: o.reauth_before,
-            drain_window: o.drain_window,
-            write_timeout: (o.heartbeat * 2).max(Duration::from_secs(10)),
-            drain: CancellationToken::new(),
+            node: o.node_name(),
             replays,
             resumes,
-            shutdown,
-            tracker: TaskTracker::new(),
+            limits: Limits {
+                retry: o.retry,
+                heartbeat: o.heartbeat,
+                replay_limit: o.replay_limit,
+                queue_capacity: o.connection_queue as usize,
+                max_connections: o.max_connections as usize,
+                max_connections_per_member: o.max_connections_per_member as usize,
+                reauth_before: o.reauth_before,
+                drain_window: o.drain_window,
+                write_timeout: (o.heartbeat * 2).max(Duration::from_secs(10)),
+            },
+            lifecycle,
         });
         background.spawn(sweep::run(state.clone()));
         background.spawn(sweep::drain(state.clone()));
-        background.spawn({
-            let state = state.clone();
-            async move {
-                while let Some(conn) = catch_up_requests.recv().await {
-                    state.tracker.spawn(connection::catch_up(state.clone(), conn));
-                }
-            }
-        });
+        background.spawn(catch_ups.run(state.clone()));
         let router = routes::router(state.clone(), &o.cors_origins);
         Ok(Self {
             listener,
             state,
             router,
             background,
+            shutdown_grace: o.shutdown_grace,
         })
     }
 
@@ -169,10 +168,12 @@ impl EdgeApp {
     /// Serves until `shutdown` is cancelled, then drains: `/readyz` turns 503, the
     /// listener stops accepting, open streams close spread over the drain window (each
     /// told to come back after a randomized `retry:`), and the node exits within the
-    /// window.
+    /// window plus the shutdown grace (a warning says what overran it).
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let state = self.state.clone();
+        let lifecycle = &state.lifecycle;
         tracing::info!(addr = %self.local_addr(), node = %state.node, "edge serving");
+        let window = state.limits.drain_window;
         // On shutdown: drain at once (not ready; new streams refused with 503; open
         // streams close over the window), and stop accepting once every stream is gone
         // or the window is over.
@@ -180,29 +181,50 @@ impl EdgeApp {
             let (shutdown, state) = (shutdown.clone(), state.clone());
             async move {
                 shutdown.cancelled().await;
-                tracing::info!(connections = state.hub.connections(), window = ?state.drain_window, "draining");
-                state.drain.cancel();
-                let deadline = tokio::time::Instant::now() + state.drain_window;
-                while state.hub.connections() > 0 && tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                tracing::info!(connections = state.hub.connections(), window = ?window, "draining");
+                state.lifecycle.drain.cancel();
+                let deadline = tokio::time::Instant::now() + window;
+                loop {
+                    // Registered before the count is read: a close in between leaves a
+                    // permit, so none is missed.
+                    let closed = state.lifecycle.stream_closed.notified();
+                    if state.hub.connections() == 0 {
+                        break;
+                    }
+                    tokio::select! {
+                        () = closed => {}
+                        () = tokio::time::sleep_until(deadline) => break,
+                    }
                 }
             }
         };
-        let window = state.drain_window;
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let accepting = serve_http1(self.listener, self.router, &graceful, stop_accepting);
         let served = tokio::select! {
             result = accepting => result,
             () = async { shutdown.cancelled().await; tokio::time::sleep(window).await } => Ok(()),
         };
-        // The listener is closed; idle keep-alive connections are told to finish.
-        let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
-        // Whatever is still open at the end of the window ends now.
-        state.shutdown.cancel();
-        state.tracker.close();
-        let _ = tokio::time::timeout(Duration::from_secs(2), state.tracker.wait()).await;
+        // The listener is closed; whatever is still open at the end of the window ends
+        // now, and idle keep-alive connections are told to finish.
+        lifecycle.shutdown.cancel();
+        let grace = tokio::time::Instant::now() + self.shutdown_grace;
+        if tokio::time::timeout_at(grace, graceful.shutdown()).await.is_err() {
+            tracing::warn!(grace = ?self.shutdown_grace, "HTTP connections outlived the shutdown grace");
+        }
+        lifecycle.streams.close();
         self.background.close();
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.background.wait()).await;
+        let tasks = async {
+            lifecycle.streams.wait().await;
+            self.background.wait().await;
+        };
+        if tokio::time::timeout_at(grace, tasks).await.is_err() {
+            tracing::warn!(
+                grace = ?self.shutdown_grace,
+                streams = lifecycle.streams.len(),
+                background = self.background.len(),
+                "tasks outlived the shutdown grace; exiting anyway"
+            );
+        }
         tracing::info!("edge stopped");
         served
     }
@@ -304,26 +326,5 @@ impl<F: std::future::Future> std::future::Future for UntilKilled<F> {
             return std::task::Poll::Ready(());
         }
         this.connection.poll(cx).map(|_| ())
-    }
-}
-
-/// Closes one HTTP connection from outside its task: a slow reader whose socket no
-/// longer drains never polls its response again, so ending the stream is not enough.
-#[derive(Debug, Default)]
-pub(crate) struct KillSwitch {
-    fired: std::sync::atomic::AtomicBool,
-    waker: futures::task::AtomicWaker,
-}
-
-impl KillSwitch {
-    pub(crate) fn fire(&self) {
-        self.fired.store(true, std::sync::atomic::Ordering::Release);
-        self.waker.wake();
-    }
-
-    /// Whether the switch has fired; if not, `cx` is woken when it does.
-    fn fired(&self, cx: &std::task::Context<'_>) -> bool {
-        self.waker.register(cx.waker());
-        self.fired.load(std::sync::atomic::Ordering::Acquire)
     }
 }

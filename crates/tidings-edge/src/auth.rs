@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use tidings_bus::Tickets;
 use tidings_domain::{ConfigError, MemberId, Topic};
 
 /// The cookie a browser may carry its token in.
@@ -51,6 +52,9 @@ pub enum AuthError {
     Invalid(String),
     #[error("the ticket is unknown, expired or already used")]
     BadTicket,
+    /// The ticket store cannot be reached: not the client's fault (503, not 401).
+    #[error("stream tickets are unavailable: {0}")]
+    TicketsUnavailable(String),
 }
 
 /// Checks subscriber tokens against the configured key.
@@ -180,6 +184,30 @@ pub(crate) fn credential(headers: &HeaderMap, access_token: Option<&str>, ticket
                 .filter(|t| !t.is_empty())
                 .map(|t| Credential::Ticket(t.to_owned()))
         })
+}
+
+/// Authenticates a request from its token (header, cookie, `access_token`) or its
+/// single-use ticket, which is redeemed here.
+pub(crate) async fn authenticate(
+    verifier: &Verifier,
+    tickets: &Tickets,
+    headers: &HeaderMap,
+    access_token: Option<&str>,
+    ticket: Option<&str>,
+) -> Result<Subscriber, AuthError> {
+    match credential(headers, access_token, ticket) {
+        None => Err(AuthError::Missing),
+        Some(Credential::Token(token)) => verifier.verify(&token),
+        Some(Credential::Ticket(id)) => {
+            let value = tickets
+                .redeem(&id)
+                .await
+                .map_err(|e| AuthError::TicketsUnavailable(e.to_string()))?
+                .ok_or(AuthError::BadTicket)?;
+            let claims: Claims = serde_json::from_slice(&value).map_err(|_| AuthError::BadTicket)?;
+            subscriber(claims)
+        }
+    }
 }
 
 /// Seconds since the Unix epoch, `ttl` from now.

@@ -10,8 +10,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::Frame;
 
-use crate::delivery::{Closed, Path};
+use crate::delivery::Closed;
 use crate::hub::Conn;
+use crate::queue::Path;
 use crate::state::EdgeState;
 
 pub(crate) struct SseBody {
@@ -69,6 +70,7 @@ impl Drop for SseBody {
         };
         let released = self.state.hub.unregister(&self.conn);
         self.state.live.release(released);
+        self.state.lifecycle.stream_closed.notify_one();
         let metrics = &self.state.metrics;
         metrics.connections.dec();
         metrics.closed.with_label_values(&[reason.label()]).inc();

@@ -112,6 +112,17 @@ pub struct EdgeOptions {
     #[arg(long = "retry", env = "TIDINGS_RETRY", default_value = "3s",
           value_parser = humantime::parse_duration)]
     pub retry: Duration,
+
+    /// After the drain window, how long the edge waits for connections and tasks to
+    /// finish before exiting anyway (with a warning). The api reads the same variable.
+    #[arg(
+        id = "edge_shutdown_grace",
+        long = "edge-shutdown-grace",
+        env = "TIDINGS_SHUTDOWN_GRACE",
+        default_value = "10s",
+        value_parser = humantime::parse_duration
+    )]
+    pub shutdown_grace: Duration,
 }
 
 impl EdgeConfig {
@@ -155,7 +166,17 @@ impl EdgeOptions {
             reauth_before: Duration::from_secs(60),
             drain_window: Duration::from_secs(20),
             retry: Duration::from_secs(3),
+            shutdown_grace: Duration::from_secs(10),
         }
+    }
+
+    /// This node's name: `TIDINGS_NODE_NAME`, else the host name (`HOSTNAME`, which
+    /// Kubernetes sets to the pod's name), else `edge`.
+    pub fn node_name(&self) -> String {
+        self.node_name
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "edge".into())
     }
 
     pub fn validate(&self, dev: bool) -> Result<(), ConfigError> {

@@ -1,24 +1,24 @@
-//! One connection's delivery state, behind the connection's lock: what the browser has
-//! been sent (its cursor), the bounded queue of frames its response body has not taken
-//! yet, and whether live events go straight to the queue or wait while the connection
-//! catches up. Everything here is synchronous and allocation-free while idle: the live
-//! task delivers into it directly, one shared frame per event, without a task or a
-//! timer per connection.
+//! One connection's delivery state machine, behind the connection's lock: whether live
+//! events go straight to its queue (`queue.rs`) or wait while the connection catches
+//! up, what the browser has been sent (its cursor, `cursor.rs`), and the hand-over
+//! from replay to live (`settle`). Everything here is synchronous and allocation-free
+//! while idle: the live task delivers into it directly, one shared frame per event,
+//! without a task or a timer per connection; the catch-up task (`catch_up.rs`) drives
+//! the hand-over and does the IO it asks for.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::Waker;
 
-use bytes::{Bytes, BytesMut};
-use tidings_bus::{BusEvent, EventKind};
+use bytes::Bytes;
+use tidings_bus::BusEvent;
 
-/// Most bytes one body frame gathers from queued frames.
-const MAX_GATHER: usize = 32 * 1024;
+use crate::cursor::Cursor;
+use crate::queue::{Path, Queue, Queued, UNREAD_SLOT};
 
 /// A live event as the live task hands it out: decoded once, framed once, shared by
 /// every connection it goes to.
 #[derive(Debug)]
-pub(crate) struct Outgoing {
+pub(crate) struct LiveEvent {
     pub(crate) event: BusEvent,
     /// The SSE frame, `None` for events that only move the cursor.
     pub(crate) frame: Option<Bytes>,
@@ -46,76 +46,13 @@ impl Closed {
     }
 }
 
-/// Which delivery latency a frame counts towards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Path {
-    Live,
-    Replay,
-    /// Control frames: connected, reset, unread, heartbeats.
-    Control,
-}
-
-/// A frame waiting for the socket.
-#[derive(Debug)]
-struct Queued {
-    frame: Bytes,
-    path: Path,
-    /// Publisher's clock, Unix nanoseconds; 0 when unknown.
-    published_at: u64,
-    /// Frames that a newer one replaces while still queued (a `latest` topic, the
-    /// unread count): at most one of each is ever queued.
-    slot: Option<u8>,
-}
-
-/// The conflation slot of `unread` frames.
-pub(crate) const UNREAD_SLOT: u8 = u8::MAX;
-
-/// Where the browser is: what a resume from its Last-Event-ID would start after.
-#[derive(Debug, Default)]
-pub(crate) struct Cursor {
-    /// Highest sequence accounted for: delivered with an id (the client's
-    /// Last-Event-ID) or without a frame (an unread-count change, which a resume may
-    /// replay again to no effect).
-    pub(crate) delivered: u64,
-    /// The position the connection started from: everything up to it is the client's.
-    baseline: u64,
-    /// Last sequence delivered per stored subject; subjects not seen use `baseline`.
-    /// A connection has one member subject and at most a few topics: a short list.
-    by_subject: Vec<(Box<str>, u64)>,
-}
-
-impl Cursor {
-    pub(crate) fn at(position: u64) -> Self {
-        Self {
-            delivered: position,
-            baseline: position,
-            by_subject: Vec::new(),
-        }
-    }
-
-    fn known(&self, subject: &str) -> u64 {
-        self.by_subject
-            .iter()
-            .find(|(s, _)| &**s == subject)
-            .map_or(self.baseline, |(_, seq)| *seq)
-    }
-
-    /// Records that everything on `subject` up to `seq` is accounted for.
-    pub(crate) fn cover(&mut self, subject: &str, seq: u64) {
-        match self.by_subject.iter_mut().find(|(s, _)| &**s == subject) {
-            Some((_, known)) => *known = (*known).max(seq),
-            None => self.by_subject.push((subject.into(), seq)),
-        }
-    }
-}
-
 /// Whether live events are delivered as they come.
 #[derive(Debug)]
 pub(crate) enum Phase {
     /// Replaying or healing a gap: live events wait here in stream order (bounded by
     /// the queue capacity) until the catch-up hands over.
     CatchingUp {
-        pending: Vec<(Arc<Outgoing>, Option<u8>)>,
+        pending: Vec<(Arc<LiveEvent>, Option<u8>)>,
         /// Live delivery may have lost messages: replay before going on.
         resync: bool,
         /// A live event came after a later one was delivered: it can no longer go
@@ -169,16 +106,10 @@ pub(crate) enum Next {
 
 #[derive(Debug)]
 pub(crate) struct Delivery {
-    queue: VecDeque<Queued>,
-    capacity: usize,
-    waker: Option<Waker>,
+    queue: Queue,
     pub(crate) phase: Phase,
     pub(crate) cursor: Cursor,
     ended: Option<Closed>,
-    /// Coarse clock (seconds, see `Clock`) when the queue last made progress.
-    progress_at: u32,
-    /// Coarse clock when a frame was last queued: heartbeats go to quiet streams.
-    queued_at: u32,
     pub(crate) reauth_sent: bool,
     /// The newest unread count that arrived while catching up: it follows the
     /// `connected` event and the replay, never precedes them.
@@ -188,9 +119,7 @@ pub(crate) struct Delivery {
 impl Delivery {
     pub(crate) fn new(capacity: usize, now: u32) -> Self {
         Self {
-            queue: VecDeque::new(),
-            capacity: capacity.max(1),
-            waker: None,
+            queue: Queue::new(capacity, now),
             phase: Phase::CatchingUp {
                 pending: Vec::new(),
                 resync: false,
@@ -198,8 +127,6 @@ impl Delivery {
             },
             cursor: Cursor::default(),
             ended: None,
-            progress_at: now,
-            queued_at: now,
             reauth_sent: false,
             unread: None,
         }
@@ -210,7 +137,7 @@ impl Delivery {
     }
 
     pub(crate) fn has_room(&self) -> bool {
-        self.queue.len() < self.capacity
+        self.queue.has_room()
     }
 
     /// Ends the stream: the body sends what is queued, then finishes. The first
@@ -237,7 +164,7 @@ impl Delivery {
     /// conflated one replaces its predecessor).
     pub(crate) fn push_control(&mut self, frame: Bytes, slot: Option<u8>, now: u32) {
         if self.ended.is_none() {
-            self.enqueue(
+            self.queue.push(
                 Queued {
                     frame,
                     path: Path::Control,
@@ -259,34 +186,19 @@ impl Delivery {
         }
     }
 
-    fn enqueue(&mut self, queued: Queued, now: u32) {
-        if let Some(slot) = queued.slot {
-            self.queue.retain(|q| q.slot != Some(slot));
-        }
-        if self.queue.is_empty() {
-            self.progress_at = now;
-        }
-        self.queue.push_back(queued);
-        self.queued_at = now;
-    }
-
     /// Wakes the body if it waits for frames.
     pub(crate) fn wake(&mut self) {
-        if let Some(waker) = self.waker.take() {
-            waker.wake();
-        }
+        self.queue.wake();
     }
 
-    /// The body's waker, when it waits and there is something for it: the live task
-    /// wakes each connection once per batch of messages, so the body takes them all
-    /// in one write instead of one write per message.
+    /// The body's waker when there is something for it (see [`Queue::waker_if_ready`]).
     pub(crate) fn waker_if_ready(&mut self) -> Option<Waker> {
-        if self.queue.is_empty() { None } else { self.waker.take() }
+        self.queue.waker_if_ready()
     }
 
     /// A live event from the live task. `slot` is the event's `latest`-topic slot on
     /// this connection, if it is one.
-    pub(crate) fn offer(&mut self, out: &Arc<Outgoing>, slot: Option<u8>, now: u32) -> Step {
+    pub(crate) fn offer(&mut self, out: &Arc<LiveEvent>, slot: Option<u8>, now: u32) -> Step {
         if self.ended.is_some() {
             return Step::Skipped;
         }
@@ -294,7 +206,7 @@ impl Delivery {
             Phase::CatchingUp { pending, .. } => {
                 if let Some(slot) = slot {
                     pending.retain(|(_, s)| *s != Some(slot));
-                } else if pending.len() >= self.capacity {
+                } else if pending.len() >= self.queue.capacity() {
                     self.overflow();
                     return Step::Overflowed;
                 }
@@ -338,29 +250,25 @@ impl Delivery {
         if self.ended.is_some() {
             return Step::Skipped;
         }
-        if event.seq <= self.cursor.delivered {
-            // A duplicate (replayed and then received live) is at or below its own
-            // subject's position; anything else is late.
-            if check_gap && slot.is_none() && event.seq > self.cursor.known(&event.subject) {
-                return Step::Late;
-            }
-            return Step::Skipped;
-        }
         // `latest` topics conflate: a skipped value is expected, not a gap.
-        if check_gap
-            && slot.is_none()
-            && let Some(previous) = event.previous_on_subject
-            && previous > self.cursor.known(&event.subject)
-        {
+        let in_order = check_gap && slot.is_none();
+        if self.cursor.behind(event) {
+            return if in_order && self.cursor.late(event) {
+                Step::Late
+            } else {
+                Step::Skipped
+            };
+        }
+        if in_order && self.cursor.gap(event) {
             return Step::Gap;
         }
         if let Some(frame) = frame {
-            if path == Path::Live && slot.is_none() && self.queue.len() >= self.capacity {
+            if path == Path::Live && slot.is_none() && !self.queue.has_room() {
                 self.overflow();
                 return Step::Overflowed;
             }
             let published_at = event.published_at.map_or(0, |ns| u64::try_from(ns).unwrap_or(0));
-            self.enqueue(
+            self.queue.push(
                 Queued {
                     frame: frame.clone(),
                     path,
@@ -370,8 +278,7 @@ impl Delivery {
                 now,
             );
         }
-        self.cursor.delivered = event.seq;
-        self.cursor.cover(&event.subject, event.seq);
+        self.cursor.advance(event);
         Step::Delivered
     }
 
@@ -466,64 +373,27 @@ impl Delivery {
     /// The body's side: the next frame for the socket (several queued frames gathered
     /// into one), `Some(None)` once the stream has ended and everything is sent, or
     /// `None` (after keeping the waker) when there is nothing yet.
-    pub(crate) fn take(&mut self, waker: &Waker, now: u32, mut seen: impl FnMut(Path, u64)) -> Option<Option<Bytes>> {
-        let Some(first) = self.queue.pop_front() else {
-            if self.ended.is_some() {
-                return Some(None);
-            }
-            if !self.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
-                self.waker = Some(waker.clone());
-            }
-            return None;
-        };
-        self.progress_at = now;
-        seen(first.path, first.published_at);
-        if self.queue.is_empty() || first.frame.len() >= MAX_GATHER {
-            return Some(Some(first.frame));
+    pub(crate) fn take(&mut self, waker: &Waker, now: u32, seen: impl FnMut(Path, u64)) -> Option<Option<Bytes>> {
+        if self.ended.is_some() && self.queue.is_empty() {
+            return Some(None);
         }
-        let mut gathered = BytesMut::with_capacity(MAX_GATHER.min(first.frame.len() * (self.queue.len() + 1)));
-        gathered.extend_from_slice(&first.frame);
-        while let Some(next) = self.queue.front() {
-            if gathered.len() + next.frame.len() > MAX_GATHER {
-                break;
-            }
-            let next = self.queue.pop_front().expect("invariant: front exists");
-            seen(next.path, next.published_at);
-            gathered.extend_from_slice(&next.frame);
-        }
-        Some(Some(gathered.freeze()))
+        self.queue.take(waker, now, seen).map(Some)
     }
 
-    /// Whether the queue has stood still for `stall` seconds with frames in it: the
-    /// socket is not draining.
+    /// Whether the socket is not draining: frames (or the end) have waited `stall`
+    /// seconds without progress.
     pub(crate) fn stalled(&self, now: u32, stall: u32) -> bool {
-        (!self.queue.is_empty() || self.ended.is_some()) && now.saturating_sub(self.progress_at) >= stall
+        (!self.queue.is_empty() || self.ended.is_some()) && self.queue.still_for(now) >= stall
     }
 
     /// Whether nothing was queued for `quiet` seconds.
     pub(crate) fn quiet(&self, now: u32, quiet: u32) -> bool {
-        self.queue.is_empty() && now.saturating_sub(self.queued_at) >= quiet
+        self.queue.quiet(now, quiet)
     }
 
     /// Gives back the queue's memory once it is empty: an idle stream holds none.
     pub(crate) fn trim(&mut self) {
-        if self.queue.is_empty() && self.queue.capacity() > 0 {
-            self.queue = VecDeque::new();
-        }
-    }
-}
-
-/// Runs `deliver` in an `sse.deliver` span that continues the trace of the event's
-/// Send: notifications only (topic fan-out, one message to many connections, is not
-/// traced).
-pub(crate) fn traced<T>(event: &BusEvent, path: &'static str, deliver: impl FnOnce() -> T) -> T {
-    match (&event.kind, &event.traceparent) {
-        (EventKind::Notification, Some(traceparent)) => {
-            let span = tracing::info_span!("sse.deliver", otel.kind = "consumer", path, seq = event.seq);
-            tidings_telemetry::propagation::set_remote_parent(&span, Some(traceparent));
-            span.in_scope(deliver)
-        }
-        _ => deliver(),
+        self.queue.trim();
     }
 }
 
@@ -531,7 +401,7 @@ pub(crate) fn traced<T>(event: &BusEvent, path: &'static str, deliver: impl FnOn
 mod tests {
     use std::task::Wake;
 
-    use tidings_bus::SubjectTarget;
+    use tidings_bus::{EventKind, SubjectTarget};
     use tidings_domain::MemberId;
 
     use super::*;
@@ -543,8 +413,8 @@ mod tests {
         }
     }
 
-    fn out(seq: u64, previous: u64, subject: &str) -> Arc<Outgoing> {
-        Arc::new(Outgoing {
+    fn out(seq: u64, previous: u64, subject: &str) -> Arc<LiveEvent> {
+        Arc::new(LiveEvent {
             event: BusEvent {
                 seq,
                 previous_on_subject: Some(previous),

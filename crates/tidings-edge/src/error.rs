@@ -10,7 +10,7 @@ use crate::auth::AuthError;
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum EdgeError {
     #[error("{0}")]
-    Unauthorized(#[from] AuthError),
+    Unauthorized(AuthError),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -23,6 +23,15 @@ pub(crate) enum EdgeError {
     Unavailable(String),
     #[error("internal error")]
     Internal(String),
+}
+
+impl From<AuthError> for EdgeError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::TicketsUnavailable(_) => Self::Unavailable(e.to_string()),
+            e => Self::Unauthorized(e),
+        }
+    }
 }
 
 impl From<tonic::Status> for EdgeError {

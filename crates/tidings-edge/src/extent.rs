@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
-use tidings_bus::{Bus, StreamExtent};
+use tidings_bus::{Bus, ReplayError, StreamExtent};
 
-type Read = Shared<BoxFuture<'static, Result<StreamExtent, Arc<str>>>>;
+type Read = Shared<BoxFuture<'static, Result<StreamExtent, ReplayError>>>;
 
 #[derive(Debug)]
 pub(crate) struct Extents {
@@ -49,7 +49,7 @@ impl Extents {
     }
 
     /// The stream's extent, from a STREAM.INFO request sent after this call.
-    pub(crate) async fn read(self: &Arc<Self>) -> Result<StreamExtent, Arc<str>> {
+    pub(crate) async fn read(self: &Arc<Self>) -> Result<StreamExtent, ReplayError> {
         let read = {
             let mut reads = self.lock();
             match &reads.next {
@@ -66,7 +66,7 @@ impl Extents {
                             let mut reads = this.lock();
                             reads.in_flight = reads.next.take();
                         }
-                        this.bus.extent().await.map_err(|e| Arc::from(e.to_string()))
+                        this.bus.extent().await
                     }
                     .boxed()
                     .shared();

@@ -16,9 +16,10 @@ use bytes::Bytes;
 use indexmap::IndexMap;
 use tidings_bus::SubjectTarget;
 use tidings_domain::{MemberId, Topic};
+use tokio::sync::mpsc;
 
-use crate::app::KillSwitch;
-use crate::delivery::{Closed, Delivery, Outgoing, Step};
+use crate::delivery::{Closed, Delivery, LiveEvent, Step};
+use crate::kill_switch::KillSwitch;
 use crate::topics::TopicMode;
 
 /// A unit of NATS interest.
@@ -103,7 +104,7 @@ impl Conn {
 
     /// Offers a live event; a slow consumer found here is closed. The body's waker,
     /// if it must be woken, goes to `wakers`.
-    fn offer(&self, out: &Arc<Outgoing>, now: u32, wakers: &mut Vec<Waker>) -> Step {
+    fn offer(&self, out: &Arc<LiveEvent>, now: u32, wakers: &mut Vec<Waker>) -> Step {
         let slot = match &out.event.target {
             SubjectTarget::Topic(t) => self.latest_slot(t),
             SubjectTarget::Member(_) => None,
@@ -119,6 +120,34 @@ impl Conn {
             self.kill();
         }
         step
+    }
+}
+
+/// Connections that must catch up (a live gap, live delivery that may have lost
+/// messages), queued for the catch-up module (`catch_up.rs`), which runs a short task
+/// for each. A connection is queued only when its phase turns from live to catching
+/// up, so it is in the queue at most once at a time: the queue, sized by the node's
+/// connection limit, never fills.
+#[derive(Debug, Clone)]
+pub(crate) struct CatchUpQueue(mpsc::Sender<Arc<Conn>>);
+
+impl CatchUpQueue {
+    pub(crate) fn new(capacity: usize) -> (Self, mpsc::Receiver<Arc<Conn>>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (Self(tx), rx)
+    }
+
+    pub(crate) fn push(&self, conn: Arc<Conn>) {
+        match self.0.try_send(conn) {
+            Ok(()) => {}
+            // Never silent: a connection left catching up with no task would stall.
+            Err(mpsc::error::TrySendError::Full(conn)) => {
+                tracing::error!(connection = conn.id, "catch-up queue full; closing the stream");
+                conn.end(Closed::Error);
+            }
+            // Shutting down: the stream ends anyway.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
     }
 }
 
@@ -238,7 +267,7 @@ impl Hub {
     /// Hands a live event to every connection that wants it. Never blocks on a
     /// connection; a full queue ends that connection as a slow consumer. The caller
     /// wakes `wakers` once it has dispatched its whole batch.
-    pub(crate) fn dispatch(&self, out: &Arc<Outgoing>, now: u32, wakers: &mut Vec<Waker>) -> Dispatched {
+    pub(crate) fn dispatch(&self, out: &Arc<LiveEvent>, now: u32, wakers: &mut Vec<Waker>) -> Dispatched {
         let s = self.state.lock().expect("invariant: never poisoned");
         let mut dispatched = Dispatched::default();
         let mut offer = |conn: &Arc<Conn>| match conn.offer(out, now, wakers) {
@@ -295,7 +324,7 @@ mod tests {
     use tidings_bus::{BusEvent, EventKind};
 
     use super::*;
-    use crate::delivery::Cursor;
+    use crate::cursor::Cursor;
 
     fn member(s: &str) -> MemberId {
         MemberId::parse(s).unwrap()
@@ -312,8 +341,8 @@ mod tests {
         conn
     }
 
-    fn event(seq: u64, target: SubjectTarget, subject: &str) -> Arc<Outgoing> {
-        Arc::new(Outgoing {
+    fn event(seq: u64, target: SubjectTarget, subject: &str) -> Arc<LiveEvent> {
+        Arc::new(LiveEvent {
             event: BusEvent {
                 seq,
                 previous_on_subject: Some(0),
@@ -332,7 +361,7 @@ mod tests {
     }
 
     impl Hub {
-        fn dispatch_now(&self, out: &Arc<Outgoing>, now: u32) -> Dispatched {
+        fn dispatch_now(&self, out: &Arc<LiveEvent>, now: u32) -> Dispatched {
             let mut wakers = Vec::new();
             let dispatched = self.dispatch(out, now, &mut wakers);
             wakers.into_iter().for_each(Waker::wake);

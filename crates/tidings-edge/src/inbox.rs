@@ -2,91 +2,17 @@
 //! Postgres): list, mark read, unread count — for the member of the caller's token.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tidings_domain::{MemberId, Secret};
 use tidings_proto::v1 as pb;
-use tidings_proto::v1::notification_service_client::NotificationServiceClient;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
 
+use crate::auth::Subscriber;
 use crate::error::EdgeError;
-use crate::routes::authenticate;
 use crate::state::EdgeState;
-
-/// A lazily connected gRPC client of the api, presenting the edge's API key.
-#[derive(Debug, Clone)]
-pub(crate) struct ApiClient {
-    inner: NotificationServiceClient<InterceptedService<Channel, Bearer>>,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
-impl ApiClient {
-    /// Never fails for an unreachable api: calls fail (UNAVAILABLE) until it is back.
-    pub(crate) fn new(url: &str, key: Option<&Secret<String>>) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(url.to_owned())?
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(10))
-            .connect_lazy();
-        let bearer = key.map(|k| format!("Bearer {}", k.expose()).parse()).transpose()?;
-        Ok(Self {
-            inner: NotificationServiceClient::with_interceptor(channel, Bearer(bearer)),
-        })
-    }
-
-    /// The unread counts of `members`, in their order (at most 500: the api's bound).
-    pub(crate) async fn unread_counts(&self, members: &[MemberId]) -> Result<Vec<u64>, tonic::Status> {
-        let request = pb::GetUnreadCountRequest {
-            member_ids: members.iter().map(MemberId::to_string).collect(),
-            ..Default::default()
-        };
-        let counts = self
-            .inner
-            .clone()
-            .get_unread_count(request)
-            .await?
-            .into_inner()
-            .unread_counts;
-        if counts.len() != members.len() {
-            return Err(tonic::Status::internal(format!(
-                "{} unread counts for {} members",
-                counts.len(),
-                members.len()
-            )));
-        }
-        Ok(counts)
-    }
-
-    pub(crate) async fn unread_count(&self, member: &MemberId) -> Result<u64, tonic::Status> {
-        let request = pb::GetUnreadCountRequest {
-            member_id: member.to_string(),
-            ..Default::default()
-        };
-        Ok(self
-            .inner
-            .clone()
-            .get_unread_count(request)
-            .await?
-            .into_inner()
-            .unread_count)
-    }
-}
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct ListQuery {
@@ -100,14 +26,16 @@ pub(crate) async fn list(
     headers: HeaderMap,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, EdgeError> {
-    let subscriber = authenticate(&state, &headers, None, None).await?;
-    let request = pb::ListNotificationsRequest {
-        member_id: subscriber.member.to_string(),
-        cursor: query.cursor.unwrap_or_default(),
-        limit: query.limit.unwrap_or(0),
-        unread_only: query.unread_only.unwrap_or(false),
-    };
-    let page = state.api.inner.clone().list_notifications(request).await?.into_inner();
+    let subscriber = authenticate(&state, &headers).await?;
+    let page = state
+        .api
+        .list(
+            &subscriber.member,
+            query.cursor.unwrap_or_default(),
+            query.limit.unwrap_or(0),
+            query.unread_only.unwrap_or(false),
+        )
+        .await?;
     let items: Vec<Value> = page.notifications.into_iter().map(item).collect();
     Ok(Json(json!({ "notifications": items, "nextCursor": page.next_cursor })))
 }
@@ -123,22 +51,24 @@ pub(crate) async fn mark_read(
     headers: HeaderMap,
     body: Result<Json<MarkReadBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, EdgeError> {
-    let subscriber = authenticate(&state, &headers, None, None).await?;
+    let subscriber = authenticate(&state, &headers).await?;
     let Json(body) = body.map_err(|e| EdgeError::BadRequest(format!("body: {}", e.body_text())))?;
-    let request = pb::MarkReadRequest {
-        member_id: subscriber.member.to_string(),
-        ids: body.ids.unwrap_or_default(),
-        up_to: body.up_to.unwrap_or_default(),
-    };
-    let response = state.api.inner.clone().mark_read(request).await?.into_inner();
-    Ok(Json(json!({ "unreadCount": response.unread_count })))
+    let unread = state
+        .api
+        .mark_read(
+            &subscriber.member,
+            body.ids.unwrap_or_default(),
+            body.up_to.unwrap_or_default(),
+        )
+        .await?;
+    Ok(Json(json!({ "unreadCount": unread })))
 }
 
 pub(crate) async fn unread_count(
     State(state): State<Arc<EdgeState>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, EdgeError> {
-    let subscriber = authenticate(&state, &headers, None, None).await?;
+    let subscriber = authenticate(&state, &headers).await?;
     let count = state.api.unread_count(&subscriber.member).await?;
     Ok(Json(json!({ "unreadCount": count })))
 }
@@ -168,4 +98,9 @@ fn rfc3339(t: prost_types::Timestamp) -> String {
     chrono::DateTime::from_timestamp(t.seconds, nanos)
         .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()
+}
+
+/// The caller of an inbox route, from its header or cookie token (or a ticket).
+async fn authenticate(state: &EdgeState, headers: &HeaderMap) -> Result<Subscriber, EdgeError> {
+    Ok(crate::auth::authenticate(&state.verifier, &state.tickets, headers, None, None).await?)
 }

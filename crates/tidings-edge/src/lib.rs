@@ -3,39 +3,53 @@
 //! reconnecting browser missed from JetStream by stream sequence, and serves the inbox
 //! REST API through the api's gRPC.
 //!
-//! Layout:
-//! - `config.rs`: [`EdgeConfig`], [`EdgeOptions`].
-//! - `app.rs`: [`EdgeApp`]: build (connect, bind) and run (serve, drain).
-//! - `routes.rs`: `GET /v1/stream`, `POST /v1/stream/ticket`, health; CORS.
-//! - `connection.rs`: a stream's catch-up task: announce, replay, hand over to live;
-//!   gap healing and resync.
-//! - `resumes.rs`: resumes read one by one, or in a reconnect storm in one pass.
-//! - `extent.rs`: the stream's extent, one STREAM.INFO shared by concurrent callers.
-//! - `delivery.rs`: one connection's cursor and bounded frame queue (no task, no timer).
-//! - `body.rs`: the SSE response body that drains that queue; its drop closes the books.
-//! - `sweep.rs`: the shared timers: heartbeats, reauth, expiry, stalled sockets, drain.
-//! - `hub.rs`: which connections want which member and topic; interest refcounts.
-//! - `live.rs`: the node's NATS subscriptions, delivering to the hub in stream order.
-//! - `auth.rs`: subscriber JWTs (HS256, RS256, ES256, EdDSA) and credentials.
-//! - `inbox.rs`: the inbox REST API over the api's gRPC.
+//! Layout, bottom-up (each file uses only files above it; `ARCHITECTURE.md` has the
+//! layers):
+//! - `sse.rs`: the SSE wire format and every event Tidings itself sends.
+//! - `clock.rs`: the node's coarse clock. `kill_switch.rs`: closes an HTTP connection
+//!   from outside its task. `topics.rs`: per-topic delivery modes.
+//! - `cursor.rs`: where a connection is in the stream; the gap and late checks.
+//! - `queue.rs`: one connection's bounded frame queue (slots, gathering, stalls).
+//! - `delivery.rs`: one connection's delivery state machine: live, catching up, the
+//!   hand-over (no task, no timer).
+//! - `hub.rs`: which connections want which member and topic; interest refcounts; the
+//!   catch-up queue.
+//! - `auth.rs`: subscriber JWTs (HS256, RS256, ES256, EdDSA), credentials, tickets.
+//! - `api_client.rs`: the gRPC client of the api (inbox calls, unread counts).
 //! - `metrics.rs`: the Prometheus series of `/metrics`.
+//! - `extent.rs`: the stream's extent, one STREAM.INFO shared by concurrent callers.
+//! - `resumes.rs`: resumes read one by one, or in a reconnect storm in one pass.
 //! - `unread.rs`: coalesced unread-count refreshes for `unread` events.
-//! - `topics.rs`: per-topic delivery modes.
-//! - `sse.rs`: the SSE wire format.
+//! - `live.rs`: the node's live subscriptions, delivering to the hub in stream order.
+//! - `config.rs`: [`EdgeConfig`], [`EdgeOptions`].
+//! - `state.rs`: `EdgeState`, what handlers and tasks share: parts, limits, lifecycle.
+//! - `catch_up.rs`: a stream's catch-up task: announce, replay, hand over to live;
+//!   gap healing and resync; the catch-up queue's consumer.
+//! - `body.rs`: the SSE response body that drains a connection's queue; its drop
+//!   closes the books.
+//! - `sweep.rs`: the shared timers: heartbeats, reauth, expiry, stalled sockets, drain.
 //! - `error.rs`: `EdgeError` and its one mapping to HTTP.
+//! - `inbox.rs`: the inbox REST API over the api client.
+//! - `routes.rs`: `GET /v1/stream`, `POST /v1/stream/ticket`, health, metrics; CORS.
+//! - `app.rs`: [`EdgeApp`]: build (connect, bind) and run (serve, drain, shutdown).
 
+mod api_client;
 mod app;
 mod auth;
 mod body;
+mod catch_up;
+mod clock;
 mod config;
-mod connection;
+mod cursor;
 mod delivery;
 mod error;
 mod extent;
 mod hub;
 mod inbox;
+mod kill_switch;
 mod live;
 mod metrics;
+mod queue;
 mod resumes;
 mod routes;
 mod sse;

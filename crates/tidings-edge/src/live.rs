@@ -14,22 +14,17 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::{FutureExt as _, StreamExt as _};
-use tidings_bus::{Bus, BusEvent, EventKind, SubjectTarget};
+use tidings_bus::{Bus, BusError, BusEvent, EventKind, LiveSubscription, LiveTarget, SubjectTarget};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::delivery::{Outgoing, traced};
-use crate::hub::{Conn, Hub, Interest};
+use crate::clock::Clock;
+use crate::delivery::LiveEvent;
+use crate::hub::{CatchUpQueue, Hub, Interest};
 use crate::metrics::EdgeMetrics;
-use crate::sweep::Clock;
 use crate::unread::Unread;
-
-/// How long a new subscription may take to reach the server (or be confirmed) before
-/// the connection that needs it is refused (NATS down or partitioned).
-const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Most commands handled together (the command channel holds 1,024).
 const MAX_COMMANDS_TOGETHER: usize = 1024;
@@ -41,25 +36,25 @@ pub(crate) struct Live {
 
     /// Test hook: how many upcoming live messages to drop as if NATS lost them.
     #[cfg(feature = "fault-injection")]
-    pub(crate) drop_next: Arc<AtomicU64>,
+    pub(crate) drop_next: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Debug)]
 enum Command {
     /// Subscribe to whichever of these the hub still wants and the node lacks; answer
-    /// once the server has the subscriptions.
-    Ensure(Vec<Interest>, oneshot::Sender<Result<(), String>>),
+    /// once the server has the subscriptions (an error when NATS cannot take them in
+    /// time: down or partitioned).
+    Ensure(Vec<Interest>, oneshot::Sender<Result<(), Arc<BusError>>>),
     /// Drop whichever of these the hub no longer wants.
     Release(Vec<Interest>),
 }
 
 impl Live {
-    pub(crate) fn spawn(node: Node, shutdown: CancellationToken, tracker: &tokio_util::task::TaskTracker) -> Self {
+    pub(crate) fn spawn(node: LiveDeps, shutdown: CancellationToken, tracker: &tokio_util::task::TaskTracker) -> Self {
         let (commands, rx) = mpsc::channel(1024);
-        let drop_next = Arc::new(AtomicU64::new(0));
-        tracker.spawn(run(node, rx, drop_next.clone(), shutdown));
-        #[cfg(not(feature = "fault-injection"))]
-        let _ = drop_next;
+        #[cfg(feature = "fault-injection")]
+        let drop_next = node.drop_next.clone();
+        tracker.spawn(run(node, rx, shutdown));
         Self {
             commands,
             #[cfg(feature = "fault-injection")]
@@ -69,13 +64,13 @@ impl Live {
 
     /// Returns once every interest is subscribed on the server, so that anything
     /// published from now on reaches this node live.
-    pub(crate) async fn ensure(&self, interests: Vec<Interest>) -> Result<(), String> {
+    pub(crate) async fn ensure(&self, interests: Vec<Interest>) -> Result<(), LiveError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Ensure(interests, tx))
             .await
-            .map_err(|_| "live task stopped".to_owned())?;
-        rx.await.map_err(|_| "live task stopped".to_owned())?
+            .map_err(|_| LiveError::Stopped)?;
+        rx.await.map_err(|_| LiveError::Stopped)?.map_err(LiveError::Bus)
     }
 
     pub(crate) fn release(&self, interests: Vec<Interest>) {
@@ -87,18 +82,28 @@ impl Live {
     }
 }
 
+/// Why live interest could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LiveError {
+    #[error(transparent)]
+    Bus(Arc<BusError>),
+    #[error("the live task has stopped")]
+    Stopped,
+}
+
 /// What the live task works with.
 #[derive(Debug)]
-pub(crate) struct Node {
+pub(crate) struct LiveDeps {
     pub(crate) bus: Bus,
     pub(crate) hub: Arc<Hub>,
     pub(crate) metrics: EdgeMetrics,
     pub(crate) unread: Unread,
     pub(crate) clock: Arc<Clock>,
-    /// Connections that must catch up (a live gap, a NATS reconnect); each is in this
-    /// channel at most once at a time (its phase says so), so it is bounded by the
-    /// number of connections.
-    pub(crate) catch_ups: mpsc::UnboundedSender<Arc<Conn>>,
+    /// Connections that must catch up (a live gap, a NATS reconnect).
+    pub(crate) catch_ups: CatchUpQueue,
+    /// Test hook: how many upcoming live messages to drop as if NATS lost them.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) drop_next: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The node's live subscriptions, polled as one stream. Only subscriptions that have
@@ -117,7 +122,7 @@ pub(crate) struct Node {
 /// block: ~6 MB per node, ~0.34 KiB per connection at 18,000).
 #[derive(Default)]
 struct Subscriptions {
-    streams: futures::stream::SelectAll<futures::stream::BoxStream<'static, async_nats::Message>>,
+    streams: futures::stream::SelectAll<futures::stream::BoxStream<'static, BusEvent>>,
     /// Dropping an interest cancels its stream, which then ends (and unsubscribes).
     held: std::collections::HashMap<Interest, CancellationToken>,
     /// The subscription to every member partition, when held.
@@ -148,14 +153,14 @@ impl Subscriptions {
         }
     }
 
-    fn push(&mut self, subscriber: async_nats::Subscriber) -> CancellationToken {
+    fn push(&mut self, subscriber: LiveSubscription) -> CancellationToken {
         let cancel = CancellationToken::new();
         let ends = cancel.clone().cancelled_owned();
         self.streams.push(subscriber.take_until(ends).boxed());
         cancel
     }
 
-    fn insert(&mut self, interest: Interest, subscriber: async_nats::Subscriber) {
+    fn insert(&mut self, interest: Interest, subscriber: LiveSubscription) {
         let cancel = self.push(subscriber);
         if let Some(replaced) = self.held.insert(interest, cancel) {
             replaced.cancel();
@@ -169,13 +174,8 @@ impl Subscriptions {
     }
 }
 
-async fn run(
-    node: Node,
-    mut commands: mpsc::Receiver<Command>,
-    drop_next: Arc<AtomicU64>,
-    shutdown: CancellationToken,
-) {
-    let Node { bus, hub, metrics, .. } = &node;
+async fn run(node: LiveDeps, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+    let LiveDeps { bus, hub, metrics, .. } = &node;
     let mut subscriptions = Subscriptions::default();
     let mut losses = bus.losses();
     loop {
@@ -205,13 +205,13 @@ async fn run(
                         subscriptions.remove(&interest);
                     }
                 }
-                if let Err(e) = partitions_again(&node, &mut subscriptions, &drop_next).await {
+                if let Err(e) = partitions_again(&node, &mut subscriptions).await {
                     // The subscription to every partition stays; the next release tries
                     // again.
                     tracing::warn!(error = %e, "could not go back to partition subscriptions");
                 }
                 if !replies.is_empty() {
-                    let result = ensure(&node, &mut subscriptions, wanted, &drop_next).await;
+                    let result = ensure(&node, &mut subscriptions, wanted).await.map_err(Arc::new);
                     for reply in replies {
                         let _ = reply.send(result.clone());
                     }
@@ -221,11 +221,11 @@ async fn run(
             Ok(()) = losses.changed() => {
                 tracing::info!("live delivery may have missed messages; connections replay");
                 for conn in hub.resync_all() {
-                    let _ = node.catch_ups.send(conn);
+                    node.catch_ups.push(conn);
                 }
             }
             Some(first) = subscriptions.streams.next(), if !subscriptions.is_empty() => {
-                dispatch_waiting(&node, &mut subscriptions, vec![first], &drop_next).await;
+                dispatch_waiting(&node, &mut subscriptions, vec![first]).await;
             }
         }
     }
@@ -236,33 +236,22 @@ async fn run(
 /// another goes out. tokio's cooperative budget would cut it short too, hence
 /// `unconstrained`. The subscriptions' own channels (bounded by async-nats) bound the
 /// batch.
-async fn dispatch_waiting(
-    node: &Node,
-    subscriptions: &mut Subscriptions,
-    mut batch: Vec<async_nats::Message>,
-    drop_next: &AtomicU64,
-) {
+async fn dispatch_waiting(node: &LiveDeps, subscriptions: &mut Subscriptions, mut events: Vec<BusEvent>) {
     tokio::task::unconstrained(async {
-        while let Some(Some(message)) = subscriptions.streams.next().now_or_never() {
-            batch.push(message);
+        while let Some(Some(event)) = subscriptions.streams.next().now_or_never() {
+            events.push(event);
         }
     })
     .await;
-    if batch.is_empty() {
+    if events.is_empty() {
         return;
     }
-    node.metrics.live_received.inc_by(batch.len() as u64);
-    let subjects = node.bus.subjects();
-    let mut events: Vec<BusEvent> = batch
-        .into_iter()
-        .filter_map(|m| BusEvent::from_live(subjects, m.headers.as_ref(), m.payload))
-        .collect();
+    node.metrics.live_received.inc_by(events.len() as u64);
     events.sort_by_key(|e| e.seq);
     let mut wakers = Vec::new();
     for event in events {
-        if drop_next.load(Ordering::Relaxed) > 0 {
-            drop_next.fetch_sub(1, Ordering::Relaxed);
-            tracing::warn!(seq = event.seq, "fault injection: dropping a live message");
+        #[cfg(feature = "fault-injection")]
+        if fault_injection_drops(node, &event) {
             continue;
         }
         dispatch(node, event, &mut wakers);
@@ -270,15 +259,29 @@ async fn dispatch_waiting(
     wakers.into_iter().for_each(std::task::Waker::wake);
 }
 
+/// Test hook: whether to drop `event` as if NATS had lost it.
+#[cfg(feature = "fault-injection")]
+fn fault_injection_drops(node: &LiveDeps, event: &BusEvent) -> bool {
+    use std::sync::atomic::Ordering;
+    let dropping = node
+        .drop_next
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok();
+    if dropping {
+        tracing::warn!(seq = event.seq, "fault injection: dropping a live message");
+    }
+    dropping
+}
+
 /// Hands one live event to the hub, shared by all its connections.
-fn dispatch(node: &Node, event: BusEvent, wakers: &mut Vec<std::task::Waker>) {
+fn dispatch(node: &LiveDeps, event: BusEvent, wakers: &mut Vec<std::task::Waker>) {
     let frame = crate::sse::frame_of(&event, node.bus.epoch());
-    let out = Arc::new(Outgoing { event, frame });
+    let out = Arc::new(LiveEvent { event, frame });
     let event = &out.event;
     let dispatched = traced(event, "live", || node.hub.dispatch(&out, node.clock.now(), wakers));
     node.metrics.delivered_live.inc_by(dispatched.delivered);
     for conn in dispatched.catch_up {
-        let _ = node.catch_ups.send(conn);
+        node.catch_ups.push(conn);
     }
     if let (EventKind::Notification | EventKind::UnreadChanged, SubjectTarget::Member(member)) =
         (&event.kind, &event.target)
@@ -288,81 +291,48 @@ fn dispatch(node: &Node, event: BusEvent, wakers: &mut Vec<std::task::Waker>) {
     }
 }
 
-async fn ensure(
-    node: &Node,
-    subscriptions: &mut Subscriptions,
-    interests: Vec<Interest>,
-    drop_next: &AtomicU64,
-) -> Result<(), String> {
+async fn ensure(node: &LiveDeps, subscriptions: &mut Subscriptions, interests: Vec<Interest>) -> Result<(), BusError> {
     let (bus, hub) = (&node.bus, &node.hub);
-    all_members(node, subscriptions, drop_next).await?;
+    all_members(node, subscriptions).await?;
     let mut added = false;
     let wanted: HashSet<Interest> = interests.into_iter().collect();
     for interest in wanted {
         if subscriptions.covers(&interest) || !hub.wants(&interest) {
             continue;
         }
-        let subject = match &interest {
-            Interest::Partition(p) => bus.subjects().live_partition(*p),
-            Interest::Topic(t) => bus.subjects().live_topic(t),
+        let target = match &interest {
+            Interest::Partition(p) => LiveTarget::Partition(*p),
+            Interest::Topic(t) => LiveTarget::Topic(t),
         };
-        let subscriber = bus.client().subscribe(subject).await.map_err(|e| e.to_string())?;
+        let subscriber = bus.subscribe_live(target).await?;
         subscriptions.insert(interest, subscriber);
         added = true;
     }
+    // Enough for a connection's hand-over: what its catch-up asks the stream next
+    // goes over the same NATS connection, after these SUBs (see `Bus::flush`).
     if added {
-        flush(bus).await?;
+        bus.flush().await?;
     }
     Ok(())
 }
 
-/// Writes our SUBs to the server. That is enough for a connection's hand-over: what
-/// its catch-up asks the stream next goes over the same NATS connection, and the
-/// server handles one connection's operations in order, so the SUBs take effect
-/// before the replay reads the stream. (Dropping subscriptions needs more:
-/// [`confirm`].)
-async fn flush(bus: &Bus) -> Result<(), String> {
-    tokio::time::timeout(CONFIRM_TIMEOUT, bus.client().flush())
-        .await
-        .map_err(|_| "nats did not take the subscription in time".to_owned())?
-        .map_err(|e| e.to_string())
-}
-
-/// Waits until the server has processed our SUBs and everything it sent us before
-/// them has reached the subscriptions, so older subscriptions can go without losing
-/// what was on its way to them. async-nats' `flush` only writes our buffer to the
-/// socket, so this is a request nobody answers: the server replies "no responders"
-/// once it has processed everything we sent before it, and that reply follows every
-/// message it routed to us earlier (one connection, in order).
-async fn confirm(bus: &Bus) -> Result<(), String> {
-    use async_nats::RequestErrorKind;
-    let client = bus.client();
-    match tokio::time::timeout(CONFIRM_TIMEOUT, client.request(client.new_inbox(), bytes::Bytes::new())).await {
-        Err(_) => Err("nats did not confirm the subscription in time".to_owned()),
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-    }
-}
-
 /// Takes one subscription to every member partition once the node needs most of them
 /// ([`ALL_MEMBERS_AT`]), then drops the partitions' own. Nothing is lost in the switch:
-/// the new subscription is confirmed before the old ones go, so every message the
+/// the new subscription is confirmed ([`Bus::barrier`]) before the old ones go, so every message the
 /// server routed to the old ones alone is already in them, and what they hold is
 /// dispatched first (a message that arrives both ways is delivered once: a connection
 /// skips what it has).
-async fn all_members(node: &Node, subscriptions: &mut Subscriptions, drop_next: &AtomicU64) -> Result<(), String> {
+async fn all_members(node: &LiveDeps, subscriptions: &mut Subscriptions) -> Result<(), BusError> {
     let total = usize::from(node.bus.subjects().partitions());
     let (num, den) = ALL_MEMBERS_AT;
     if subscriptions.all_members.is_some() || node.hub.partition_count() * den < total * num {
         return Ok(());
     }
-    let subject = node.bus.subjects().live_members();
-    let subscriber = node.bus.client().subscribe(subject).await.map_err(|e| e.to_string())?;
+    let subscriber = node.bus.subscribe_live(LiveTarget::AllMembers).await?;
     let cancel = subscriptions.push(subscriber);
     subscriptions.all_members = Some(cancel);
-    confirm(&node.bus).await?;
-    dispatch_waiting(node, subscriptions, Vec::new(), drop_next).await;
+    node.bus.barrier().await?;
+    dispatch_waiting(node, subscriptions, Vec::new()).await;
     let partitions: Vec<Interest> = subscriptions
         .held
         .keys()
@@ -383,7 +353,7 @@ async fn all_members(node: &Node, subscriptions: &mut Subscriptions, drop_next: 
 /// The way back: below [`PARTITIONS_AGAIN_BELOW`], subscribes the partitions the node
 /// still needs, and drops the subscription to all of them once they are confirmed and
 /// what it holds is dispatched.
-async fn partitions_again(node: &Node, subscriptions: &mut Subscriptions, drop_next: &AtomicU64) -> Result<(), String> {
+async fn partitions_again(node: &LiveDeps, subscriptions: &mut Subscriptions) -> Result<(), BusError> {
     let total = usize::from(node.bus.subjects().partitions());
     let (num, den) = PARTITIONS_AGAIN_BELOW;
     if subscriptions.all_members.is_none() || node.hub.partition_count() * den >= total * num {
@@ -395,12 +365,11 @@ async fn partitions_again(node: &Node, subscriptions: &mut Subscriptions, drop_n
         if subscriptions.held.contains_key(&Interest::Partition(*p)) {
             continue;
         }
-        let subject = node.bus.subjects().live_partition(*p);
-        let subscriber = node.bus.client().subscribe(subject).await.map_err(|e| e.to_string())?;
+        let subscriber = node.bus.subscribe_live(LiveTarget::Partition(*p)).await?;
         subscriptions.insert(Interest::Partition(*p), subscriber);
     }
-    confirm(&node.bus).await?;
-    dispatch_waiting(node, subscriptions, Vec::new(), drop_next).await;
+    node.bus.barrier().await?;
+    dispatch_waiting(node, subscriptions, Vec::new()).await;
     if let Some(all) = subscriptions.all_members.take() {
         all.cancel();
     }
@@ -410,4 +379,18 @@ async fn partitions_again(node: &Node, subscriptions: &mut Subscriptions, drop_n
         "member partitions subscribed one by one again"
     );
     Ok(())
+}
+
+/// Runs `deliver` in an `sse.deliver` span that continues the trace of the event's
+/// Send: notifications only (topic fan-out, one message to many connections, is not
+/// traced). `path` says whether it went out live or replayed.
+pub(crate) fn traced<T>(event: &BusEvent, path: &'static str, deliver: impl FnOnce() -> T) -> T {
+    match (&event.kind, &event.traceparent) {
+        (EventKind::Notification, Some(traceparent)) => {
+            let span = tracing::info_span!("sse.deliver", otel.kind = "consumer", path, seq = event.seq);
+            tidings_telemetry::propagation::set_remote_parent(&span, Some(traceparent));
+            span.in_scope(deliver)
+        }
+        _ => deliver(),
+    }
 }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tidings_bus::{Bus, BusEvent, Replay, ReplayError};
+use tidings_bus::{Bus, BusEvent, Replay, ReplayError, ReplayRange};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -46,7 +46,7 @@ const WINDOW_IDLE: Duration = Duration::from_secs(2);
 /// The queue of resumes; cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Resumes {
-    queue: mpsc::UnboundedSender<Job>,
+    queue: mpsc::Sender<Job>,
     from_window: Arc<AtomicU64>,
 }
 
@@ -66,15 +66,17 @@ struct Job {
 
 impl Resumes {
     /// Starts the task that serves the queue, until `shutdown`. `replays` also bounds
-    /// this node's other replays (gaps, resyncs).
+    /// this node's other replays (gaps, resyncs). The queue holds `max_connections`:
+    /// each connection waits for at most one resume, so it never makes one wait.
     pub(crate) fn spawn(
         bus: Bus,
         replays: Arc<Semaphore>,
         limit: u32,
+        max_connections: usize,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Self {
-        let (queue, jobs) = mpsc::unbounded_channel();
+        let (queue, jobs) = mpsc::channel(max_connections.max(1));
         let from_window = Arc::new(AtomicU64::new(0));
         let server = Server {
             bus,
@@ -93,7 +95,7 @@ impl Resumes {
         Self { queue, from_window }
     }
 
-    /// What `Bus::replay(subjects, from, None, limit, Some(until))` answers.
+    /// What `Bus::replay(ReplayRange::resume(subjects, from, until), limit)` answers.
     pub(crate) async fn replay(&self, subjects: Vec<String>, from: u64, until: u64) -> Result<Replay, ReplayError> {
         if from > until {
             return Ok(Replay::Events(Vec::new()));
@@ -102,10 +104,9 @@ impl Resumes {
         let request = Request { subjects, from, until };
         self.queue
             .send(Job { request, answer })
-            .map_err(|_| ReplayError::new("the edge is shutting down"))?;
-        answered
             .await
-            .map_err(|_| ReplayError::new("the edge is shutting down"))?
+            .map_err(|_| ReplayError::Stopped)?;
+        answered.await.map_err(|_| ReplayError::Stopped)?
     }
 
     /// Resumes answered from a window since start.
@@ -124,7 +125,7 @@ struct Server {
 }
 
 impl Server {
-    async fn run(mut self, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         loop {
             let first = match tokio::time::timeout(WINDOW_IDLE, jobs.recv()).await {
                 Ok(Some(job)) => job,
@@ -151,7 +152,9 @@ impl Server {
                 let (bus, limit) = (self.bus.clone(), self.limit);
                 self.tracker.spawn(async move {
                     let Job { request: r, answer } = job;
-                    let replay = bus.replay(r.subjects, r.from, None, limit, Some(r.until)).await;
+                    let replay = bus
+                        .replay(ReplayRange::resume(r.subjects, r.from, r.until), limit)
+                        .await;
                     drop(permit);
                     let _ = answer.send(replay);
                 });

@@ -15,12 +15,12 @@ use serde_json::json;
 use tidings_domain::Topic;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::app::KillSwitch;
-use crate::auth::{self, AuthError, Claims, Credential, Subscriber};
+use crate::auth::{self, AuthError, Claims, Credential};
 use crate::body::SseBody;
-use crate::connection::{self, Resume};
+use crate::catch_up::{self, Resume};
 use crate::error::EdgeError;
 use crate::hub::{Conn, Refused};
+use crate::kill_switch::KillSwitch;
 use crate::state::EdgeState;
 use crate::{inbox, sse};
 
@@ -78,7 +78,7 @@ async fn stream(
                 EdgeError::Forbidden(_) => "forbidden",
                 EdgeError::BadRequest(_) | EdgeError::NotFound(_) => "bad_request",
                 EdgeError::MemberLimit => "member_limit",
-                EdgeError::Unavailable(_) if state.drain.is_cancelled() => "draining",
+                EdgeError::Unavailable(_) if state.lifecycle.drain.is_cancelled() => "draining",
                 EdgeError::Unavailable(_) => "node_limit",
                 EdgeError::Internal(_) => "error",
             };
@@ -95,10 +95,17 @@ async fn open_stream(
     query: StreamQuery,
     kill: Option<Arc<KillSwitch>>,
 ) -> Result<Response, EdgeError> {
-    if state.drain.is_cancelled() {
+    if state.lifecycle.drain.is_cancelled() {
         return Err(EdgeError::Unavailable("this node is draining; reconnect".into()));
     }
-    let subscriber = authenticate(&state, headers, query.access_token.as_deref(), query.ticket.as_deref()).await?;
+    let subscriber = auth::authenticate(
+        &state.verifier,
+        &state.tickets,
+        headers,
+        query.access_token.as_deref(),
+        query.ticket.as_deref(),
+    )
+    .await?;
     let mut topics = Vec::new();
     for raw in query
         .topics
@@ -136,25 +143,27 @@ async fn open_stream(
         partition,
         topics,
         expires_at,
-        state.queue_capacity,
+        state.limits.queue_capacity,
         state.clock.now(),
         kill,
     );
-    let interests = match state
-        .hub
-        .register(&conn, state.max_connections, state.max_connections_per_member)
-    {
+    let interests = match state.hub.register(
+        &conn,
+        state.limits.max_connections,
+        state.limits.max_connections_per_member,
+    ) {
         Ok(interests) => interests,
         Err(Refused::NodeFull) => return Err(EdgeError::Unavailable("this node is at its connection limit".into())),
         Err(Refused::MemberFull) => return Err(EdgeError::MemberLimit),
     };
     tracing::info!(connection = conn.id, member = %conn.member, resume = ?resume, "stream opened");
     conn.delivery()
-        .push_control(sse::retry(state.retry), None, state.clock.now());
+        .push_control(sse::retry(state.limits.retry), None, state.clock.now());
     let body = SseBody::new(conn.clone(), state.clone());
     state
-        .tracker
-        .spawn(connection::open(state.clone(), conn, resume, interests));
+        .lifecycle
+        .streams
+        .spawn(catch_up::open(state.clone(), conn, resume, interests));
 
     let mut response = Response::new(Body::new(body));
     // hyper keeps each connection's response header map for the next response: size
@@ -194,31 +203,8 @@ async fn ticket(State(state): State<Arc<EdgeState>>, headers: HeaderMap) -> Resu
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
 
-/// Authenticates a request from its token or ticket.
-pub(crate) async fn authenticate(
-    state: &EdgeState,
-    headers: &HeaderMap,
-    access_token: Option<&str>,
-    ticket: Option<&str>,
-) -> Result<Subscriber, EdgeError> {
-    match auth::credential(headers, access_token, ticket) {
-        None => Err(AuthError::Missing.into()),
-        Some(Credential::Token(token)) => Ok(state.verifier.verify(&token)?),
-        Some(Credential::Ticket(id)) => {
-            let value = state
-                .tickets
-                .redeem(&id)
-                .await
-                .map_err(|e| EdgeError::Unavailable(e.to_string()))?
-                .ok_or(AuthError::BadTicket)?;
-            let claims: Claims = serde_json::from_slice(&value).map_err(|_| AuthError::BadTicket)?;
-            Ok(auth::subscriber(claims)?)
-        }
-    }
-}
-
 async fn readyz(State(state): State<Arc<EdgeState>>) -> Response {
-    let draining = state.drain.is_cancelled();
+    let draining = state.lifecycle.drain.is_cancelled();
     let nats = state.bus.is_connected();
     let status = if nats && !draining {
         StatusCode::OK

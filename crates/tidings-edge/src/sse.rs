@@ -1,9 +1,12 @@
-//! Server-Sent Events framing: the only place that knows the wire format.
+//! Server-Sent Events framing: the only place that knows the wire format, and the one
+//! place that writes Tidings' own events (`connected`, `reset`, `reauth`, `unread`),
+//! whose names the api keeps topics from using (`tidings_bus::RESERVED_EVENT_NAMES`).
 
 use std::time::Duration;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
-use tidings_bus::{BusEvent, EventKind};
+use serde_json::json;
+use tidings_bus::{BusEvent, EventKind, UNREAD_EVENT};
 use tidings_domain::{EventId, StreamEpoch};
 
 /// One event: optional `id:`, `event:`, and the data split into `data:` lines (a line
@@ -40,6 +43,44 @@ pub(crate) fn frame_of(stored: &BusEvent, epoch: StreamEpoch) -> Option<Bytes> {
     Some(event(Some(&id), name, &stored.payload))
 }
 
+/// The first event of every stream: who it is for, where, and whether it resumes. Its
+/// id is the stream position the connection starts from.
+pub(crate) fn connected(id: &str, connection: u64, member: &str, node: &str, resumed: bool) -> Bytes {
+    let body = json!({
+        "connectionId": connection,
+        "memberId": member,
+        "node": node,
+        "resumed": resumed,
+    });
+    event(Some(id), "connected", body.to_string().as_bytes())
+}
+
+/// History the client asked for cannot be delivered (`reason` says why): reload the
+/// inbox. With an id, the client's position moves to it.
+pub(crate) fn reset(id: Option<&str>, reason: &str) -> Bytes {
+    let body = json!({ "reason": reason, "action": "reload the inbox; live events continue" });
+    event(id, "reset", body.to_string().as_bytes())
+}
+
+/// The token expires at `expires_at` (Unix seconds): fetch a new one; the stream ends
+/// then and the browser resumes by Last-Event-ID.
+pub(crate) fn reauth(expires_at: u64) -> Bytes {
+    event(
+        None,
+        "reauth",
+        json!({ "expiresAt": expires_at }).to_string().as_bytes(),
+    )
+}
+
+/// The member's unread count, without an id (a count is not a stream position).
+pub(crate) fn unread(count: u64) -> Bytes {
+    event(
+        None,
+        UNREAD_EVENT,
+        json!({ "unreadCount": count }).to_string().as_bytes(),
+    )
+}
+
 /// `retry:` tells the browser how long to wait before reconnecting.
 pub(crate) fn retry(after: Duration) -> Bytes {
     Bytes::from(format!("retry: {}\n\n", after.as_millis()))
@@ -65,5 +106,25 @@ mod tests {
             b"event: unread\ndata: x\ndata: y\ndata: z\n\n"
         );
         assert_eq!(&retry(Duration::from_millis(2500))[..], b"retry: 2500\n\n");
+        assert_eq!(&unread(3)[..], b"event: unread\ndata: {\"unreadCount\":3}\n\n");
+    }
+
+    #[test]
+    fn every_event_tidings_sends_is_reserved_from_topics() {
+        let ours = [
+            connected("a-1", 1, "m", "edge", false),
+            reset(None, "why"),
+            reauth(1),
+            unread(0),
+        ];
+        for frame in ours {
+            let text = std::str::from_utf8(&frame).unwrap();
+            let name = text
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .expect("a named event");
+            assert!(tidings_bus::RESERVED_EVENT_NAMES.contains(&name), "{name}");
+        }
+        assert!(tidings_bus::RESERVED_EVENT_NAMES.contains(&"notification"));
     }
 }

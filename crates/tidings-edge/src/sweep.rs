@@ -4,11 +4,9 @@
 //! streams spread over its window from one task.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng as _;
-use serde_json::json;
 
 use crate::delivery::Closed;
 use crate::hub::Conn;
@@ -18,45 +16,16 @@ use crate::state::EdgeState;
 /// How often the sweep runs; also the resolution of heartbeats, reauth and expiry.
 const TICK: Duration = Duration::from_secs(1);
 
-/// Seconds since the node started, advanced by the sweep: cheap enough to read on
-/// every delivery.
-#[derive(Debug)]
-pub(crate) struct Clock {
-    started: Instant,
-    seconds: AtomicU32,
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Self {
-            started: Instant::now(),
-            seconds: AtomicU32::new(0),
-        }
-    }
-}
-
-impl Clock {
-    pub(crate) fn now(&self) -> u32 {
-        self.seconds.load(Ordering::Relaxed)
-    }
-
-    fn advance(&self) -> u32 {
-        let now = u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX);
-        self.seconds.store(now, Ordering::Relaxed);
-        now
-    }
-}
-
 /// Runs the sweep until shutdown.
 pub(crate) async fn run(state: Arc<EdgeState>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let heartbeat = secs(state.heartbeat);
-    let stall = secs(state.write_timeout);
-    let reauth_before = state.reauth_before.as_secs();
+    let heartbeat = secs(state.limits.heartbeat);
+    let stall = secs(state.limits.write_timeout);
+    let reauth_before = state.limits.reauth_before.as_secs();
     loop {
         tokio::select! {
-            () = state.shutdown.cancelled() => return,
+            () = state.lifecycle.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
         let now = state.clock.advance();
@@ -80,12 +49,7 @@ pub(crate) async fn run(state: Arc<EdgeState>) {
                 delivery.end(Closed::TokenExpired);
             } else if !delivery.reauth_sent && unix + reauth_before >= conn.expires_at {
                 delivery.reauth_sent = true;
-                let frame = sse::event(
-                    None,
-                    "reauth",
-                    json!({ "expiresAt": conn.expires_at }).to_string().as_bytes(),
-                );
-                delivery.push_control(frame, None, now);
+                delivery.push_control(sse::reauth(conn.expires_at), None, now);
             } else if delivery.quiet(now, heartbeat) {
                 delivery.push_control(sse::heartbeat(), None, now);
             }
@@ -98,8 +62,8 @@ pub(crate) async fn run(state: Arc<EdgeState>) {
 /// Whatever is open when the window ends is closed at once.
 pub(crate) async fn drain(state: Arc<EdgeState>) {
     tokio::select! {
-        () = state.drain.cancelled() => {}
-        () = state.shutdown.cancelled() => return,
+        () = state.lifecycle.drain.cancelled() => {}
+        () = state.lifecycle.shutdown.cancelled() => return,
     }
     let started = tokio::time::Instant::now();
     let mut closing: Vec<_> = {
@@ -108,18 +72,18 @@ pub(crate) async fn drain(state: Arc<EdgeState>) {
             .hub
             .all()
             .into_iter()
-            .map(|conn| (state.drain_window.mul_f64(rng.random_range(0.0..0.8)), conn))
+            .map(|conn| (state.limits.drain_window.mul_f64(rng.random_range(0.0..0.8)), conn))
             .collect()
     };
     closing.sort_by_key(|(at, _)| *at);
     for (at, conn) in closing {
         tokio::select! {
             () = tokio::time::sleep_until(started + at) => {}
-            () = state.shutdown.cancelled() => break,
+            () = state.lifecycle.shutdown.cancelled() => break,
         }
         close(&state, &conn);
     }
-    state.shutdown.cancelled().await;
+    state.lifecycle.shutdown.cancelled().await;
     for conn in state.hub.all() {
         close(&state, &conn);
     }

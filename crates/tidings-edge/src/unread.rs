@@ -15,9 +15,10 @@ use tidings_domain::MemberId;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::api_client::ApiClient;
+use crate::clock::Clock;
 use crate::hub::Hub;
-use crate::inbox::ApiClient;
-use crate::sweep::Clock;
+use crate::sse;
 
 /// Pending refresh requests; beyond this, requests are dropped (and logged): the next
 /// change of that member fetches again.
@@ -46,7 +47,7 @@ impl Unread {
         tracker: &tokio_util::task::TaskTracker,
     ) -> Self {
         let (requests, rx) = mpsc::channel(QUEUE);
-        tracker.spawn(run(api, hub, clock, rx, shutdown));
+        tracker.spawn(run(api, hub, clock, rx, shutdown, tracker.clone()));
         Self { requests }
     }
 
@@ -63,6 +64,7 @@ async fn run(
     clock: Arc<Clock>,
     mut requests: mpsc::Receiver<MemberId>,
     shutdown: CancellationToken,
+    tracker: tokio_util::task::TaskTracker,
 ) {
     let mut in_flight: HashSet<MemberId> = HashSet::new();
     let mut dirty: HashSet<MemberId> = HashSet::new();
@@ -82,13 +84,11 @@ async fn run(
             }
             calls += 1;
             let (api, hub, clock, done_tx) = (api.clone(), hub.clone(), clock.clone(), done_tx.clone());
-            tokio::spawn(async move {
+            tracker.spawn(async move {
                 match api.unread_counts(&batch).await {
                     Ok(counts) => {
                         for (member, count) in batch.iter().zip(counts) {
-                            let body = serde_json::json!({ "unreadCount": count }).to_string();
-                            let frame = crate::sse::event(None, "unread", body.as_bytes());
-                            hub.unread(member, &frame, clock.now());
+                            hub.unread(member, &sse::unread(count), clock.now());
                         }
                     }
                     Err(e) => tracing::debug!(members = batch.len(), error = %e, "unread counts unavailable"),

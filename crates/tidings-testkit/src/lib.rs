@@ -18,8 +18,9 @@
 //! Spawned servers use the binary named by `TIDINGS_NATS_SERVER`, else `nats-server`
 //! on `PATH`, and refuse one older than the version Tidings needs.
 //!
-//! Layout: `services.rs` (finding Postgres and NATS), `db.rs`, `bus.rs`,
-//! `nats_server.rs`, `api.rs`, `edge.rs`, `cluster.rs`, `sse.rs`, `proxy.rs`, `eventually.rs`, `log.rs`.
+//! Layout: `services.rs` (finding Postgres and NATS), `containers.rs` (the Docker
+//! fallback), `db.rs`, `bus.rs`, `nats_server.rs`, `api.rs`, `edge.rs`, `cluster.rs`,
+//! `sse.rs`, `nginx.rs`, `proxy.rs`, `eventually.rs`, `log.rs`.
 
 mod api;
 mod bus;

@@ -36,44 +36,10 @@ pub(crate) enum Command {
     /// Apply the Postgres migrations and exit (a Kubernetes Job before a rollout).
     Migrate(DbConfig),
     /// Send a notification, or publish to a topic, through a running api.
-    Send(SendArgs),
+    Send(crate::send::SendArgs),
     /// Print a subscriber token (a JWT) signed with the configured key, for development
     /// and tests.
-    Token(TokenArgs),
-}
-
-#[derive(Debug, clap::Args)]
-pub(crate) struct SendArgs {
-    /// The api's gRPC address.
-    #[arg(long = "api-url", env = "TIDINGS_API_URL", default_value = "http://127.0.0.1:50051")]
-    pub(crate) api_url: String,
-    /// The producer API key to present (one of the api's TIDINGS_API_KEYS).
-    #[arg(long = "api-key", env = "TIDINGS_API_KEY", hide_env_values = true)]
-    pub(crate) api_key: Option<tidings_domain::Secret<String>>,
-    /// Recipient member ids (repeat the flag or separate with commas).
-    #[arg(long = "member", value_delimiter = ',')]
-    pub(crate) members: Vec<String>,
-    /// Publish to this broadcast topic instead of notifying members.
-    #[arg(long, conflicts_with = "members")]
-    pub(crate) topic: Option<String>,
-    /// Notification type, e.g. `comment.created`.
-    #[arg(long = "type", default_value = "message")]
-    pub(crate) kind: String,
-    /// Human-readable text.
-    #[arg(long, default_value = "")]
-    pub(crate) content: String,
-    /// Structured data as a JSON value (for --topic: the message itself).
-    #[arg(long)]
-    pub(crate) data: Option<String>,
-    /// Grouping key, e.g. a thread id.
-    #[arg(long)]
-    pub(crate) group: Option<String>,
-    /// Makes a retry of this command deliver once.
-    #[arg(long = "idempotency-key")]
-    pub(crate) idempotency_key: Option<String>,
-    /// SSE event name for --topic (default: the topic).
-    #[arg(long, requires = "topic")]
-    pub(crate) event: Option<String>,
+    Token(crate::token::TokenArgs),
 }
 
 /// Both roles' options; NATS and the stream are shared.
@@ -83,23 +49,6 @@ pub(crate) struct DevConfig {
     pub(crate) api: ApiConfig,
     #[command(flatten)]
     pub(crate) edge: EdgeOptions,
-}
-
-#[derive(Debug, clap::Args)]
-pub(crate) struct TokenArgs {
-    /// The HS256 secret to sign with (the edge's TIDINGS_JWT_SECRET). Unset: the
-    /// public development secret `tidings dev` uses.
-    #[arg(long = "jwt-secret", env = "TIDINGS_JWT_SECRET", hide_env_values = true)]
-    pub(crate) jwt_secret: Option<tidings_domain::Secret<String>>,
-    /// The member the token is for (its `sub`).
-    #[arg(long)]
-    pub(crate) member: String,
-    /// Topics the token may join, comma-separated.
-    #[arg(long, value_delimiter = ',')]
-    pub(crate) topics: Vec<String>,
-    /// How long the token is valid.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-    pub(crate) ttl: std::time::Duration,
 }
 
 impl Cli {
@@ -192,8 +141,28 @@ async fn run_dev(config: DevConfig) -> anyhow::Result<()> {
         grpc = %api.grpc_addr(),
         "dev cluster ready: mint a token with `tidings token --member <id>`"
     );
-    let (a, e) = tokio::join!(api.run(shutdown.clone()), edge.run(shutdown));
-    a.and(e)
+    // Either role ending before shutdown was asked for is a failure of the process:
+    // the other drains and stops, and the exit is non-zero.
+    let api = api.run(shutdown.clone());
+    let edge = edge.run(shutdown.clone());
+    tokio::pin!(api, edge);
+    let (api, edge, early) = tokio::select! {
+        api = &mut api => {
+            let early = (!shutdown.is_cancelled()).then_some("api");
+            shutdown.cancel();
+            (api, edge.await, early)
+        }
+        edge = &mut edge => {
+            let early = (!shutdown.is_cancelled()).then_some("edge");
+            shutdown.cancel();
+            (api.await, edge, early)
+        }
+    };
+    api.and(edge)?;
+    match early {
+        Some(role) => anyhow::bail!("the {role} role stopped on its own"),
+        None => Ok(()),
+    }
 }
 
 async fn run_api(config: ApiConfig, dev: bool) -> anyhow::Result<()> {

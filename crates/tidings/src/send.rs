@@ -6,7 +6,39 @@ use tidings_proto::v1 as pb;
 use tidings_proto::v1::notification_service_client::NotificationServiceClient;
 use tonic::metadata::MetadataValue;
 
-use crate::cli::SendArgs;
+#[derive(Debug, clap::Args)]
+pub(crate) struct SendArgs {
+    /// The api's gRPC address.
+    #[arg(long = "api-url", env = "TIDINGS_API_URL", default_value = "http://127.0.0.1:50051")]
+    pub(crate) api_url: String,
+    /// The producer API key to present (one of the api's TIDINGS_API_KEYS).
+    #[arg(long = "api-key", env = "TIDINGS_API_KEY", hide_env_values = true)]
+    pub(crate) api_key: Option<tidings_domain::Secret<String>>,
+    /// Recipient member ids (repeat the flag or separate with commas).
+    #[arg(long = "member", value_delimiter = ',')]
+    pub(crate) members: Vec<String>,
+    /// Publish to this broadcast topic instead of notifying members.
+    #[arg(long, conflicts_with = "members")]
+    pub(crate) topic: Option<String>,
+    /// Notification type, e.g. `comment.created`.
+    #[arg(long = "type", default_value = "message")]
+    pub(crate) kind: String,
+    /// Human-readable text.
+    #[arg(long, default_value = "")]
+    pub(crate) content: String,
+    /// Structured data as a JSON value (for --topic: the message itself).
+    #[arg(long)]
+    pub(crate) data: Option<String>,
+    /// Grouping key, e.g. a thread id.
+    #[arg(long)]
+    pub(crate) group: Option<String>,
+    /// Makes a retry of this command deliver once.
+    #[arg(long = "idempotency-key")]
+    pub(crate) idempotency_key: Option<String>,
+    /// SSE event name for --topic (default: the topic).
+    #[arg(long, requires = "topic")]
+    pub(crate) event: Option<String>,
+}
 
 pub(crate) async fn run(args: SendArgs) -> anyhow::Result<()> {
     let channel = tonic::transport::Endpoint::from_shared(args.api_url.clone())

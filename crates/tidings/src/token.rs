@@ -3,7 +3,22 @@
 
 use tidings_edge::{Claims, DEV_JWT_SECRET, Verifier, expiry_in};
 
-use crate::cli::TokenArgs;
+#[derive(Debug, clap::Args)]
+pub(crate) struct TokenArgs {
+    /// The HS256 secret to sign with (the edge's TIDINGS_JWT_SECRET). Unset: the
+    /// public development secret `tidings dev` uses.
+    #[arg(long = "jwt-secret", env = "TIDINGS_JWT_SECRET", hide_env_values = true)]
+    pub(crate) jwt_secret: Option<tidings_domain::Secret<String>>,
+    /// The member the token is for (its `sub`).
+    #[arg(long)]
+    pub(crate) member: String,
+    /// Topics the token may join, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) topics: Vec<String>,
+    /// How long the token is valid.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub(crate) ttl: std::time::Duration,
+}
 
 pub(crate) fn run(args: &TokenArgs) -> anyhow::Result<()> {
     let secret = match &args.jwt_secret {

@@ -71,7 +71,7 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
     let cpu_before = (cluster.edges.iter().map(|e| cpu(e.pid())).sum::<Duration>(), own_cpu());
     let started = Instant::now();
     for n in 0..args.messages {
-        let data = serde_json::json!({ "t": super::now_nanos().to_string(), "n": n }).to_string();
+        let data = serde_json::json!({ "t": crate::measure::now_nanos().to_string(), "n": n }).to_string();
         client
             .publish(pb::PublishRequest {
                 topic: TOPIC.into(),

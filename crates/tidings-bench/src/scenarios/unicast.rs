@@ -54,7 +54,7 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
     let members: Vec<String> = (0..args.members).map(|i| format!("uni-{i}")).collect();
     let conns = super::connect_all(&edges, &members, &[], 200).await?;
     let seen: Arc<Vec<Mutex<Seen>>> = Arc::new((0..args.members).map(|_| Mutex::new(Vec::new())).collect());
-    let run_start = super::now_nanos();
+    let run_start = crate::measure::now_nanos();
     let mut readers = Vec::new();
     for (i, mut conn) in conns.into_iter().enumerate() {
         let seen = seen.clone();
@@ -103,7 +103,7 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
         let member = rand::rng().random_range(0..args.members);
         let (publisher, expected, name) = (publisher.clone(), expected.clone(), members[member].clone());
         sends.push(tokio::spawn(async move {
-            let data_json = serde_json::json!({ "t": super::now_nanos().to_string(), "n": n }).to_string();
+            let data_json = serde_json::json!({ "t": crate::measure::now_nanos().to_string(), "n": n }).to_string();
             let sent = publisher.send(name, data_json).await?;
             expected.lock().await.entry(member).or_default().push(sent);
             Ok::<_, anyhow::Error>(())

@@ -14,8 +14,9 @@ use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
 use crate::client::Sources;
+use crate::measure::now_nanos;
 use crate::measure::rss_kib;
-use crate::scenarios::{connect_spread, now_nanos};
+use crate::scenarios::connect_spread;
 
 /// One worker's share (the hidden `idle-worker` subcommand; only `idle` starts it).
 #[derive(Debug, clap::Args)]

@@ -16,15 +16,47 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::json;
-use tidings_bus::{BusEvent, EventKind, Replay};
+use tidings_bus::{BusEvent, EventKind, Replay, ReplayRange};
 use tidings_domain::{EventId, StreamEpoch};
+use tokio::sync::mpsc;
 
-use crate::delivery::{Closed, Cursor, Next, Path, Step, traced};
-use crate::hub::{Conn, Interest};
+use crate::cursor::Cursor;
+use crate::delivery::{Closed, Next, Step};
+use crate::hub::{CatchUpQueue, Conn, Interest};
+use crate::live::traced;
+use crate::queue::Path;
 use crate::sse;
 use crate::state::EdgeState;
 use crate::topics::TopicMode;
+
+/// Runs a catch-up task for each connection queued by the live task (a gap, a
+/// possible loss), on the node's stream tracker, until the queue closes at shutdown.
+#[derive(Debug)]
+pub(crate) struct CatchUps {
+    queue: mpsc::Receiver<Arc<Conn>>,
+}
+
+impl CatchUps {
+    /// The queue the live task fills (bounded by the node's connection limit, see
+    /// [`CatchUpQueue`]) and its consumer.
+    pub(crate) fn new(max_connections: usize) -> (CatchUpQueue, Self) {
+        let (tx, queue) = CatchUpQueue::new(max_connections);
+        (tx, Self { queue })
+    }
+
+    pub(crate) async fn run(mut self, state: Arc<EdgeState>) {
+        loop {
+            let conn = tokio::select! {
+                () = state.lifecycle.shutdown.cancelled() => return,
+                conn = self.queue.recv() => match conn {
+                    Some(conn) => conn,
+                    None => return,
+                },
+            };
+            state.lifecycle.streams.spawn(catch_up(state.clone(), conn));
+        }
+    }
+}
 
 /// Where a connecting client says it left off.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +88,7 @@ pub(crate) async fn open(state: Arc<EdgeState>, conn: Arc<Conn>, resume: Resume,
 
 /// Catches a live connection up after a gap or a NATS reconnect, then hands it back to
 /// live delivery.
-pub(crate) async fn catch_up(state: Arc<EdgeState>, conn: Arc<Conn>) {
+async fn catch_up(state: Arc<EdgeState>, conn: Arc<Conn>) {
     if let Err(closed) = settle(&state, &conn).await {
         conn.end(closed);
     }
@@ -65,7 +97,7 @@ pub(crate) async fn catch_up(state: Arc<EdgeState>, conn: Arc<Conn>) {
 async fn start(state: &EdgeState, conn: &Conn, resume: &Resume, interests: Vec<Interest>) -> Result<(), Closed> {
     if let Err(e) = state.live.ensure(interests).await {
         tracing::warn!(error = %e, "cannot take live interest");
-        write(state, conn, reset_frame(None, "unavailable")).await?;
+        write(state, conn, sse::reset(None, "unavailable")).await?;
         return Err(Closed::Error);
     }
     let extent = state.extents.read().await.map_err(|e| {
@@ -83,23 +115,14 @@ async fn start(state: &EdgeState, conn: &Conn, resume: &Resume, interests: Vec<I
         Resume::From(id) if id.seq + 1 < extent.first_seq => (extent.last_seq, Some("history_trimmed")),
         Resume::From(id) => (id.seq, None),
     };
-    let connected = json!({
-        "connectionId": conn.id,
-        "memberId": conn.member.as_str(),
-        "node": state.node,
-        "resumed": matches!(resume, Resume::From(_)) && reset.is_none(),
-    });
     let id = id_of(epoch, start);
     conn.delivery().cursor = Cursor::at(start);
-    write(
-        state,
-        conn,
-        sse::event(Some(&id), "connected", connected.to_string().as_bytes()),
-    )
-    .await?;
+    let resumed = matches!(resume, Resume::From(_)) && reset.is_none();
+    let connected = sse::connected(&id, conn.id, conn.member.as_str(), &state.node, resumed);
+    write(state, conn, connected).await?;
     if let Some(reason) = reset {
         state.metrics.resets.with_label_values(&[reason]).inc();
-        write(state, conn, reset_frame(Some(&id), reason)).await?;
+        write(state, conn, sse::reset(Some(&id), reason)).await?;
     }
     // Catch up: replay after the start (a resume), and the newest value of each
     // `latest` topic.
@@ -150,7 +173,12 @@ async fn replay(
             Some(until) => state.resumes.replay(subjects, from, until).await,
             None => {
                 let _permit = state.replays.acquire().await.map_err(|_| Closed::Error)?;
-                Box::pin(state.bus.replay(subjects, from, None, state.replay_limit, None)).await
+                Box::pin(
+                    state
+                        .bus
+                        .replay(ReplayRange::from(subjects, from), state.limits.replay_limit),
+                )
+                .await
             }
         };
         match replayed {
@@ -226,11 +254,8 @@ async fn heal(state: &EdgeState, conn: &Conn, subject: String, known: u64, befor
         state
             .bus
             .replay(
-                vec![subject.clone()],
-                known + 1,
-                Some(before - 1),
-                state.replay_limit,
-                Some(before - 1),
+                ReplayRange::between(subject.clone(), known, before),
+                state.limits.replay_limit,
             )
             .await
     };
@@ -263,7 +288,7 @@ async fn reset_to_now(state: &EdgeState, conn: &Conn, reason: &str) -> Result<()
         now
     };
     state.metrics.resets.with_label_values(&[reason]).inc();
-    write(state, conn, reset_frame(Some(&id_of(state.bus.epoch(), now)), reason)).await
+    write(state, conn, sse::reset(Some(&id_of(state.bus.epoch(), now)), reason)).await
 }
 
 /// Queues a control frame once there is room.
@@ -277,7 +302,7 @@ async fn write(state: &EdgeState, conn: &Conn, frame: Bytes) -> Result<(), Close
 /// woken, as replayed frames are queued without a wake), and a queue that does not
 /// drain within the write timeout is a slow consumer.
 async fn wait_for_room(state: &EdgeState, conn: &Conn) -> Result<(), Closed> {
-    let deadline = tokio::time::Instant::now() + state.write_timeout;
+    let deadline = tokio::time::Instant::now() + state.limits.write_timeout;
     loop {
         {
             let mut delivery = conn.delivery();
@@ -311,11 +336,6 @@ fn replayed_subjects(state: &EdgeState, conn: &Conn) -> Vec<String> {
 
 fn id_of(epoch: StreamEpoch, seq: u64) -> String {
     EventId::new(epoch, seq).to_string()
-}
-
-fn reset_frame(id: Option<&str>, reason: &str) -> Bytes {
-    let body = json!({ "reason": reason, "action": "reload the inbox; live events continue" });
-    sse::event(id, "reset", body.to_string().as_bytes())
 }
 
 #[cfg(test)]

@@ -22,9 +22,9 @@ pub const BATCH_DIRECT_GET_VERSION: (u64, u64, u64) = (2, 11, 0);
 /// A connection to NATS with the Tidings stream ensured.
 #[derive(Debug, Clone)]
 pub struct Bus {
-    client: async_nats::Client,
-    js: jetstream::Context,
-    subjects: Subjects,
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    subjects: Arc<Subjects>,
     stream: String,
     epoch: StreamEpoch,
     losses: watch::Receiver<u64>,
@@ -106,7 +106,7 @@ impl Bus {
                 "TIDINGS_STREAM_PARTITIONS differs from the existing stream's; using the stream's"
             );
         }
-        let subjects = Subjects::new(&settings.prefix, partitions);
+        let subjects = Arc::new(Subjects::new(&settings.prefix, partitions));
         let info = js
             .create_or_update_stream(stream_config(settings, &subjects))
             .await
@@ -166,16 +166,24 @@ impl Bus {
         self.losses.clone()
     }
 
+    /// The raw NATS client, for tests that watch or bypass Tidings' own API.
+    #[cfg(feature = "testing")]
     pub fn client(&self) -> &async_nats::Client {
         &self.client
     }
 
+    /// The raw JetStream context, for tests.
+    #[cfg(feature = "testing")]
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.js
     }
 
     pub fn subjects(&self) -> &Subjects {
         &self.subjects
+    }
+
+    pub(crate) fn subjects_shared(&self) -> Arc<Subjects> {
+        self.subjects.clone()
     }
 
     pub fn stream_name(&self) -> &str {
