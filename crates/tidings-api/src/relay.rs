@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tidings_bus::Outgoing;
-use tidings_store::StoreError;
+use tidings_domain::MemberId;
+use tidings_store::{PendingPublish, StoreError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::Sender;
-use crate::payload;
+use crate::payload::{self, Notification};
 
 /// How the relay paces itself.
 #[derive(Debug, Clone, Copy)]
@@ -73,30 +74,7 @@ async fn round(sender: &Sender, settings: &RelaySettings) -> Result<usize, Store
     let (ids, messages): (Vec<Uuid>, Vec<Outgoing>) = claim
         .entries
         .iter()
-        .filter_map(|e| {
-            let member = tidings_domain::MemberId::parse(&e.member_id).ok()?;
-            // The relay's publish continues the trace of the Send that stored the entry.
-            let span = tracing::info_span!("outbox.relay_publish", notification = %e.id, attempts = e.attempts);
-            tidings_telemetry::propagation::set_remote_parent(&span, e.traceparent.as_deref());
-            let traceparent = span
-                .in_scope(tidings_telemetry::propagation::current_traceparent)
-                .or_else(|| e.traceparent.clone());
-            let message = Outgoing {
-                subject: sender.bus.subjects().member(&member),
-                msg_id: Some(e.id.to_string()),
-                event: None,
-                traceparent,
-                payload: payload::notification(
-                    e.id,
-                    &e.kind,
-                    &e.content,
-                    e.data.as_deref(),
-                    e.group_id.as_deref(),
-                    e.created_at,
-                ),
-            };
-            Some((e.id, message))
-        })
+        .filter_map(|e| Some((e.id, message(sender, e)?)))
         .unzip();
     let results = sender.bus.publish_all(messages, sender.publish_timeout).await;
     let mut published = Vec::with_capacity(ids.len());
@@ -124,4 +102,26 @@ async fn round(sender: &Sender, settings: &RelaySettings) -> Result<usize, Store
         );
     }
     Ok(claimed)
+}
+
+/// The entry's message, as the inline publish would have built it; `None` for a member
+/// id that no longer parses.
+fn message(sender: &Sender, e: &PendingPublish) -> Option<Outgoing> {
+    let member = MemberId::parse(&e.member_id).ok()?;
+    // The relay's publish continues the trace of the Send that stored the entry.
+    let span = tracing::info_span!("outbox.relay_publish", notification = %e.id, attempts = e.attempts);
+    tidings_telemetry::propagation::set_remote_parent(&span, e.traceparent.as_deref());
+    let traceparent = span
+        .in_scope(tidings_telemetry::propagation::current_traceparent)
+        .or_else(|| e.traceparent.clone());
+    let notification = Notification {
+        id: e.id,
+        member: &member,
+        kind: &e.kind,
+        content: &e.content,
+        data: e.data.as_deref(),
+        group_id: e.group_id.as_deref(),
+        created_at: e.created_at,
+    };
+    Some(payload::message(sender.bus.subjects(), &notification, traceparent))
 }

@@ -14,8 +14,9 @@ use tokio::sync::Notify;
 use tracing::{Instrument as _, Span};
 use uuid::Uuid;
 
+use crate::ApiError;
 use crate::metrics::ApiMetrics;
-use crate::{ApiError, payload};
+use crate::payload::{self, Notification};
 
 /// Stores and publishes sends. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -89,20 +90,20 @@ impl Sender {
             for row in rows.iter().filter(|r| r.state == RowState::Fresh) {
                 fresh.push(row.id);
                 message_trace.push(*trace);
-                messages.push(Outgoing {
-                    subject: self.bus.subjects().member(&row.member_id),
-                    msg_id: Some(row.id.to_string()),
-                    event: None,
-                    traceparent: send.traceparent.clone(),
-                    payload: payload::notification(
-                        row.id,
-                        send.kind.as_str(),
-                        &send.content,
-                        send.data_json.as_deref(),
-                        send.group_id.as_deref(),
-                        send.created_at,
-                    ),
-                });
+                let notification = Notification {
+                    id: row.id,
+                    member: &row.member_id,
+                    kind: send.kind.as_str(),
+                    content: &send.content,
+                    data: send.data_json.as_deref(),
+                    group_id: send.group_id.as_deref(),
+                    created_at: send.created_at,
+                };
+                messages.push(payload::message(
+                    self.bus.subjects(),
+                    &notification,
+                    send.traceparent.clone(),
+                ));
             }
         }
         let epoch = self.bus.epoch();
