@@ -2,24 +2,23 @@
 //! and stop in order on shutdown.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use tidings_bus::Bus;
 use tidings_proto::v1::notification_service_server::NotificationServiceServer;
 use tidings_store::Store;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::group_commit::GroupCommit;
-use crate::metrics::ApiMetrics;
 use crate::oversize;
 use crate::relay::{self, RelaySettings};
+use crate::send_stream::SendStreams;
 use crate::service::Service;
-use crate::{ApiConfig, Sender, http};
+use crate::state::ApiState;
+use crate::{ApiConfig, http};
 
 /// Largest gRPC message the api decodes. A Send at every limit (1,000 member ids of 256
 /// bytes, 4 KiB content, 16 KiB data) is about 280 KiB.
@@ -33,7 +32,6 @@ pub struct App {
     http: TcpListener,
     service: Service,
     relay: RelaySettings,
-    relay_wake: Arc<Notify>,
 }
 
 impl App {
@@ -61,15 +59,7 @@ impl App {
         let http = TcpListener::bind(config.http_listen)
             .await
             .with_context(|| format!("binding TIDINGS_API_HTTP_LISTEN {}", config.http_listen))?;
-        let relay_wake = Arc::new(Notify::new());
-        let sender = Sender {
-            store,
-            bus,
-            publish_timeout: config.publish_timeout,
-            relay_wake: relay_wake.clone(),
-            crash_after_commit: crash_after_commit(),
-            metrics: ApiMetrics::new(),
-        };
+        let state = ApiState::new(store, bus, config.publish_timeout);
         let relay = RelaySettings {
             poll: config.relay_poll,
             ..RelaySettings::default()
@@ -79,12 +69,12 @@ impl App {
             grpc,
             http,
             service: Service {
-                group_commit: GroupCommit::start(sender.clone()),
-                sender,
+                group_commit: GroupCommit::start(state.clone()),
+                send_streams: SendStreams::new(state.clone()),
+                state,
                 keys,
             },
             relay,
-            relay_wake,
         })
     }
 
@@ -104,16 +94,11 @@ impl App {
     /// lets in-flight calls finish, stops the relay, within `shutdown_grace`.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let tracker = TaskTracker::new();
-        let sender = self.service.sender.clone();
-        tracing::info!(grpc = %self.grpc_addr(), http = %self.http_addr(), stream = %sender.bus.stream_name(), "api serving");
+        let state = self.service.state.clone();
+        tracing::info!(grpc = %self.grpc_addr(), http = %self.http_addr(), stream = %state.bus.stream_name(), "api serving");
 
-        tracker.spawn(relay::run(
-            sender.clone(),
-            self.relay_wake.clone(),
-            self.relay,
-            shutdown.clone(),
-        ));
-        tracker.spawn(http::serve(self.http, sender.clone(), shutdown.clone()));
+        tracker.spawn(relay::run(state.clone(), self.relay, shutdown.clone()));
+        tracker.spawn(http::serve(self.http, state, shutdown.clone()));
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<NotificationServiceServer<Service>>().await;
@@ -155,14 +140,4 @@ impl App {
         tracing::info!("api stopped");
         served
     }
-}
-
-#[cfg(feature = "fault-injection")]
-fn crash_after_commit() -> bool {
-    std::env::var("TIDINGS_FAULT").is_ok_and(|f| f == "crash-after-commit")
-}
-
-#[cfg(not(feature = "fault-injection"))]
-fn crash_after_commit() -> bool {
-    false
 }
