@@ -238,8 +238,9 @@ fn optional_text(field: &str, value: String, max: usize) -> Result<Option<String
     Ok((!value.is_empty()).then_some(value))
 }
 
-/// An optional JSON value: empty means none; otherwise it must parse, and is kept
-/// compact (it travels inside every SSE event).
+/// An optional JSON value: empty means none; otherwise it must parse, and is re-written
+/// compactly: a topic's data travels as is, inside every SSE event. A Send's data is
+/// stored as `jsonb`, and what travels is Postgres' rendering of it (`payload.rs`).
 fn json_field(field: &str, value: String, max: usize) -> Result<Option<String>, ApiError> {
     if value.len() > max {
         return Err(too_large(field, value.len(), max));

@@ -2,6 +2,11 @@
 //! payload, built by [`message`] alone, for the inline publish (`send.rs`) and the relay
 //! (`relay.rs`) alike. The payload is exactly the JSON of the SSE `notification` event,
 //! so edges write it without decoding or re-encoding.
+//!
+//! A notification's `data` is Postgres' rendering of the producer's JSON (`jsonb` read
+//! back as text), never the producer's own text: the relay and ListNotifications can
+//! only read that rendering, and the inline publish is handed the same text by the
+//! insert, so a browser gets the same bytes whichever path delivered the notification.
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -18,7 +23,7 @@ pub(crate) struct Notification<'a> {
     pub(crate) member: &'a MemberId,
     pub(crate) kind: &'a str,
     pub(crate) content: &'a str,
-    /// The data as JSON text.
+    /// Postgres' rendering of the data (see the module doc).
     pub(crate) data: Option<&'a str>,
     pub(crate) group_id: Option<&'a str>,
     pub(crate) created_at: DateTime<Utc>,

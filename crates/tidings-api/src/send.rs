@@ -197,7 +197,7 @@ impl Written {
                     "idempotency_key: already used for a different set of members".into(),
                 )),
                 SendOutcome::Skipped => Err(ApiError::Skipped),
-                SendOutcome::Stored(rows) => Ok(Receipt {
+                SendOutcome::Stored { rows, .. } => Ok(Receipt {
                     deliveries: rows
                         .into_iter()
                         .map(|row| Delivery {
@@ -216,7 +216,7 @@ impl Written {
 struct Fresh<'a> {
     send: &'a NewSend,
     row: &'a StoredRow,
-    /// The send's data as JSON text.
+    /// Postgres' rendering of the send's data, as the insert returned it.
     data: Option<&'a str>,
     /// The row's call, an index into [`Traces::callers`].
     trace: usize,
@@ -227,12 +227,14 @@ impl<'a> Fresh<'a> {
     fn of(sends: &'a [NewSend], outcomes: &'a [SendOutcome], traces: &Traces<'_>) -> Vec<Self> {
         let mut fresh = Vec::new();
         for ((send, outcome), &trace) in sends.iter().zip(outcomes).zip(&traces.of_send) {
-            let SendOutcome::Stored(rows) = outcome else { continue };
+            let SendOutcome::Stored { rows, data } = outcome else {
+                continue;
+            };
             for row in rows.iter().filter(|r| r.state == RowState::Fresh) {
                 fresh.push(Fresh {
                     send,
                     row,
-                    data: send.data_json.as_deref(),
+                    data: data.as_deref(),
                     trace,
                 });
             }
