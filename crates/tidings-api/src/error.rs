@@ -31,6 +31,10 @@ pub enum ApiError {
     StoreUnavailable(#[source] StoreError),
     #[error("nats is unavailable")]
     BusUnavailable(String),
+    /// The api is shutting down: a SendStream call ends between batches, and the
+    /// requests after its last answer were not stored.
+    #[error("the api is shutting down")]
+    ShuttingDown,
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
     /// One failure answered to several callers (every Send of a group-commit batch
@@ -75,6 +79,9 @@ impl ApiError {
                 Status::unavailable("postgres is unavailable; retry with the same idempotency_key")
             }
             Self::BusUnavailable(_) => Status::unavailable("nats is unavailable; retry later"),
+            Self::ShuttingDown => Status::unavailable(
+                "the api is shutting down; requests after the last answer were not stored, send them again",
+            ),
             Self::Internal(_) => Status::internal("internal error"),
             Self::Shared(e) => e.status(),
         }
@@ -115,5 +122,7 @@ mod tests {
         let status = tonic::Status::from(ApiError::Shared(shared.clone()));
         assert_eq!(status.code(), tonic::Code::Internal);
         assert_eq!(status.message(), "internal error", "details stay in the log");
+        let status = tonic::Status::from(ApiError::ShuttingDown);
+        assert_eq!(status.code(), tonic::Code::Unavailable);
     }
 }

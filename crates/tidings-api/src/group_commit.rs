@@ -13,6 +13,11 @@
 //! takes the next. The recorder records the sequences of every batch handed to it
 //! meanwhile in one statement, then answers their Sends (an answer still means the
 //! sequence is recorded, as for SendStream).
+//!
+//! Lifecycle: the writers and the recorder run on the role's task tracker. They stop
+//! when the last [`GroupCommit`] handle is dropped (the gRPC service goes away at
+//! shutdown), after answering everything queued, so no accepted Send is left without
+//! an answer; they need no cancellation of their own.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,6 +25,7 @@ use std::time::Instant;
 use tidings_domain::StreamEpoch;
 use tidings_store::{NewSend, SendOutcome};
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_util::task::TaskTracker;
 use tracing::Span;
 use uuid::Uuid;
 
@@ -61,15 +67,15 @@ struct ToRecord {
 }
 
 impl GroupCommit {
-    /// Starts the writers on the current runtime.
-    pub(crate) fn start(state: ApiState) -> Self {
+    /// Starts the writers and the recorder on `tracker`.
+    pub(crate) fn start(state: ApiState, tracker: &TaskTracker) -> Self {
         let (queue, jobs) = mpsc::channel(QUEUE);
         let jobs = Arc::new(Mutex::new(jobs));
         let (recorder, published) = mpsc::channel(RECORDING);
         for _ in 0..WRITERS {
-            tokio::spawn(write(state.clone(), jobs.clone(), recorder.clone()));
+            tracker.spawn(write(state.clone(), jobs.clone(), recorder.clone()));
         }
-        tokio::spawn(record(state, published));
+        tracker.spawn(record(state, published));
         Self { queue }
     }
 

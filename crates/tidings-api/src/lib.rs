@@ -7,7 +7,7 @@
 //! layers: `app` → `service` → the front-ends → `send`/`inbox`/`topic` → `state`):
 //! - `lib.rs`: this map and the public surface.
 //! - `config.rs`: [`ApiConfig`], the role's flags and environment.
-//! - `app.rs`: [`App`]: build (connect, migrate, bind) and run (serve, relay, shutdown).
+//! - `app.rs`: [`App`]: build (connect, migrate, bind) and run (every task tracked, ordered shutdown).
 //! - `service.rs`: the tonic `NotificationService`: authenticate, convert, call, convert back, timed.
 //! - `convert.rs`: protobuf ↔ the api's types: request validation with the contract's limits, responses.
 //! - `group_commit.rs`: front-end for unary Sends: those that arrive together share one batch.

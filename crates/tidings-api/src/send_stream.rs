@@ -7,6 +7,9 @@
 //!   after it is stored.
 //! - Answers wait in a buffer of [`RESPONSE_BUFFER`]; a client that stops reading
 //!   stalls only its own call, and one that goes away ends it.
+//! - Workers run on the role's task tracker. At shutdown a worker finishes the batch in
+//!   hand, answers it, then ends the call with UNAVAILABLE instead of reading on: every
+//!   answered request is stored, and the client knows to send the rest again.
 //!
 //! It sees no protobuf: the service hands it validated [`NewSend`]s and turns its
 //! [`Receipt`]s into responses. `E` is the transport's error, so a broken inbound
@@ -16,6 +19,8 @@ use futures::{FutureExt as _, Stream, StreamExt as _};
 use tidings_store::NewSend;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::ApiError;
@@ -29,11 +34,17 @@ const RESPONSE_BUFFER: usize = 1024;
 #[derive(Debug, Clone)]
 pub(crate) struct SendStreams {
     state: ApiState,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
 }
 
 impl SendStreams {
-    pub(crate) fn new(state: ApiState) -> Self {
-        Self { state }
+    pub(crate) fn new(state: ApiState, tracker: TaskTracker, shutdown: CancellationToken) -> Self {
+        Self {
+            state,
+            tracker,
+            shutdown,
+        }
     }
 
     /// Starts one call's worker in the current span; returns its answers, one per
@@ -44,20 +55,29 @@ impl SendStreams {
         E: From<ApiError> + Send + 'static,
     {
         let (answers, rx) = mpsc::channel(RESPONSE_BUFFER);
-        let worker = run(self.state.clone(), inbound, answers);
-        tokio::spawn(worker.in_current_span());
+        let worker = run(self.state.clone(), inbound, answers, self.shutdown.clone());
+        self.tracker.spawn(worker.in_current_span());
         ReceiverStream::new(rx)
     }
 }
 
-async fn run<S, E>(state: ApiState, mut inbound: S, answers: mpsc::Sender<Result<Receipt, E>>)
-where
+async fn run<S, E>(
+    state: ApiState,
+    mut inbound: S,
+    answers: mpsc::Sender<Result<Receipt, E>>,
+    shutdown: CancellationToken,
+) where
     S: Stream<Item = Result<NewSend, E>> + Unpin,
     E: From<ApiError>,
 {
     loop {
         let first = tokio::select! {
+            biased;
             () = answers.closed() => return,
+            () = shutdown.cancelled() => {
+                let _ = answers.send(Err(ApiError::ShuttingDown.into())).await;
+                return;
+            }
             next = inbound.next() => next,
         };
         let Some(first) = first else { return };
