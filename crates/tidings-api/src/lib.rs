@@ -3,24 +3,24 @@
 //! JetStream (`Nats-Msg-Id` = notification id), records the stream sequence, and runs
 //! the outbox relay that publishes whatever the inline step missed.
 //!
-//! Layout (one line per file; `use crate::` imports only point down this list's
-//! layers: `app` → `service` → the front-ends → `send`/`inbox`/`topic` → `state`):
+//! Layout, one line per file, in layers: each file's `use crate::` imports name only
+//! files below it, so the module graph has no cycle.
 //! - `lib.rs`: this map and the public surface.
-//! - `config.rs`: [`ApiConfig`], the role's flags and environment.
 //! - `app.rs`: [`App`]: build (connect, migrate, bind) and run (every task tracked, ordered shutdown).
 //! - `service.rs`: the tonic `NotificationService`: authenticate, convert, call, convert back, timed.
 //! - `convert.rs`: protobuf ↔ the api's types: request validation with the contract's limits, responses.
 //! - `group_commit.rs`: front-end for unary Sends: those that arrive together share one batch.
 //! - `send_stream.rs`: front-end for SendStream: one worker per call, batches of what has arrived.
 //! - `send.rs`: the write path both front-ends call: commit, publish, record; batch limits; receipts.
-//! - `payload.rs`: the message a notification travels in (subject, msg id, trace, JSON), for both publishers.
-//! - `relay.rs`: the outbox relay: publishes what the inline publish missed.
 //! - `inbox.rs`: paging, mark read (with the unread-change announcement), unread counts.
 //! - `topic.rs`: Publish to a broadcast topic, straight to JetStream.
-//! - `state.rs`: `ApiState`: store, bus, metrics and settings, shared by all of the above.
-//! - `auth.rs`: producer API keys.
+//! - `relay.rs`: the outbox relay: publishes what the inline publish missed.
+//! - `payload.rs`: the message a notification travels in (subject, msg id, trace, JSON), for both publishers.
 //! - `http.rs`: `/healthz`, `/readyz`, `/metrics`.
+//! - `state.rs`: `ApiState`: store, bus, metrics and settings; every task of the role holds one.
 //! - `metrics.rs`: the Prometheus series.
+//! - `config.rs`: [`ApiConfig`], the role's flags and environment.
+//! - `auth.rs`: producer API keys.
 //! - `oversize.rs`: a tonic layer: RESOURCE_EXHAUSTED (not OUT_OF_RANGE) for oversized requests.
 //! - `error.rs`: [`ApiError`] and its one mapping to `tonic::Status`.
 
