@@ -1,25 +1,34 @@
 //! The api process: bind, serve gRPC and the health endpoints, run the outbox relay,
 //! and stop in order on shutdown.
+//!
+//! [`App::build`] connects and binds and starts nothing; [`App::run`] starts every task
+//! of the role on one `TaskTracker` — the relay, the health endpoints, the group-commit
+//! writers and their recorder, and one worker per SendStream call — and stops them:
+//! readiness goes NOT_SERVING and the listeners close, in-flight calls finish
+//! (SendStream calls end after their current batch), then the relay and health
+//! endpoints stop on the token, and the group-commit writers drain their queue once the
+//! service is gone. Each of the two waits (calls, then tasks) is bounded by
+//! `TIDINGS_SHUTDOWN_GRACE`, with a warning when it runs out.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use tidings_bus::Bus;
 use tidings_proto::v1::notification_service_server::NotificationServiceServer;
 use tidings_store::Store;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::ApiKeys;
 use crate::group_commit::GroupCommit;
-use crate::metrics::ApiMetrics;
 use crate::oversize;
 use crate::relay::{self, RelaySettings};
+use crate::send_stream::SendStreams;
 use crate::service::Service;
-use crate::{ApiConfig, Sender, http};
+use crate::state::ApiState;
+use crate::{ApiConfig, http};
 
 /// Largest gRPC message the api decodes. A Send at every limit (1,000 member ids of 256
 /// bytes, 4 KiB content, 16 KiB data) is about 280 KiB.
@@ -31,9 +40,9 @@ pub struct App {
     config: ApiConfig,
     grpc: TcpListener,
     http: TcpListener,
-    service: Service,
+    state: ApiState,
+    keys: ApiKeys,
     relay: RelaySettings,
-    relay_wake: Arc<Notify>,
 }
 
 impl App {
@@ -61,15 +70,7 @@ impl App {
         let http = TcpListener::bind(config.http_listen)
             .await
             .with_context(|| format!("binding TIDINGS_API_HTTP_LISTEN {}", config.http_listen))?;
-        let relay_wake = Arc::new(Notify::new());
-        let sender = Sender {
-            store,
-            bus,
-            publish_timeout: config.publish_timeout,
-            relay_wake: relay_wake.clone(),
-            crash_after_commit: crash_after_commit(),
-            metrics: ApiMetrics::new(),
-        };
+        let state = ApiState::new(store, bus, config.publish_timeout);
         let relay = RelaySettings {
             poll: config.relay_poll,
             ..RelaySettings::default()
@@ -78,13 +79,9 @@ impl App {
             config,
             grpc,
             http,
-            service: Service {
-                group_commit: GroupCommit::start(sender.clone()),
-                sender,
-                keys,
-            },
+            state,
+            keys,
             relay,
-            relay_wake,
         })
     }
 
@@ -101,19 +98,29 @@ impl App {
     }
 
     /// Serves until `shutdown` is cancelled, then: reports NOT_SERVING, stops accepting,
-    /// lets in-flight calls finish, stops the relay, within `shutdown_grace`.
+    /// lets in-flight calls finish (at most `shutdown_grace`), then waits for the
+    /// role's tasks to stop (at most `shutdown_grace` again).
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(grpc = %self.grpc_addr(), http = %self.http_addr(), stream = %self.state.bus.stream_name(), "api serving");
+        let Self {
+            config,
+            grpc,
+            http,
+            state,
+            keys,
+            relay,
+        } = self;
         let tracker = TaskTracker::new();
-        let sender = self.service.sender.clone();
-        tracing::info!(grpc = %self.grpc_addr(), http = %self.http_addr(), stream = %sender.bus.stream_name(), "api serving");
-
-        tracker.spawn(relay::run(
-            sender.clone(),
-            self.relay_wake.clone(),
-            self.relay,
-            shutdown.clone(),
-        ));
-        tracker.spawn(http::serve(self.http, sender.clone(), shutdown.clone()));
+        tracker.spawn(relay::run(state.clone(), relay, shutdown.clone()));
+        tracker.spawn(http::serve(http, state.clone(), shutdown.clone()));
+        // The service owns the only group-commit handle: its writers drain and stop
+        // once the server has dropped it.
+        let service = Service {
+            group_commit: GroupCommit::start(state.clone(), &tracker),
+            send_streams: SendStreams::new(state.clone(), tracker.clone(), shutdown.clone()),
+            state,
+            keys,
+        };
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<NotificationServiceServer<Service>>().await;
@@ -122,7 +129,7 @@ impl App {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .context("building gRPC reflection")?;
-        let notifications = NotificationServiceServer::new(self.service).max_decoding_message_size(MAX_REQUEST_BYTES);
+        let notifications = NotificationServiceServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES);
 
         let stopping = shutdown.clone();
         let readiness = health.clone();
@@ -134,19 +141,19 @@ impl App {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(notifications)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), async move {
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
                 stopping.cancelled().await;
                 readiness.set_not_serving::<NotificationServiceServer<Service>>().await;
             });
         let served = tokio::select! {
             result = server => result.context("gRPC server failed"),
-            () = async { shutdown.cancelled().await; tokio::time::sleep(self.config.shutdown_grace).await } => {
+            () = async { shutdown.cancelled().await; tokio::time::sleep(config.shutdown_grace).await } => {
                 tracing::warn!("in-flight calls outlived the shutdown grace; exiting anyway");
                 Ok(())
             }
         };
         tracker.close();
-        if tokio::time::timeout(self.config.shutdown_grace, tracker.wait())
+        if tokio::time::timeout(config.shutdown_grace, tracker.wait())
             .await
             .is_err()
         {
@@ -155,14 +162,4 @@ impl App {
         tracing::info!("api stopped");
         served
     }
-}
-
-#[cfg(feature = "fault-injection")]
-fn crash_after_commit() -> bool {
-    std::env::var("TIDINGS_FAULT").is_ok_and(|f| f == "crash-after-commit")
-}
-
-#[cfg(not(feature = "fault-injection"))]
-fn crash_after_commit() -> bool {
-    false
 }

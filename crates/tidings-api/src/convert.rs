@@ -1,5 +1,7 @@
-//! The one seam between protobuf messages and the domain: validation of every request
-//! field, with the limits of the public contract, and the responses' shapes.
+//! The one seam between protobuf messages and the api's own types: validation of every
+//! request field, with the limits of the public contract, and the responses' shapes.
+//! Past this file (and the handlers in `service.rs`) the api speaks `NewSend`,
+//! `Receipt`, `Page` and `ApiError`, not protobuf.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -11,6 +13,9 @@ use uuid::Uuid;
 
 use crate::ApiError;
 use crate::auth::Producer;
+use crate::inbox::Page;
+use crate::send::Receipt;
+use crate::topic::TopicMessage;
 
 pub(crate) const MAX_MEMBERS: usize = 1000;
 pub(crate) const MAX_CONTENT_BYTES: usize = 4 * 1024;
@@ -66,14 +71,6 @@ pub(crate) fn send_request(
         traceparent,
         created_at: Utc::now(),
     })
-}
-
-/// A validated Publish: the topic, the SSE event name, and the JSON data.
-#[derive(Debug)]
-pub(crate) struct TopicMessage {
-    pub(crate) topic: Topic,
-    pub(crate) event: String,
-    pub(crate) data_json: String,
 }
 
 pub(crate) fn publish_request(req: pb::PublishRequest) -> Result<TopicMessage, ApiError> {
@@ -139,7 +136,7 @@ pub(crate) fn page_limit(limit: u32) -> Result<u32, ApiError> {
 
 /// Cursors are the last id of the previous page, base64url-encoded: opaque to clients,
 /// and checked here so a forged one is an error, not a query.
-pub(crate) fn encode_cursor(id: Uuid) -> String {
+fn encode_cursor(id: Uuid) -> String {
     URL_SAFE_NO_PAD.encode(id.as_bytes())
 }
 
@@ -181,7 +178,28 @@ pub(crate) fn mark_read(req: &pb::MarkReadRequest) -> Result<MarkRead, ApiError>
     }
 }
 
-pub(crate) fn notification(item: InboxItem) -> pb::Notification {
+pub(crate) fn send_response(receipt: Receipt) -> pb::SendResponse {
+    pb::SendResponse {
+        deliveries: receipt
+            .deliveries
+            .into_iter()
+            .map(|d| pb::Delivery {
+                member_id: d.member.to_string(),
+                notification_id: d.notification_id.to_string(),
+                event_id: d.event_id.map(|e| e.to_string()).unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
+pub(crate) fn list_response(page: Page) -> pb::ListNotificationsResponse {
+    pb::ListNotificationsResponse {
+        notifications: page.items.into_iter().map(notification).collect(),
+        next_cursor: page.next.map(encode_cursor).unwrap_or_default(),
+    }
+}
+
+fn notification(item: InboxItem) -> pb::Notification {
     let event_id = match (item.stream_seq, item.stream_epoch) {
         (Some(seq), Some(epoch)) => EventId::new(StreamEpoch(epoch.unsigned_abs()), seq.unsigned_abs()).to_string(),
         _ => String::new(),
@@ -220,8 +238,9 @@ fn optional_text(field: &str, value: String, max: usize) -> Result<Option<String
     Ok((!value.is_empty()).then_some(value))
 }
 
-/// An optional JSON value: empty means none; otherwise it must parse, and is kept
-/// compact (it travels inside every SSE event).
+/// An optional JSON value: empty means none; otherwise it must parse, and is re-written
+/// compactly: a topic's data travels as is, inside every SSE event. A Send's data is
+/// stored as `jsonb`, and what travels is Postgres' rendering of it (`payload.rs`).
 fn json_field(field: &str, value: String, max: usize) -> Result<Option<String>, ApiError> {
     if value.len() > max {
         return Err(too_large(field, value.len(), max));

@@ -4,29 +4,34 @@
 //! A few writers take turns at one bounded queue. A writer that finds the queue empty
 //! waits for the next Send and writes it alone, so a lone Send waits for nothing; when
 //! every writer is busy, Sends queue up and the next free writer takes all of them (up
-//! to SendStream's batch limits). Under load, transactions, commits (fsyncs) and round
-//! trips per Send fall as batches grow, instead of Sends queueing for pool connections.
+//! to the write path's batch limits, as for a SendStream batch). Under load,
+//! transactions, commits (fsyncs) and round trips per Send fall as batches grow,
+//! instead of Sends queueing for pool connections.
 //!
 //! A writer stores and publishes; once JetStream has acknowledged, the notifications
 //! are on their way to the edges, and the writer hands the batch to one recorder and
 //! takes the next. The recorder records the sequences of every batch handed to it
 //! meanwhile in one statement, then answers their Sends (an answer still means the
 //! sequence is recorded, as for SendStream).
+//!
+//! Lifecycle: the writers and the recorder run on the role's task tracker. They stop
+//! when the last [`GroupCommit`] handle is dropped (the gRPC service goes away at
+//! shutdown), after answering everything queued, so no accepted Send is left without
+//! an answer; they need no cancellation of their own.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use tidings_domain::StreamEpoch;
-use tidings_proto::v1 as pb;
 use tidings_store::{NewSend, SendOutcome};
 use tokio::sync::{Mutex, mpsc, oneshot};
-use tonic::Status;
+use tokio_util::task::TaskTracker;
 use tracing::Span;
 use uuid::Uuid;
 
-use crate::send::Written;
-use crate::service::{MAX_BATCH_REQUESTS, MAX_BATCH_ROWS};
-use crate::{ApiError, Sender};
+use crate::ApiError;
+use crate::send::{MAX_BATCH_REQUESTS, MAX_BATCH_ROWS, Receipt, Written};
+use crate::state::ApiState;
 
 /// Writers, each with at most one transaction open. Enough to overlap one batch's
 /// commit with the next one's publish; few enough that batches form under load
@@ -52,7 +57,7 @@ struct Job {
     queued_at: Instant,
 }
 
-type Reply = oneshot::Sender<Result<pb::SendResponse, Status>>;
+type Reply = oneshot::Sender<Result<Receipt, ApiError>>;
 
 /// A published batch and who waits for it: `replies[i]` answers `written.outcomes[i]`
 /// (`None` where the Send is being written again).
@@ -62,20 +67,20 @@ struct ToRecord {
 }
 
 impl GroupCommit {
-    /// Starts the writers on the current runtime.
-    pub(crate) fn start(sender: Sender) -> Self {
+    /// Starts the writers and the recorder on `tracker`.
+    pub(crate) fn start(state: ApiState, tracker: &TaskTracker) -> Self {
         let (queue, jobs) = mpsc::channel(QUEUE);
         let jobs = Arc::new(Mutex::new(jobs));
         let (recorder, published) = mpsc::channel(RECORDING);
         for _ in 0..WRITERS {
-            tokio::spawn(write(sender.clone(), jobs.clone(), recorder.clone()));
+            tracker.spawn(write(state.clone(), jobs.clone(), recorder.clone()));
         }
-        tokio::spawn(record(sender, published));
+        tracker.spawn(record(state, published));
         Self { queue }
     }
 
     /// Stores and publishes one Send, in whichever batch it joins.
-    pub(crate) async fn send(&self, send: NewSend) -> Result<pb::SendResponse, Status> {
+    pub(crate) async fn send(&self, send: NewSend) -> Result<Receipt, ApiError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             send,
@@ -83,7 +88,7 @@ impl GroupCommit {
             reply,
             queued_at: Instant::now(),
         };
-        let stopped = || Status::from(ApiError::Internal(anyhow::anyhow!("group commit writers stopped")));
+        let stopped = || ApiError::Internal(anyhow::anyhow!("group commit writers stopped"));
         self.queue.send(job).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
@@ -92,7 +97,7 @@ impl GroupCommit {
 /// One writer: take the next Send, plus whatever else is already queued, and write
 /// them as one batch. The queue's lock is held only while taking, so the next writer
 /// takes the Sends that arrive during this one's write.
-async fn write(sender: Sender, jobs: Arc<Mutex<mpsc::Receiver<Job>>>, recorder: mpsc::Sender<ToRecord>) {
+async fn write(state: ApiState, jobs: Arc<Mutex<mpsc::Receiver<Job>>>, recorder: mpsc::Sender<ToRecord>) {
     loop {
         let batch = {
             let mut jobs = jobs.lock().await;
@@ -111,19 +116,19 @@ async fn write(sender: Sender, jobs: Arc<Mutex<mpsc::Receiver<Job>>>, recorder: 
             batch
         };
         for job in &batch {
-            sender
+            state
                 .metrics
                 .stage_queued
                 .observe(job.queued_at.elapsed().as_secs_f64());
         }
-        write_batch(&sender, batch, &recorder).await;
+        write_batch(&state, batch, &recorder).await;
     }
 }
 
 /// Writes one batch and passes it to the recorder. The store stops a batch at an
 /// idempotency conflict (a SendStream must answer in order); unary Sends are
 /// independent, so the ones it skipped are written again, in a batch of their own.
-async fn write_batch(sender: &Sender, batch: Vec<Job>, recorder: &mpsc::Sender<ToRecord>) {
+async fn write_batch(state: &ApiState, batch: Vec<Job>, recorder: &mpsc::Sender<ToRecord>) {
     let mut sends = Vec::with_capacity(batch.len());
     let mut callers = Vec::with_capacity(batch.len());
     let mut replies = Vec::with_capacity(batch.len());
@@ -133,13 +138,14 @@ async fn write_batch(sender: &Sender, batch: Vec<Job>, recorder: &mpsc::Sender<T
         replies.push(job.reply);
     }
     while !sends.is_empty() {
-        let written = match sender.write(&sends, &callers).await {
+        let written = match state.write(&sends, &callers).await {
             Ok(written) => written,
             Err(e) => {
-                // The transaction failed as a whole: every Send gets the same answer.
-                let status = Status::from(e);
+                // The transaction failed as a whole: every Send gets the same answer,
+                // and the failure is logged once.
+                let e = e.shared();
                 for reply in replies {
-                    let _ = reply.send(Err(status.clone()));
+                    let _ = reply.send(Err(ApiError::Shared(e.clone())));
                 }
                 return;
             }
@@ -169,7 +175,7 @@ async fn write_batch(sender: &Sender, batch: Vec<Job>, recorder: &mpsc::Sender<T
 
 /// The recorder: records every published batch waiting, in one statement per stream
 /// epoch (normally one), then answers their Sends.
-async fn record(sender: Sender, mut published: mpsc::Receiver<ToRecord>) {
+async fn record(state: ApiState, mut published: mpsc::Receiver<ToRecord>) {
     while let Some(first) = published.recv().await {
         let mut batches = vec![first];
         while batches.len() < RECORDING {
@@ -187,13 +193,13 @@ async fn record(sender: Sender, mut published: mpsc::Receiver<ToRecord>) {
             }
         }
         for (epoch, rows) in by_epoch {
-            sender.record(&rows, epoch).await;
+            state.record(&rows, epoch).await;
         }
         for batch in batches {
-            for (reply, result) in batch.replies.into_iter().zip(batch.written.responses()) {
+            for (reply, result) in batch.replies.into_iter().zip(batch.written.receipts()) {
                 // The caller may have gone; what was written stays written.
                 if let Some(reply) = reply {
-                    let _ = reply.send(result.map_err(Status::from));
+                    let _ = reply.send(result);
                 }
             }
         }

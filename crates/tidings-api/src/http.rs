@@ -12,17 +12,17 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::Sender;
+use crate::state::ApiState;
 
 /// How long readiness waits for Postgres before calling it down.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub(crate) async fn serve(listener: TcpListener, sender: Sender, shutdown: CancellationToken) {
+pub(crate) async fn serve(listener: TcpListener, state: ApiState, shutdown: CancellationToken) {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(sender);
+        .with_state(state);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
@@ -35,12 +35,12 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn readyz(State(sender): State<Sender>) -> (StatusCode, Json<Value>) {
+async fn readyz(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
     let postgres = matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, sender.store.ping()).await,
+        tokio::time::timeout(PROBE_TIMEOUT, state.store.ping()).await,
         Ok(Ok(()))
     );
-    let nats = sender.bus.is_connected();
+    let nats = state.bus.is_connected();
     let status = if postgres && nats {
         StatusCode::OK
     } else {
@@ -51,9 +51,9 @@ async fn readyz(State(sender): State<Sender>) -> (StatusCode, Json<Value>) {
 
 /// Prometheus metrics; the outbox gauges are read from Postgres at scrape time, so they
 /// are exact whichever replica's relay did the work.
-async fn metrics(State(sender): State<Sender>) -> impl axum::response::IntoResponse {
-    let m = &sender.metrics;
-    if let Ok(Ok(backlog)) = tokio::time::timeout(PROBE_TIMEOUT, sender.store.outbox_backlog()).await {
+async fn metrics(State(state): State<ApiState>) -> impl axum::response::IntoResponse {
+    let m = &state.metrics;
+    if let Ok(Ok(backlog)) = tokio::time::timeout(PROBE_TIMEOUT, state.store.outbox_backlog()).await {
         m.outbox_backlog.set(i64::try_from(backlog.entries).unwrap_or(i64::MAX));
         let age = backlog
             .oldest
@@ -61,7 +61,7 @@ async fn metrics(State(sender): State<Sender>) -> impl axum::response::IntoRespo
         m.outbox_oldest_age.set(age);
     }
     m.nats_reconnects
-        .inc_by(sender.bus.reconnects().saturating_sub(m.nats_reconnects.get()));
+        .inc_by(state.bus.reconnects().saturating_sub(m.nats_reconnects.get()));
     let (content_type, body) = tidings_telemetry::metrics::render(&m.registry);
     ([(axum::http::header::CONTENT_TYPE, content_type)], body)
 }

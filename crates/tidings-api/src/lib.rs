@@ -3,19 +3,25 @@
 //! JetStream (`Nats-Msg-Id` = notification id), records the stream sequence, and runs
 //! the outbox relay that publishes whatever the inline step missed.
 //!
-//! Layout:
-//! - `config.rs`: [`ApiConfig`].
-//! - `app.rs`: [`App`]: build (connect, migrate, bind) and run (serve, relay, shutdown).
-//! - `service.rs`: the tonic service; SendStream's batching.
-//! - `send.rs`: [`Sender`], the write path shared by Send and SendStream.
-//! - `group_commit.rs`: unary Sends that arrive together share one transaction.
-//! - `relay.rs`: the outbox relay.
-//! - `convert.rs`: request validation and protobuf conversion, with the limits.
-//! - `payload.rs`: the JSON a notification carries on the stream (the SSE event data).
-//! - `auth.rs`: producer API keys.
+//! Layout, one line per file, in layers: each file's `use crate::` imports name only
+//! files below it, so the module graph has no cycle.
+//! - `lib.rs`: this map and the public surface.
+//! - `app.rs`: [`App`]: build (connect, migrate, bind) and run (every task tracked, ordered shutdown).
+//! - `service.rs`: the tonic `NotificationService`: authenticate, convert, call, convert back, timed.
+//! - `convert.rs`: protobuf ↔ the api's types: request validation with the contract's limits, responses.
+//! - `group_commit.rs`: front-end for unary Sends: those that arrive together share one batch.
+//! - `send_stream.rs`: front-end for SendStream: one worker per call, batches of what has arrived.
+//! - `send.rs`: the write path both front-ends call: commit, publish, record; batch limits; receipts.
+//! - `inbox.rs`: paging, mark read (with the unread-change announcement), unread counts.
+//! - `topic.rs`: Publish to a broadcast topic, straight to JetStream.
+//! - `relay.rs`: the outbox relay: publishes what the inline publish missed.
+//! - `payload.rs`: the message a notification travels in (subject, msg id, trace, JSON), for both publishers.
 //! - `http.rs`: `/healthz`, `/readyz`, `/metrics`.
+//! - `state.rs`: `ApiState`: store, bus, metrics and settings; every task of the role holds one.
 //! - `metrics.rs`: the Prometheus series.
-//! - `oversize.rs`: RESOURCE_EXHAUSTED (not tonic's OUT_OF_RANGE) for oversized requests.
+//! - `config.rs`: [`ApiConfig`], the role's flags and environment.
+//! - `auth.rs`: producer API keys.
+//! - `oversize.rs`: a tonic layer: RESOURCE_EXHAUSTED (not OUT_OF_RANGE) for oversized requests.
 //! - `error.rs`: [`ApiError`] and its one mapping to `tonic::Status`.
 
 mod app;
@@ -25,15 +31,18 @@ mod convert;
 mod error;
 mod group_commit;
 mod http;
+mod inbox;
 mod metrics;
 mod oversize;
 pub mod payload;
 mod relay;
 mod send;
+mod send_stream;
 mod service;
+mod state;
+mod topic;
 
 pub use app::{App, MAX_REQUEST_BYTES};
 pub use auth::{ANONYMOUS, ApiKeys, Producer};
 pub use config::ApiConfig;
 pub use error::ApiError;
-pub use send::Sender;

@@ -107,12 +107,8 @@ impl ApiMetrics {
         }
     }
 
-    /// Records one call's outcome and latency.
-    pub(crate) fn observe<T>(&self, method: &str, started: Instant, result: &Result<T, tonic::Status>) {
-        let code = match result {
-            Ok(_) => tonic::Code::Ok,
-            Err(status) => status.code(),
-        };
+    /// Records one call's status code and latency.
+    pub(crate) fn observe(&self, method: &str, started: Instant, code: tonic::Code) {
         self.requests.with_label_values(&[method, code_name(code)]).inc();
         self.duration
             .with_label_values(&[method])

@@ -1,11 +1,46 @@
-//! The bytes a notification carries on the stream: exactly the JSON of the SSE
-//! `notification` event, so edges write them without decoding or re-encoding.
+//! The message a notification travels in: its subject, `Nats-Msg-Id`, trace context and
+//! payload, built by [`message`] alone, for the inline publish (`send.rs`) and the relay
+//! (`relay.rs`) alike. The payload is exactly the JSON of the SSE `notification` event,
+//! so edges write it without decoding or re-encoding.
+//!
+//! A notification's `data` is Postgres' rendering of the producer's JSON (`jsonb` read
+//! back as text), never the producer's own text: the relay and ListNotifications can
+//! only read that rendering, and the inline publish is handed the same text by the
+//! insert, so a browser gets the same bytes whichever path delivered the notification.
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use tidings_bus::{Outgoing, Subjects};
+use tidings_domain::MemberId;
 use uuid::Uuid;
+
+/// One stored notification row, as both publishing paths see it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Notification<'a> {
+    pub(crate) id: Uuid,
+    pub(crate) member: &'a MemberId,
+    pub(crate) kind: &'a str,
+    pub(crate) content: &'a str,
+    /// Postgres' rendering of the data (see the module doc).
+    pub(crate) data: Option<&'a str>,
+    pub(crate) group_id: Option<&'a str>,
+    pub(crate) created_at: DateTime<Utc>,
+}
+
+/// The message that publishes `n` to its member's subject. `Nats-Msg-Id` is the
+/// notification id, so a relay re-publish of something already stored is a duplicate
+/// JetStream drops.
+pub(crate) fn message(subjects: &Subjects, n: &Notification<'_>, traceparent: Option<String>) -> Outgoing {
+    Outgoing {
+        subject: subjects.member(n.member),
+        msg_id: Some(n.id.to_string()),
+        event: None,
+        traceparent,
+        payload: notification(n.id, n.kind, n.content, n.data, n.group_id, n.created_at),
+    }
+}
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -19,8 +54,9 @@ struct InboxEvent<'a> {
     created_at: String,
 }
 
-/// `{"id","type","content","data","groupId","createdAt"}`; `data` is the producer's JSON
-/// value as given (already validated), `null` when none.
+/// `{"id","type","content","data","groupId","createdAt"}`; `data` is the JSON text given,
+/// byte for byte (already validated), `null` when none. Public for the benchmark, which
+/// publishes notification-shaped messages without the api.
 pub fn notification(
     id: Uuid,
     kind: &str,

@@ -3,17 +3,16 @@
 //! the work through `for update skip locked`, and `Nats-Msg-Id` makes a re-publish of
 //! something already stored harmless.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tidings_bus::Outgoing;
-use tidings_store::StoreError;
-use tokio::sync::Notify;
+use tidings_domain::MemberId;
+use tidings_store::{PendingPublish, StoreError};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::Sender;
-use crate::payload;
+use crate::payload::{self, Notification};
+use crate::state::ApiState;
 
 /// How the relay paces itself.
 #[derive(Debug, Clone, Copy)]
@@ -39,19 +38,20 @@ impl Default for RelaySettings {
 }
 
 /// Runs until `shutdown`. Errors are logged and retried; the loop never ends early.
-pub(crate) async fn run(sender: Sender, wake: Arc<Notify>, settings: RelaySettings, shutdown: CancellationToken) {
+/// An inline publish that failed wakes it (`ApiState::relay_wake`) before its poll.
+pub(crate) async fn run(state: ApiState, settings: RelaySettings, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = wake.notified() => {}
+            () = state.relay_wake.notified() => {}
             () = tokio::time::sleep(settings.poll) => {}
         }
         // Drain everything due, a batch at a time.
         loop {
-            if shutdown.is_cancelled() || !sender.bus.is_connected() {
+            if shutdown.is_cancelled() || !state.bus.is_connected() {
                 break;
             }
-            match round(&sender, &settings).await {
+            match round(&state, &settings).await {
                 Ok(claimed) if claimed < settings.batch as usize => break,
                 Ok(_) => {}
                 Err(e) => {
@@ -64,8 +64,8 @@ pub(crate) async fn run(sender: Sender, wake: Arc<Notify>, settings: RelaySettin
 }
 
 /// One round: claim, publish, record. Returns how many entries were claimed.
-async fn round(sender: &Sender, settings: &RelaySettings) -> Result<usize, StoreError> {
-    let mut claim = sender.store.claim_outbox(settings.batch).await?;
+async fn round(state: &ApiState, settings: &RelaySettings) -> Result<usize, StoreError> {
+    let mut claim = state.store.claim_outbox(settings.batch).await?;
     let claimed = claim.entries.len();
     if claimed == 0 {
         return Ok(0);
@@ -73,32 +73,9 @@ async fn round(sender: &Sender, settings: &RelaySettings) -> Result<usize, Store
     let (ids, messages): (Vec<Uuid>, Vec<Outgoing>) = claim
         .entries
         .iter()
-        .filter_map(|e| {
-            let member = tidings_domain::MemberId::parse(&e.member_id).ok()?;
-            // The relay's publish continues the trace of the Send that stored the entry.
-            let span = tracing::info_span!("outbox.relay_publish", notification = %e.id, attempts = e.attempts);
-            tidings_telemetry::propagation::set_remote_parent(&span, e.traceparent.as_deref());
-            let traceparent = span
-                .in_scope(tidings_telemetry::propagation::current_traceparent)
-                .or_else(|| e.traceparent.clone());
-            let message = Outgoing {
-                subject: sender.bus.subjects().member(&member),
-                msg_id: Some(e.id.to_string()),
-                event: None,
-                traceparent,
-                payload: payload::notification(
-                    e.id,
-                    &e.kind,
-                    &e.content,
-                    e.data.as_deref(),
-                    e.group_id.as_deref(),
-                    e.created_at,
-                ),
-            };
-            Some((e.id, message))
-        })
+        .filter_map(|e| Some((e.id, message(state, e)?)))
         .unzip();
-    let results = sender.bus.publish_all(messages, sender.publish_timeout).await;
+    let results = state.bus.publish_all(messages, state.publish_timeout).await;
     let mut published = Vec::with_capacity(ids.len());
     let mut failed = Vec::new();
     for (id, result) in ids.into_iter().zip(results) {
@@ -110,8 +87,8 @@ async fn round(sender: &Sender, settings: &RelaySettings) -> Result<usize, Store
             }
         }
     }
-    claim.published(&published, sender.bus.epoch().0).await?;
-    sender.metrics.published_relay.inc_by(published.len() as u64);
+    claim.published(&published, state.bus.epoch().0).await?;
+    state.metrics.published_relay.inc_by(published.len() as u64);
     claim
         .retry_later(&failed, settings.backoff, settings.max_backoff)
         .await?;
@@ -124,4 +101,26 @@ async fn round(sender: &Sender, settings: &RelaySettings) -> Result<usize, Store
         );
     }
     Ok(claimed)
+}
+
+/// The entry's message, as the inline publish would have built it; `None` for a member
+/// id that no longer parses.
+fn message(state: &ApiState, e: &PendingPublish) -> Option<Outgoing> {
+    let member = MemberId::parse(&e.member_id).ok()?;
+    // The relay's publish continues the trace of the Send that stored the entry.
+    let span = tracing::info_span!("outbox.relay_publish", notification = %e.id, attempts = e.attempts);
+    tidings_telemetry::propagation::set_remote_parent(&span, e.traceparent.as_deref());
+    let traceparent = span
+        .in_scope(tidings_telemetry::propagation::current_traceparent)
+        .or_else(|| e.traceparent.clone());
+    let notification = Notification {
+        id: e.id,
+        member: &member,
+        kind: &e.kind,
+        content: &e.content,
+        data: e.data.as_deref(),
+        group_id: e.group_id.as_deref(),
+        created_at: e.created_at,
+    };
+    Some(payload::message(state.bus.subjects(), &notification, traceparent))
 }

@@ -1,45 +1,52 @@
-//! The write path shared by Send and SendStream: commit, then publish inline, then
-//! record the sequences. Whatever the inline publish misses stays in the outbox for
-//! the relay, so a committed notification is never lost.
+//! The write path, the one home of every Send: commit, then publish inline, then record
+//! the sequences. Its two batching front-ends are `group_commit.rs` (unary Sends that
+//! arrive together) and `send_stream.rs` (one SendStream call); both hand it batches
+//! within [`MAX_BATCH_REQUESTS`] and [`MAX_BATCH_ROWS`] and get [`Receipt`]s back, which
+//! `convert.rs` turns into protobuf.
+//!
+//! - Commit before anyone hears of it: rows and outbox entries in one transaction.
+//!   An error there is the whole batch's, and nothing was stored.
+//! - Publish what the commit wrote, pipelined, in request order. A publish that fails
+//!   or outlives `publish_timeout` is not an error: the row stays in the outbox, the
+//!   relay is woken, and the answer carries no event id yet. A committed notification
+//!   is never lost.
+//! - Record the sequences JetStream acknowledged. Bookkeeping: if it fails, the relay
+//!   re-publishes, and `Nats-Msg-Id` makes JetStream answer with the same sequence.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
-use tidings_bus::{Bus, Outgoing};
-use tidings_domain::{EventId, StreamEpoch};
-use tidings_proto::v1 as pb;
-use tidings_store::{NewSend, RowState, SendOutcome, Store};
-use tokio::sync::Notify;
+use tidings_domain::{EventId, MemberId, StreamEpoch};
+use tidings_store::{NewSend, RowState, SendOutcome, StoredRow};
 use tracing::{Instrument as _, Span};
 use uuid::Uuid;
 
-use crate::metrics::ApiMetrics;
-use crate::{ApiError, payload};
+use crate::ApiError;
+use crate::payload::{self, Notification};
+use crate::state::ApiState;
 
-/// Stores and publishes sends. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Sender {
-    pub(crate) store: Store,
-    pub(crate) bus: Bus,
-    /// How long the inline publish waits for JetStream's acks before leaving the rest to
-    /// the relay.
-    pub(crate) publish_timeout: Duration,
-    /// Wakes the relay when an inline publish failed, instead of waiting for its poll.
-    pub(crate) relay_wake: Arc<Notify>,
-    /// Test-only crash point between commit and publish (the `fault-injection` feature).
-    pub(crate) crash_after_commit: bool,
-    pub(crate) metrics: ApiMetrics,
+/// Most requests one batch (a SendStream's, or a group commit's) commits together,
+/// and most rows: one `unnest` insert of 10,000 rows stays in the tens of
+/// milliseconds, and the batch's answers wait for all of it.
+pub(crate) const MAX_BATCH_REQUESTS: usize = 512;
+pub(crate) const MAX_BATCH_ROWS: usize = 10_000;
+
+/// What a stored Send answers: one delivery per member, in request order.
+#[derive(Debug)]
+pub(crate) struct Receipt {
+    pub(crate) deliveries: Vec<Delivery>,
 }
 
-impl Sender {
-    /// Outbox entries wait this long before the relay may take them: long enough for
-    /// the inline publish to finish first, short enough that a crash delays delivery
-    /// by seconds, not minutes.
-    pub(crate) fn relay_grace(&self) -> Duration {
-        self.publish_timeout * 2
-    }
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) member: MemberId,
+    pub(crate) notification_id: Uuid,
+    /// The SSE id the notification carries once published; `None` while the relay
+    /// still has to publish it.
+    pub(crate) event_id: Option<EventId>,
+}
 
+impl ApiState {
     /// Stores every send in one transaction, publishes the new rows, records their
     /// sequences, and returns one result per send, in order. An error for the whole
     /// batch means nothing was stored.
@@ -47,108 +54,30 @@ impl Sender {
     /// `callers[i]` is the span of the call that asked for `sends[i]`: a batch may serve
     /// several calls (group commit), and each call's trace gets its own commit and
     /// publish spans, so one trace still follows each notification to the SSE write.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         sends: &[NewSend],
         callers: &[Span],
-    ) -> Result<Vec<Result<pb::SendResponse, ApiError>>, ApiError> {
+    ) -> Result<Vec<Result<Receipt, ApiError>>, ApiError> {
         let written = self.write(sends, callers).await?;
         self.record(&written.published, written.epoch).await;
-        Ok(written.responses())
+        Ok(written.receipts())
     }
 
-    /// The first two steps of [`Sender::send`]: store, then publish. Once this returns,
-    /// the notifications are on their way to the edges; recording their sequences is
-    /// bookkeeping the caller does next, alone ([`Sender::record`]) or together with
-    /// other batches.
+    /// The first two steps of [`ApiState::send`]: commit, then publish. Once this
+    /// returns, the notifications are on their way to the edges; recording their
+    /// sequences is bookkeeping the caller does next, alone ([`ApiState::record`]) or
+    /// together with other batches.
     pub(crate) async fn write(&self, sends: &[NewSend], callers: &[Span]) -> Result<Written, ApiError> {
         debug_assert_eq!(sends.len(), callers.len());
         let traces = Traces::of(callers);
-        let commit =
-            traces.spans(|parent| tracing::info_span!(parent: parent, "postgres.insert_sends", sends = sends.len()));
-        let started = std::time::Instant::now();
-        let outcomes = self
-            .store
-            .insert_sends(sends, self.relay_grace())
-            .instrument(commit.first().cloned().unwrap_or_else(Span::none))
-            .await;
-        self.metrics.stage_stored.observe(started.elapsed().as_secs_f64());
-        drop(commit);
-        let outcomes = outcomes?;
+        let outcomes = self.commit(sends, &traces).await?;
         if self.crash_after_commit {
             tracing::error!("fault injection: crashing between commit and publish");
             std::process::abort();
         }
-
-        // Publish every fresh row, pipelined, in request order.
-        let mut fresh: Vec<Uuid> = Vec::new();
-        let mut messages: Vec<Outgoing> = Vec::new();
-        let mut message_trace: Vec<usize> = Vec::new();
-        for ((send, outcome), trace) in sends.iter().zip(&outcomes).zip(&traces.of_send) {
-            let SendOutcome::Stored(rows) = outcome else { continue };
-            for row in rows.iter().filter(|r| r.state == RowState::Fresh) {
-                fresh.push(row.id);
-                message_trace.push(*trace);
-                messages.push(Outgoing {
-                    subject: self.bus.subjects().member(&row.member_id),
-                    msg_id: Some(row.id.to_string()),
-                    event: None,
-                    traceparent: send.traceparent.clone(),
-                    payload: payload::notification(
-                        row.id,
-                        send.kind.as_str(),
-                        &send.content,
-                        send.data_json.as_deref(),
-                        send.group_id.as_deref(),
-                        send.created_at,
-                    ),
-                });
-            }
-        }
         let epoch = self.bus.epoch();
-        let mut published: Vec<(Uuid, u64)> = Vec::with_capacity(fresh.len());
-        if !messages.is_empty() {
-            if self.bus.is_connected() {
-                let publish = traces
-                    .spans(|parent| tracing::info_span!(parent: parent, "nats.publish", messages = messages.len()));
-                // The edge continues each trace from its own publish span.
-                let traceparents: Vec<Option<String>> = publish
-                    .iter()
-                    .map(|span| span.in_scope(tidings_telemetry::propagation::current_traceparent))
-                    .collect();
-                for (m, trace) in messages.iter_mut().zip(&message_trace) {
-                    if let Some(traceparent) = &traceparents[*trace] {
-                        m.traceparent = Some(traceparent.clone());
-                    }
-                }
-                let started = std::time::Instant::now();
-                let results = self
-                    .bus
-                    .publish_all(messages, self.publish_timeout)
-                    .instrument(publish.first().cloned().unwrap_or_else(Span::none))
-                    .await;
-                self.metrics.stage_published.observe(started.elapsed().as_secs_f64());
-                drop(publish);
-                for (id, result) in fresh.iter().zip(results) {
-                    match result {
-                        Ok(stored) => published.push((*id, stored.seq)),
-                        Err(e) => {
-                            tracing::debug!(notification = %id, error = %e, "inline publish failed; relay will retry")
-                        }
-                    }
-                }
-            }
-            self.metrics.stored.inc_by(fresh.len() as u64);
-            self.metrics.published_inline.inc_by(published.len() as u64);
-            if published.len() < fresh.len() {
-                self.metrics.deferred.inc_by((fresh.len() - published.len()) as u64);
-                tracing::warn!(
-                    pending = fresh.len() - published.len(),
-                    "publishing deferred to the outbox relay"
-                );
-                self.relay_wake.notify_one();
-            }
-        }
+        let published = self.publish(sends, &outcomes, &traces).await;
         Ok(Written {
             outcomes,
             published,
@@ -167,6 +96,78 @@ impl Sender {
             tracing::warn!(error = %e, "recording published sequences failed; relay will reconcile");
         }
     }
+
+    /// Rows plus outbox entries, in one transaction.
+    async fn commit(&self, sends: &[NewSend], traces: &Traces<'_>) -> Result<Vec<SendOutcome>, ApiError> {
+        let spans =
+            traces.spans(|parent| tracing::info_span!(parent: parent, "postgres.insert_sends", sends = sends.len()));
+        let started = Instant::now();
+        let outcomes = self
+            .store
+            .insert_sends(sends, self.relay_grace())
+            .instrument(first(&spans))
+            .await;
+        self.metrics.stage_stored.observe(started.elapsed().as_secs_f64());
+        Ok(outcomes?)
+    }
+
+    /// Publishes every fresh row, pipelined, in request order; returns the ones
+    /// JetStream acknowledged, with their sequences. What it misses stays in the outbox,
+    /// and the relay is woken for it.
+    async fn publish(&self, sends: &[NewSend], outcomes: &[SendOutcome], traces: &Traces<'_>) -> Vec<(Uuid, u64)> {
+        let fresh = Fresh::of(sends, outcomes, traces);
+        if fresh.is_empty() {
+            return Vec::new();
+        }
+        // Publishing while disconnected would only queue and time out.
+        let published = if self.bus.is_connected() {
+            self.publish_fresh(&fresh, traces).await
+        } else {
+            Vec::new()
+        };
+        self.metrics.stored.inc_by(fresh.len() as u64);
+        self.metrics.published_inline.inc_by(published.len() as u64);
+        if published.len() < fresh.len() {
+            let pending = fresh.len() - published.len();
+            self.metrics.deferred.inc_by(pending as u64);
+            tracing::warn!(pending, "publishing deferred to the outbox relay");
+            self.relay_wake.notify_one();
+        }
+        published
+    }
+
+    async fn publish_fresh(&self, fresh: &[Fresh<'_>], traces: &Traces<'_>) -> Vec<(Uuid, u64)> {
+        let spans = traces.spans(|parent| tracing::info_span!(parent: parent, "nats.publish", messages = fresh.len()));
+        // The edge continues each trace from its own publish span.
+        let traceparents: Vec<Option<String>> = spans
+            .iter()
+            .map(|span| span.in_scope(tidings_telemetry::propagation::current_traceparent))
+            .collect();
+        let messages = fresh
+            .iter()
+            .map(|f| {
+                let traceparent = traceparents[f.trace].clone().or_else(|| f.send.traceparent.clone());
+                payload::message(self.bus.subjects(), &f.notification(), traceparent)
+            })
+            .collect();
+        let started = Instant::now();
+        let results = self
+            .bus
+            .publish_all(messages, self.publish_timeout)
+            .instrument(first(&spans))
+            .await;
+        self.metrics.stage_published.observe(started.elapsed().as_secs_f64());
+        let mut published = Vec::with_capacity(fresh.len());
+        for (f, result) in fresh.iter().zip(results) {
+            match result {
+                Ok(stored) => published.push((f.row.id, stored.seq)),
+                Err(e) => {
+                    tracing::debug!(notification = %f.row.id, error = %e, "inline publish failed; relay will retry")
+                }
+            }
+        }
+        published
+    }
 }
 
 /// A batch stored and published, its sequences not yet recorded.
@@ -181,10 +182,14 @@ pub(crate) struct Written {
 
 impl Written {
     /// One answer per send, in order.
-    pub(crate) fn responses(self) -> Vec<Result<pb::SendResponse, ApiError>> {
+    pub(crate) fn receipts(self) -> Vec<Result<Receipt, ApiError>> {
         let epoch = self.epoch;
         let published: HashMap<Uuid, u64> = self.published.into_iter().collect();
-        let seq_of = |id: &Uuid| published.get(id).copied();
+        let event_id = |row: &StoredRow| match row.state {
+            RowState::Fresh => published.get(&row.id).map(|seq| EventId::new(epoch, *seq)),
+            RowState::Published { seq, epoch } => Some(EventId::new(StreamEpoch(epoch), seq)),
+            RowState::Pending => None,
+        };
         self.outcomes
             .into_iter()
             .map(|outcome| match outcome {
@@ -192,25 +197,61 @@ impl Written {
                     "idempotency_key: already used for a different set of members".into(),
                 )),
                 SendOutcome::Skipped => Err(ApiError::Skipped),
-                SendOutcome::Stored(rows) => Ok(pb::SendResponse {
+                SendOutcome::Stored { rows, .. } => Ok(Receipt {
                     deliveries: rows
                         .into_iter()
-                        .map(|row| {
-                            let event_id = match row.state {
-                                RowState::Fresh => seq_of(&row.id).map(|seq| EventId::new(epoch, seq)),
-                                RowState::Published { seq, epoch } => Some(EventId::new(StreamEpoch(epoch), seq)),
-                                RowState::Pending => None,
-                            };
-                            pb::Delivery {
-                                member_id: row.member_id.to_string(),
-                                notification_id: row.id.to_string(),
-                                event_id: event_id.map(|e| e.to_string()).unwrap_or_default(),
-                            }
+                        .map(|row| Delivery {
+                            event_id: event_id(&row),
+                            member: row.member_id,
+                            notification_id: row.id,
                         })
                         .collect(),
                 }),
             })
             .collect()
+    }
+}
+
+/// A row this batch wrote, with what its message is built from.
+struct Fresh<'a> {
+    send: &'a NewSend,
+    row: &'a StoredRow,
+    /// Postgres' rendering of the send's data, as the insert returned it.
+    data: Option<&'a str>,
+    /// The row's call, an index into [`Traces::callers`].
+    trace: usize,
+}
+
+impl<'a> Fresh<'a> {
+    /// Every fresh row of the batch, in request order.
+    fn of(sends: &'a [NewSend], outcomes: &'a [SendOutcome], traces: &Traces<'_>) -> Vec<Self> {
+        let mut fresh = Vec::new();
+        for ((send, outcome), &trace) in sends.iter().zip(outcomes).zip(&traces.of_send) {
+            let SendOutcome::Stored { rows, data } = outcome else {
+                continue;
+            };
+            for row in rows.iter().filter(|r| r.state == RowState::Fresh) {
+                fresh.push(Fresh {
+                    send,
+                    row,
+                    data: data.as_deref(),
+                    trace,
+                });
+            }
+        }
+        fresh
+    }
+
+    fn notification(&self) -> Notification<'a> {
+        Notification {
+            id: self.row.id,
+            member: &self.row.member_id,
+            kind: self.send.kind.as_str(),
+            content: &self.send.content,
+            data: self.data,
+            group_id: self.send.group_id.as_deref(),
+            created_at: self.send.created_at,
+        }
     }
 }
 
@@ -246,4 +287,9 @@ impl<'a> Traces<'a> {
     fn spans(&self, child: impl Fn(&Span) -> Span) -> Vec<Span> {
         self.callers.iter().map(|parent| child(parent)).collect()
     }
+}
+
+/// The span a shared step runs in: the first call's (every call has its own copy).
+fn first(spans: &[Span]) -> Span {
+    spans.first().cloned().unwrap_or_else(Span::none)
 }

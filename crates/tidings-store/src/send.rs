@@ -32,8 +32,16 @@ pub struct NewSend {
 /// What happened to one [`NewSend`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendOutcome {
-    /// One row per member, in the order of [`NewSend::members`].
-    Stored(Vec<StoredRow>),
+    Stored {
+        /// One row per member, in the order of [`NewSend::members`]: all
+        /// [`RowState::Fresh`], or all written by an earlier call with the same key.
+        rows: Vec<StoredRow>,
+        /// For fresh rows, the send's data as Postgres stored it: its `jsonb` rendered
+        /// back as text, the text the relay and the inbox read, so an inline publish
+        /// carries the same bytes as a relayed one. `None` without data, and for rows
+        /// of an earlier call (this call does not publish them).
+        data: Option<String>,
+    },
     /// The idempotency key was used before for a different set of members.
     KeyConflict,
     /// Not attempted: an earlier send of the batch had a [`SendOutcome::KeyConflict`],
@@ -78,11 +86,11 @@ impl Store {
             let batch: Vec<(&NewSend, &[Uuid])> =
                 sends.iter().zip(&planned).map(|(s, ids)| (s, ids.as_slice())).collect();
             let mut conn = self.pool().acquire().await?;
-            insert_rows(&mut conn, &batch, relay_grace).await?;
+            let mut inserted = insert_rows(&mut conn, &batch, relay_grace).await?;
             return Ok(sends
                 .iter()
                 .zip(planned)
-                .map(|(send, ids)| fresh_rows(send, ids))
+                .map(|(send, ids)| fresh_rows(send, ids, &mut inserted))
                 .collect());
         }
         let mut tx = self.pool().begin().await?;
@@ -108,7 +116,7 @@ impl Store {
             .filter(|(_, o)| o.is_none())
             .map(|((s, ids), _)| (s, ids.as_slice()))
             .collect();
-        let fresh = insert_rows(&mut tx, &to_insert, relay_grace).await?;
+        let mut fresh = insert_rows(&mut tx, &to_insert, relay_grace).await?;
 
         // A concurrent call may have stored the same key between our check and insert:
         // our insert then skipped those rows, and the winner's rows are visible now.
@@ -116,7 +124,7 @@ impl Store {
             .iter()
             .zip(&planned)
             .zip(&outcomes)
-            .filter(|((s, ids), o)| o.is_none() && key_of(s).is_some() && !all_fresh(ids, &fresh))
+            .filter(|((s, ids), o)| o.is_none() && key_of(s).is_some() && !fresh.all(ids))
             .map(|((s, _), _)| s);
         let mut raced_rows = existing_rows(&mut tx, raced).await?;
         tx.commit().await?;
@@ -127,11 +135,11 @@ impl Store {
             .zip(outcomes)
             .map(|((send, ids), outcome)| match outcome {
                 Some(done) => done,
-                None if !all_fresh(&ids, &fresh) => match key_of(send).and_then(|k| raced_rows.remove(&k)) {
+                None if !fresh.all(&ids) => match key_of(send).and_then(|k| raced_rows.remove(&k)) {
                     Some(rows) => replay(send, rows),
                     None => SendOutcome::KeyConflict,
                 },
-                None => fresh_rows(send, ids),
+                None => fresh_rows(send, ids, &mut fresh),
             })
             .collect())
     }
@@ -150,23 +158,20 @@ fn key_of(send: &NewSend) -> Option<Key> {
     send.idempotency_key.clone().map(|k| (send.producer.clone(), k))
 }
 
-fn fresh_rows(send: &NewSend, ids: Vec<Uuid>) -> SendOutcome {
-    SendOutcome::Stored(
-        send.members
-            .iter()
-            .zip(ids)
-            .map(|(member, id)| StoredRow {
-                id,
-                member_id: member.clone(),
-                created_at: send.created_at,
-                state: RowState::Fresh,
-            })
-            .collect(),
-    )
-}
-
-fn all_fresh(ids: &[Uuid], fresh: &HashSet<Uuid>) -> bool {
-    ids.iter().all(|id| fresh.contains(id))
+fn fresh_rows(send: &NewSend, ids: Vec<Uuid>, inserted: &mut Inserted) -> SendOutcome {
+    let data = ids.first().and_then(|first| inserted.data.remove(first));
+    let rows = send
+        .members
+        .iter()
+        .zip(ids)
+        .map(|(member, id)| StoredRow {
+            id,
+            member_id: member.clone(),
+            created_at: send.created_at,
+            state: RowState::Fresh,
+        })
+        .collect();
+    SendOutcome::Stored { rows, data }
 }
 
 fn replay(send: &NewSend, rows: Vec<ExistingRow>) -> SendOutcome {
@@ -193,7 +198,7 @@ fn replay(send: &NewSend, rows: Vec<ExistingRow>) -> SendOutcome {
             state,
         });
     }
-    SendOutcome::Stored(out)
+    SendOutcome::Stored { rows: out, data: None }
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -234,20 +239,41 @@ async fn existing_rows<'a>(
     Ok(grouped)
 }
 
-/// Inserts the rows of `sends` and their outbox entries in one statement; returns the
-/// ids actually inserted (an idempotency conflict with a concurrent call skips rows).
+/// The rows one [`insert_rows`] wrote.
+#[derive(Debug, Default)]
+struct Inserted {
+    /// Every id inserted (an idempotency conflict with a concurrent call skips rows).
+    ids: HashSet<Uuid>,
+    /// Postgres' rendering of each send's data, by the id of the send's first row.
+    data: HashMap<Uuid, String>,
+}
+
+impl Inserted {
+    fn all(&self, ids: &[Uuid]) -> bool {
+        ids.iter().all(|id| self.ids.contains(id))
+    }
+}
+
+/// Inserts the rows of `sends` and their outbox entries in one statement; returns what
+/// it inserted.
+///
+/// The statement also returns each send's data as `jsonb` renders it (key order, white
+/// space, number spelling), read once per send from its first row: the relay and the
+/// inbox read that rendering back, so the inline publish uses it too and a notification
+/// carries the same bytes whichever path publishes it. The rendering is computed once
+/// per send and travels once, however many members the send has.
 async fn insert_rows(
     conn: &mut PgConnection,
     sends: &[(&NewSend, &[Uuid])],
     relay_grace: Duration,
-) -> Result<HashSet<Uuid>, StoreError> {
+) -> Result<Inserted, StoreError> {
     let rows: usize = sends.iter().map(|(s, _)| s.members.len()).sum();
     if rows == 0 {
-        return Ok(HashSet::new());
+        return Ok(Inserted::default());
     }
     let mut cols = Columns::with_capacity(rows);
     for (send, ids) in sends {
-        for (member, id) in send.members.iter().zip(ids.iter()) {
+        for (i, (member, id)) in send.members.iter().zip(ids.iter()).enumerate() {
             cols.id.push(*id);
             cols.member.push(member.as_str().to_owned());
             cols.kind.push(send.kind.as_str().to_owned());
@@ -258,24 +284,28 @@ async fn insert_rows(
             cols.producer.push(send.producer.clone());
             cols.key.push(send.idempotency_key.clone());
             cols.traceparent.push(send.traceparent.clone());
+            cols.render.push(i == 0 && send.data_json.is_some());
         }
     }
     let grace_ms = i64::try_from(relay_grace.as_millis()).unwrap_or(i64::MAX);
-    let inserted: Vec<Uuid> = sqlx::query_scalar(
+    let inserted: Vec<(Uuid, Option<String>)> = sqlx::query_as(
         "with t as (
              select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                  $7::timestamptz[], $8::text[], $9::text[], $10::text[])
-                 as t(id, member_id, type, content, data, group_id, created_at, producer, idempotency_key, traceparent)
+                                  $7::timestamptz[], $8::text[], $9::text[], $10::text[], $12::bool[])
+                 as t(id, member_id, type, content, data, group_id, created_at, producer, idempotency_key,
+                      traceparent, render)
          ),
          ins as (
              insert into notification (id, member_id, type, content, data, group_id, created_at, producer, idempotency_key)
              select id, member_id, type, content, data::jsonb, group_id, created_at, producer, idempotency_key from t
              on conflict (producer, idempotency_key, member_id) where idempotency_key is not null do nothing
-             returning id
+             returning id, data
+         ),
+         queued as (
+             insert into outbox (notification_id, next_attempt_at, traceparent)
+             select ins.id, now() + $11 * interval '1 millisecond', t.traceparent from ins join t using (id)
          )
-         insert into outbox (notification_id, next_attempt_at, traceparent)
-         select ins.id, now() + $11 * interval '1 millisecond', t.traceparent from ins join t using (id)
-         returning notification_id",
+         select ins.id, case when t.render then ins.data::text end from ins join t using (id)",
     )
     .bind(&cols.id)
     .bind(&cols.member)
@@ -288,9 +318,17 @@ async fn insert_rows(
     .bind(&cols.key)
     .bind(&cols.traceparent)
     .bind(grace_ms)
+    .bind(&cols.render)
     .fetch_all(conn)
     .await?;
-    Ok(inserted.into_iter().collect())
+    let mut out = Inserted::default();
+    for (id, data) in inserted {
+        out.ids.insert(id);
+        if let Some(data) = data {
+            out.data.insert(id, data);
+        }
+    }
+    Ok(out)
 }
 
 /// Column arrays for `unnest`: one round trip however many rows.
@@ -306,6 +344,8 @@ struct Columns {
     producer: Vec<String>,
     key: Vec<Option<String>>,
     traceparent: Vec<Option<String>>,
+    /// Whether to return the row's data rendered: the first row of a send with data.
+    render: Vec<bool>,
 }
 
 impl Columns {
@@ -321,6 +361,7 @@ impl Columns {
             producer: Vec::with_capacity(n),
             key: Vec::with_capacity(n),
             traceparent: Vec::with_capacity(n),
+            render: Vec::with_capacity(n),
         }
     }
 }

@@ -31,7 +31,7 @@ fn send(members: &[&str], key: Option<&str>) -> NewSend {
 
 fn rows(outcome: &SendOutcome) -> &[StoredRow] {
     match outcome {
-        SendOutcome::Stored(rows) => rows,
+        SendOutcome::Stored { rows, .. } => rows,
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -70,6 +70,49 @@ async fn a_send_stores_one_row_and_one_outbox_entry_per_member_in_order() {
     let item = &store.list(&member("a"), None, 10, false).await.unwrap()[0];
     assert_eq!((item.stream_seq, item.stream_epoch), (Some(7), Some(99)));
     assert_eq!(count(&db, "select count(*) from outbox").await, 2);
+}
+
+/// A write returns each send's data as Postgres renders it, once per send: the text the
+/// relay and the inbox read back, so an inline publish can carry the same bytes.
+#[tokio::test]
+async fn a_write_returns_the_data_as_postgres_renders_it() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let mut spaced = send(&["a", "b"], None);
+    spaced.data_json = Some(r#"{ "ccc":1.50, "b" : [true,null] }"#.into());
+    let mut none = send(&["c"], None);
+    none.data_json = None;
+    let out = store
+        .insert_sends(&[spaced, none, send(&["d"], None)], NOW)
+        .await
+        .unwrap();
+    let data = |o: &SendOutcome| match o {
+        SendOutcome::Stored { data, .. } => data.clone(),
+        other => panic!("unexpected {other:?}"),
+    };
+    let rendered = r#"{"b": [true, null], "ccc": 1.50}"#;
+    assert_eq!(
+        data(&out[0]).as_deref(),
+        Some(rendered),
+        "jsonb's key order and spacing"
+    );
+    assert_eq!(data(&out[1]), None);
+    assert_eq!(data(&out[2]).as_deref(), Some(r#"{"amount": 42}"#), "each send its own");
+    let claim = store.claim_outbox(10).await.unwrap();
+    let relayed: Vec<Option<&str>> = claim
+        .entries
+        .iter()
+        .filter(|e| e.member_id == "a" || e.member_id == "b")
+        .map(|e| e.data.as_deref())
+        .collect();
+    assert_eq!(relayed, [Some(rendered), Some(rendered)], "what the relay reads");
+    drop(claim);
+
+    // With a key, through the transaction; a replay publishes nothing and returns none.
+    let keyed = store.insert_sends(&[send(&["e"], Some("k"))], NOW).await.unwrap();
+    assert_eq!(data(&keyed[0]).as_deref(), Some(r#"{"amount": 42}"#));
+    let again = store.insert_sends(&[send(&["e"], Some("k"))], NOW).await.unwrap();
+    assert_eq!(data(&again[0]), None);
 }
 
 #[tokio::test]

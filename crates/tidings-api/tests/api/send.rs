@@ -333,3 +333,75 @@ async fn concurrent_sends_share_transactions_and_each_gets_its_own_answer() {
         "{transactions} transactions for {n} concurrent Sends"
     );
 }
+
+/// The inline publish and the relay build the same message from the same row: a browser
+/// gets the same bytes whichever path delivered a notification, and they match the
+/// inbox's `data_json`. The data is written with white space, keys in an order `jsonb`
+/// changes and a number spelled two ways, so any second rendering shows up here.
+#[tokio::test]
+async fn the_relay_publishes_the_same_bytes_as_the_inline_publish() {
+    let h = Harness::start().await;
+    let mut client = h.api.client().await;
+    let alice = MemberId::parse("alice").unwrap();
+    let subject = h.bus.bus.subjects().member(&alice);
+    // A plain subscriber sees every publish on the subject, also the relay's re-publish
+    // that JetStream drops as a duplicate.
+    let nats = async_nats::connect(&h.bus.nats_url).await.unwrap();
+    let mut published = nats.subscribe(subject.clone()).await.unwrap();
+    nats.flush().await.unwrap();
+
+    let request = pb::SendRequest {
+        data_json: r#" { "c" : [1, 2.50, {"y": null, "x": "\u00e9"}], "bb" : true , "a": {} } "#.into(),
+        ..send_to(&["alice"])
+    };
+    let delivery = client.send(request).await.unwrap().into_inner().deliveries.remove(0);
+    assert!(!delivery.event_id.is_empty(), "published inline");
+    let inline = next_message(&mut published).await;
+
+    // Hand the published notification to the relay once more, as after a crash between
+    // the publish and the recording of its sequence.
+    sqlx::query("insert into outbox (notification_id) values ($1::uuid)")
+        .bind(&delivery.notification_id)
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    let relayed = next_message(&mut published).await;
+
+    let msg_id = |m: &async_nats::Message| m.headers.as_ref().unwrap().get("Nats-Msg-Id").unwrap().to_string();
+    assert_eq!(
+        msg_id(&relayed),
+        delivery.notification_id,
+        "the relay's copy of the same notification"
+    );
+    assert_eq!(msg_id(&inline), delivery.notification_id);
+    assert_eq!(
+        String::from_utf8_lossy(&relayed.payload),
+        String::from_utf8_lossy(&inline.payload),
+        "inline and relay publish identical bytes"
+    );
+
+    let listed = client
+        .list_notifications(pb::ListNotificationsRequest {
+            member_id: "alice".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let fields: std::collections::HashMap<String, Box<serde_json::value::RawValue>> =
+        serde_json::from_slice(&inline.payload).unwrap();
+    assert_eq!(
+        fields["data"].get(),
+        listed.notifications[0].data_json,
+        "the inbox reads the same text"
+    );
+    assert_eq!(h.stream_messages().await, 1, "the re-publish was a duplicate");
+}
+
+async fn next_message(subscriber: &mut async_nats::Subscriber) -> async_nats::Message {
+    use futures::StreamExt as _;
+    tokio::time::timeout(tidings_testkit::patience(), subscriber.next())
+        .await
+        .expect("a publish on the member's subject")
+        .unwrap()
+}

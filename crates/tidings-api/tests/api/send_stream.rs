@@ -59,3 +59,34 @@ async fn a_bad_request_ends_the_stream_after_the_answers_before_it() {
         .unwrap();
     assert_eq!(members, ["a", "b"], "nothing after the bad request is stored");
 }
+
+#[tokio::test]
+async fn shutdown_ends_an_open_send_stream_after_its_answers_and_does_not_wait_for_it() {
+    let Harness {
+        db: _db,
+        bus: _bus,
+        api,
+    } = Harness::start().await;
+    let mut client = api.client().await;
+    // The client keeps its side open: it may send more at any time.
+    let (requests, inbound) = tokio::sync::mpsc::channel(4);
+    requests.send(send_to(&["a"])).await.unwrap();
+    let mut responses = client
+        .send_stream(tokio_stream::wrappers::ReceiverStream::new(inbound))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(responses.message().await.unwrap().unwrap().deliveries[0].member_id, "a");
+
+    let started = std::time::Instant::now();
+    api.stop().await.unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the api took {:?} to stop; an open SendStream must not hold it for the 10 s grace",
+        started.elapsed()
+    );
+    let status = responses.message().await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("shutting down"), "{}", status.message());
+    drop(requests);
+}

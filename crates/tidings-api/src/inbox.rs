@@ -1,0 +1,78 @@
+//! A member's inbox behind ListNotifications, MarkRead and GetUnreadCount: paging over
+//! the store, and the unread-change announcement after a MarkRead.
+
+use tidings_bus::Outgoing;
+use tidings_domain::MemberId;
+use tidings_store::{InboxItem, MarkRead};
+use uuid::Uuid;
+
+use crate::ApiError;
+use crate::state::ApiState;
+
+/// One page of an inbox, newest first.
+#[derive(Debug)]
+pub(crate) struct Page {
+    pub(crate) items: Vec<InboxItem>,
+    /// The last id of this page when another page follows (the next cursor).
+    pub(crate) next: Option<Uuid>,
+}
+
+impl ApiState {
+    /// At most `limit` notifications older than `before`.
+    pub(crate) async fn page(
+        &self,
+        member: &MemberId,
+        before: Option<Uuid>,
+        limit: u32,
+        unread_only: bool,
+    ) -> Result<Page, ApiError> {
+        // One extra row tells whether another page exists.
+        let mut items = self.store.list(member, before, limit + 1, unread_only).await?;
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        let next = match (more, items.last()) {
+            (true, Some(last)) => Some(last.id),
+            _ => None,
+        };
+        Ok(Page { items, next })
+    }
+
+    /// Marks notifications read and returns the new unread count; `None` when `which`
+    /// is `UpTo` an id the member does not have.
+    pub(crate) async fn mark_read(&self, member: &MemberId, which: &MarkRead) -> Result<Option<u64>, ApiError> {
+        let unread = self.store.mark_read(member, which).await?;
+        if let Some(count) = unread {
+            self.announce_unread_change(member, count).await;
+        }
+        Ok(unread)
+    }
+
+    pub(crate) async fn unread_count(&self, member: &MemberId) -> Result<u64, ApiError> {
+        Ok(self.store.unread_count(member).await?)
+    }
+
+    /// One count per member, in order.
+    pub(crate) async fn unread_counts(&self, members: &[MemberId]) -> Result<Vec<u64>, ApiError> {
+        Ok(self.store.unread_counts(members).await?)
+    }
+
+    /// Tells every edge holding the member that its unread count changed (edges fetch
+    /// the count itself, so concurrent changes can never leave a stale one behind).
+    /// Best effort: the read state is committed either way, and a stream's next
+    /// connect or notification refreshes the badge.
+    async fn announce_unread_change(&self, member: &MemberId, unread_count: u64) {
+        if !self.bus.is_connected() {
+            return;
+        }
+        let outgoing = Outgoing {
+            subject: self.bus.subjects().member(member),
+            msg_id: None,
+            event: Some(tidings_bus::UNREAD_EVENT.to_owned()),
+            traceparent: None,
+            payload: serde_json::json!({ "unreadCount": unread_count }).to_string().into(),
+        };
+        if let Some(Err(e)) = self.bus.publish_all(vec![outgoing], self.publish_timeout).await.pop() {
+            tracing::debug!(error = %e, "announcing an unread change failed");
+        }
+    }
+}
