@@ -28,9 +28,6 @@ pub(crate) const MAX_UNREAD_MEMBERS: usize = 500;
 pub(crate) const DEFAULT_PAGE: u32 = 50;
 pub(crate) const MAX_PAGE: u32 = 200;
 
-/// SSE event names Tidings itself uses; a topic may not publish under them.
-const RESERVED_EVENTS: [&str; 6] = ["notification", "unread", "reset", "reauth", "connected", "message"];
-
 pub(crate) fn send_request(
     req: pb::SendRequest,
     producer: &Producer,
@@ -83,7 +80,7 @@ pub(crate) fn publish_request(req: pb::PublishRequest) -> Result<TopicMessage, A
             .as_str()
             .to_owned()
     };
-    if RESERVED_EVENTS.contains(&event.as_str()) {
+    if tidings_bus::RESERVED_EVENT_NAMES.contains(&event.as_str()) {
         return Err(ApiError::invalid(
             "event",
             format!("{event:?} is reserved for Tidings' own events"),

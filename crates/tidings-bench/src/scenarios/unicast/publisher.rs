@@ -82,7 +82,8 @@ impl Publisher {
                     msg_id: Some(id.to_string()),
                     event: None,
                     traceparent: None,
-                    // Byte for byte what a Send of the same notification stores.
+                    // The payload a Send of the same notification carries, but for
+                    // the data's spacing (a Send's is Postgres' jsonb rendering).
                     payload: tidings_api::payload::notification(
                         id,
                         "bench",
