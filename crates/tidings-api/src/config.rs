@@ -77,7 +77,7 @@ impl ApiConfig {
     /// api would accept anyone: only `dev` (`keys_optional`) may run so.
     pub fn validate(&self, keys_optional: bool) -> Result<(), ConfigError> {
         self.db.connect_options()?;
-        self.nats.server_urls()?;
+        self.nats.validate()?;
         self.stream.validate()?;
         self.api_keys(keys_optional)?;
         if self.publish_timeout.is_zero() || self.publish_timeout > Duration::from_secs(60) {

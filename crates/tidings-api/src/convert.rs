@@ -54,7 +54,15 @@ pub(crate) fn send_request(
     if req.content.len() > MAX_CONTENT_BYTES {
         return Err(too_large("content", req.content.len(), MAX_CONTENT_BYTES));
     }
+    if req.content.contains('\0') {
+        return Err(ApiError::invalid("content", NUL));
+    }
     let data_json = json_field("data_json", req.data_json, MAX_DATA_BYTES)?;
+    if let Some(data) = &data_json
+        && json_holds_nul(data)
+    {
+        return Err(ApiError::invalid("data_json", format!("{NUL} (\\u0000 in a string)")));
+    }
     let group_id = optional_text("group_id", req.group_id, MAX_GROUP_ID_BYTES)?;
     let idempotency_key = optional_text("idempotency_key", req.idempotency_key, MAX_IDEMPOTENCY_KEY_BYTES)?;
     Ok(NewSend {
@@ -235,6 +243,29 @@ fn optional_text(field: &str, value: String, max: usize) -> Result<Option<String
     Ok((!value.is_empty()).then_some(value))
 }
 
+/// Why a U+0000 is refused in what a Send stores: Postgres `text` and `jsonb` cannot
+/// hold it, and the statement that met one would fail for every Send written with it
+/// (a group commit or SendStream batch: other producers' requests too).
+const NUL: &str = "must not contain NUL (U+0000): Postgres cannot store it";
+
+/// Whether a JSON text (valid, as `json_field` returns it) has U+0000 in any string or
+/// object key.
+fn json_holds_nul(json: &str) -> bool {
+    // Compact JSON escapes U+0000 as `\u0000`; raw NUL bytes cannot occur in valid JSON.
+    // An escaped backslash before `u0000` (`\\u0000`) is the text "\u0000", not NUL:
+    // count the backslashes in front.
+    let bytes = json.as_bytes();
+    let mut from = 0;
+    while let Some(at) = json[from..].find("u0000").map(|i| from + i) {
+        let slashes = bytes[..at].iter().rev().take_while(|b| **b == b'\\').count();
+        if slashes % 2 == 1 {
+            return true;
+        }
+        from = at + 1;
+    }
+    false
+}
+
 /// An optional JSON value: empty means none; otherwise it must parse, and is re-written
 /// compactly: a topic's data travels as is, inside every SSE event. A Send's data is
 /// stored as `jsonb`, and what travels is Postgres' rendering of it (`payload.rs`).
@@ -270,6 +301,35 @@ mod tests {
     fn err(r: pb::SendRequest) -> (tonic::Code, String) {
         let status = tonic::Status::from(send_request(r, &producer(), None).unwrap_err());
         (status.code(), status.message().to_owned())
+    }
+
+    #[test]
+    fn nul_in_stored_text_is_refused_by_field() {
+        let (code, message) = err(pb::SendRequest {
+            content: "a\0b".into(),
+            ..req()
+        });
+        assert_eq!(code, tonic::Code::InvalidArgument);
+        assert!(message.starts_with("content: "), "{message}");
+        for data in [r#"{"a":"x\u0000"}"#, r#"{"k\u0000":1}"#, r#"["\\\u0000"]"#] {
+            let (code, message) = err(pb::SendRequest {
+                data_json: data.into(),
+                ..req()
+            });
+            assert_eq!(code, tonic::Code::InvalidArgument, "{data}");
+            assert!(message.starts_with("data_json: "), "{message}");
+        }
+        // The text `\u0000` (an escaped backslash, then `u0000`) is not NUL.
+        let ok = send_request(
+            pb::SendRequest {
+                data_json: r#"{"a":"\\u0000"}"#.into(),
+                ..req()
+            },
+            &producer(),
+            None,
+        );
+        assert!(ok.is_ok());
+        assert!(!json_holds_nul(r#"{"u0000":"\\u0000"}"#));
     }
 
     #[test]

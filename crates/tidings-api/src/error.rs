@@ -29,6 +29,10 @@ pub enum ApiError {
     Skipped,
     #[error("postgres is unavailable")]
     StoreUnavailable(#[source] StoreError),
+    /// The transaction lost to a concurrent one (deadlock, serialization failure):
+    /// nothing was written; the same request again succeeds.
+    #[error("postgres aborted the transaction")]
+    StoreAborted(#[source] StoreError),
     #[error("nats is unavailable")]
     BusUnavailable(String),
     /// The api is shutting down: a SendStream call ends between batches, and the
@@ -49,6 +53,15 @@ impl ApiError {
         Self::InvalidArgument(format!("{field}: {why}"))
     }
 
+    /// Whether Postgres or NATS is down: every request fails alike, whatever it holds.
+    pub(crate) fn is_outage(&self) -> bool {
+        match self {
+            Self::StoreUnavailable(_) | Self::BusUnavailable(_) | Self::ShuttingDown => true,
+            Self::Shared(e) => e.is_outage(),
+            _ => false,
+        }
+    }
+
     /// Logs this failure once and makes it shareable: wrap each copy in
     /// [`ApiError::Shared`].
     pub(crate) fn shared(self) -> Arc<Self> {
@@ -60,6 +73,7 @@ impl ApiError {
     fn log(&self) {
         match self {
             Self::StoreUnavailable(source) => tracing::warn!(error = %source, "postgres unavailable"),
+            Self::StoreAborted(source) => tracing::warn!(error = %source, "transaction aborted for a concurrent one"),
             Self::BusUnavailable(source) => tracing::warn!(error = %source, "nats unavailable"),
             Self::Internal(source) => tracing::error!(error = ?source, "internal error"),
             _ => {}
@@ -78,6 +92,9 @@ impl ApiError {
             Self::StoreUnavailable(_) => {
                 Status::unavailable("postgres is unavailable; retry with the same idempotency_key")
             }
+            Self::StoreAborted(_) => Status::aborted(
+                "the write conflicted with a concurrent one and was not stored; retry with the same idempotency_key",
+            ),
             Self::BusUnavailable(_) => Status::unavailable("nats is unavailable; retry later"),
             Self::ShuttingDown => Status::unavailable(
                 "the api is shutting down; requests after the last answer were not stored, send them again",
@@ -92,6 +109,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(_) => Self::StoreUnavailable(e),
+            StoreError::Aborted(_) => Self::StoreAborted(e),
             other => Self::Internal(other.into()),
         }
     }

@@ -140,6 +140,22 @@ async fn write_batch(state: &ApiState, batch: Vec<Job>, recorder: &mpsc::Sender<
     while !sends.is_empty() {
         let written = match state.write(&sends, &callers).await {
             Ok(written) => written,
+            // A statement Postgres refused may have failed for one Send's data: each is
+            // written again alone, so only that Send fails, never the producers whose
+            // Sends happened to share its batch. (An outage fails them all alike.)
+            Err(e) if sends.len() > 1 && !e.is_outage() => {
+                tracing::warn!(error = ?e, sends = sends.len(), "a batch failed; writing its Sends one by one");
+                for ((send, caller), reply) in sends.into_iter().zip(callers).zip(replies) {
+                    let job = Job {
+                        send,
+                        caller,
+                        reply,
+                        queued_at: Instant::now(),
+                    };
+                    Box::pin(write_batch(state, vec![job], recorder)).await;
+                }
+                return;
+            }
             Err(e) => {
                 // The transaction failed as a whole: every Send gets the same answer,
                 // and the failure is logged once.

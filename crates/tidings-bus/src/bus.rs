@@ -43,6 +43,7 @@ impl Bus {
     /// Connects, checks the server, and creates or updates the stream to match
     /// `settings` (idempotent: every replica does this at start-up).
     pub async fn connect(nats: &NatsConfig, settings: &StreamSettings, client_name: &str) -> Result<Self, BusError> {
+        nats.validate().map_err(config_to_connect)?;
         let urls = nats.server_urls().map_err(config_to_connect)?;
         let (losses_tx, losses) = watch::channel(0u64);
         let connects = Arc::new(AtomicU64::new(0));
@@ -69,6 +70,7 @@ impl Bus {
             })
             .name(client_name)
             .connection_timeout(nats.timeout)
+            .ping_interval(nats.ping_interval)
             .request_timeout(Some(nats.timeout))
             .connect(urls.as_slice())
             .await

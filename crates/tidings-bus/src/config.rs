@@ -20,6 +20,15 @@ pub struct NatsConfig {
     #[arg(long = "nats-timeout", env = "TIDINGS_NATS_TIMEOUT", default_value = "5s",
           value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+
+    /// How often the client pings its server. A server that misses three pings in a
+    /// row (a paused process, a silent network partition) counts as gone: the client
+    /// reconnects, possibly to another server, and `/readyz` turns 503 meanwhile. The
+    /// dead connection is therefore noticed within about three intervals (NATS clients
+    /// default to a minute, so about three minutes).
+    #[arg(long = "nats-ping-interval", env = "TIDINGS_NATS_PING_INTERVAL", default_value = "3s",
+          value_parser = humantime::parse_duration)]
+    pub ping_interval: Duration,
 }
 
 impl NatsConfig {
@@ -27,7 +36,17 @@ impl NatsConfig {
         Self {
             url: Secret::new(url.into()),
             timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(3),
         }
+    }
+
+    /// Checks the URLs and the ping interval, naming the variable at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server_urls()?;
+        if self.ping_interval < Duration::from_millis(100) {
+            return Err(ConfigError::new("TIDINGS_NATS_PING_INTERVAL", "must be at least 100ms"));
+        }
+        Ok(())
     }
 
     /// The server URLs, validated. Errors name `NATS_URL` and never echo it.

@@ -139,7 +139,7 @@ impl EdgeConfig {
     /// Checks what clap's types cannot, naming the variable at fault. `dev` allows no
     /// key at all (the dev command uses a fixed development secret).
     pub fn validate(&self, dev: bool) -> Result<(), ConfigError> {
-        self.nats.server_urls()?;
+        self.nats.validate()?;
         self.stream.validate()?;
         self.options.validate(dev)
     }

@@ -6,6 +6,11 @@ pub enum StoreError {
     Unavailable(#[source] sqlx::Error),
     #[error("migrating the database failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Postgres aborted the transaction for a concurrent one (deadlock, 40P01, or
+    /// serialization failure, 40001): nothing was written, and the same request again
+    /// succeeds. Callers map it to a retryable status (gRPC ABORTED).
+    #[error("postgres aborted the transaction for a concurrent one: {0}")]
+    Aborted(#[source] sqlx::Error),
     #[error("postgres query failed: {0}")]
     Query(#[source] sqlx::Error),
 }
@@ -29,6 +34,9 @@ impl From<sqlx::Error> for StoreError {
                     .is_some_and(|c| c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")) =>
             {
                 Self::Unavailable(e)
+            }
+            sqlx::Error::Database(ref db) if db.code().is_some_and(|c| matches!(c.as_ref(), "40P01" | "40001")) => {
+                Self::Aborted(e)
             }
             other => Self::Query(other),
         }

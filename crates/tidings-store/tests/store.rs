@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tidings_domain::{MemberId, NotificationType};
-use tidings_store::{MarkRead, NewSend, RowState, SendOutcome, StoredRow};
+use tidings_store::{MarkRead, NewSend, RowState, SendOutcome, StoreError, StoredRow};
 use tidings_testkit::TestDb;
 use uuid::Uuid;
 
@@ -378,4 +378,27 @@ async fn inbox_queries_use_the_member_indexes_at_100k_rows() {
         assert!(text.contains(index), "{what} should use {index}: {text}");
         assert!(!text.contains("Seq Scan"), "{what} scans the table: {text}");
     }
+}
+
+#[tokio::test]
+async fn a_deadlock_is_an_aborted_write_to_retry_not_a_failed_query() {
+    let db = TestDb::new().await;
+    sqlx::query("create table lock_pair (id int primary key)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("insert into lock_pair values (1), (2)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let lock = |id: i32| sqlx::query("select 1 from lock_pair where id = $1 for update").bind(id);
+    let mut a = db.pool.begin().await.unwrap();
+    let mut b = db.pool.begin().await.unwrap();
+    lock(1).execute(&mut *a).await.unwrap();
+    lock(2).execute(&mut *b).await.unwrap();
+    // Each now waits for the other: Postgres aborts one (40P01) after deadlock_timeout.
+    let (ra, rb) = tokio::join!(lock(2).execute(&mut *a), lock(1).execute(&mut *b));
+    let lost = ra.err().or(rb.err()).expect("postgres breaks the deadlock");
+    let e = StoreError::from(lost);
+    assert!(matches!(e, StoreError::Aborted(_)), "{e:?}");
 }

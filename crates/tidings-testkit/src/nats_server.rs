@@ -104,6 +104,26 @@ impl NatsServer {
         }
     }
 
+    /// SIGSTOP: the server stops answering but keeps its sockets open, as a hung
+    /// process or a silent partition does; clients notice only by their pings.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`NatsServer::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let Some(child) = &self.child else { return };
+        let status = std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("running kill {signal}: {e}"));
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Starts the server again on the same ports and storage, and waits until it is
     /// healthy (for a cluster node: rejoined, with JetStream current).
     pub async fn restart(&mut self) {

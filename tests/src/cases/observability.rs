@@ -224,3 +224,41 @@ async fn readiness_follows_nats_and_comes_back() {
         .await;
     }
 }
+
+/// A NATS server that stops answering without closing its sockets (a hung process, a
+/// silent partition) is noticed by the roles' pings within a few intervals: both turn
+/// not-ready, and ready again once it answers.
+#[tokio::test]
+async fn readiness_notices_a_nats_server_that_stops_answering() {
+    let db = TestDb::new().await;
+    let nats = NatsServer::start().await;
+    let bus = TestBus::on(nats.url()).await;
+    let ping = std::time::Duration::from_secs(1);
+    let mut api_config = TestApi::config(&db, &bus);
+    api_config.nats.ping_interval = ping;
+    let api = TestApi::start(api_config, false).await;
+    let mut edge_config = TestEdge::config(&bus, &api);
+    edge_config.nats.ping_interval = ping;
+    let edge = TestEdge::start(edge_config).await;
+    let ready = |addr| async move { http_request(addr, "GET", "/readyz", &[], None).await.0 };
+    assert_eq!(ready(api.http_addr).await, 200);
+    assert_eq!(ready(edge.addr).await, 200);
+
+    // Noticed within about three pings; with a client's default interval (a minute)
+    // this would outlast the test's patience (20 s) by minutes.
+    nats.pause();
+    for addr in [api.http_addr, edge.addr] {
+        eventually("not ready while NATS does not answer", || async move {
+            (ready(addr).await == 503).then_some(())
+        })
+        .await;
+    }
+    nats.resume();
+    for addr in [api.http_addr, edge.addr] {
+        eventually(
+            "ready again",
+            || async move { (ready(addr).await == 200).then_some(()) },
+        )
+        .await;
+    }
+}

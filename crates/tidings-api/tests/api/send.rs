@@ -405,3 +405,85 @@ async fn next_message(subscriber: &mut async_nats::Subscriber) -> async_nats::Me
         .expect("a publish on the member's subject")
         .unwrap()
 }
+
+#[tokio::test]
+async fn a_nul_in_one_send_fails_that_send_alone_never_the_sends_it_is_written_with() {
+    let h = Harness::start().await;
+    let client = h.api.client().await;
+    // Sent together, the Sends share group-commit batches; a NUL that reached Postgres
+    // would fail the whole batch's statement, every producer's Send in it.
+    let requests: Vec<pb::SendRequest> = (0..40)
+        .map(|i| {
+            let mut request = send_to(&[&format!("m{i}")]);
+            match i {
+                7 => request.content = "bad\0content".into(),
+                23 => request.data_json = r#"{"note":"bad\u0000data"}"#.into(),
+                _ => {}
+            }
+            request
+        })
+        .collect();
+    let answers = futures::future::join_all(requests.into_iter().map(|request| {
+        let mut client = client.clone();
+        async move { client.send(request).await }
+    }))
+    .await;
+    for (i, answer) in answers.iter().enumerate() {
+        match i {
+            7 | 23 => {
+                let status = answer.as_ref().expect_err("a NUL is refused");
+                assert_eq!(status.code(), Code::InvalidArgument, "{i}: {status:?}");
+                let field = if i == 7 { "content: " } else { "data_json: " };
+                assert!(status.message().starts_with(field), "{i}: {}", status.message());
+            }
+            _ => assert!(answer.is_ok(), "{i}: {answer:?}"),
+        }
+    }
+    let stored: i64 = sqlx::query_scalar("select count(*) from notification")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 38);
+}
+
+#[tokio::test]
+async fn a_send_postgres_refuses_fails_alone_and_the_sends_batched_with_it_are_stored() {
+    let h = Harness::start().await;
+    // Something in one Send that Postgres refuses although it passed validation: this
+    // test's own database refuses the row whose content is `poison`. Every row also
+    // takes 20 ms, so the writers stay busy and the 40 Sends queue into shared batches.
+    for statement in [
+        "create function refuse_poison() returns trigger language plpgsql as $$
+         begin
+           perform pg_sleep(0.02);
+           if new.content = 'poison' then raise exception 'refused'; end if;
+           return new;
+         end $$",
+        "create trigger refuse_poison before insert on notification
+         for each row execute function refuse_poison()",
+    ] {
+        sqlx::query(statement).execute(&h.db.pool).await.unwrap();
+    }
+    let client = h.api.client().await;
+    let answers = futures::future::join_all((0..40).map(|i| {
+        let mut client = client.clone();
+        let mut request = send_to(&[&format!("m{i}")]);
+        if i == 21 {
+            request.content = "poison".into();
+        }
+        async move { client.send(request).await }
+    }))
+    .await;
+    for (i, answer) in answers.iter().enumerate() {
+        if i == 21 {
+            assert_eq!(answer.as_ref().expect_err("refused").code(), Code::Internal);
+        } else {
+            assert!(answer.is_ok(), "{i}: {answer:?}");
+        }
+    }
+    let stored: i64 = sqlx::query_scalar("select count(*) from notification")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 39);
+}
