@@ -26,6 +26,9 @@ pub struct Bus {
     pub(crate) js: jetstream::Context,
     subjects: Arc<Subjects>,
     stream: String,
+    /// The stream's replica count, as the server holds it: what the stream's companion
+    /// storage (the ticket bucket) is created with.
+    replicas: usize,
     epoch: StreamEpoch,
     losses: watch::Receiver<u64>,
     connects: Arc<AtomicU64>,
@@ -126,6 +129,7 @@ impl Bus {
             js,
             subjects,
             stream: settings.name.clone(),
+            replicas: info.config.num_replicas.max(1),
             epoch,
             losses: watch::channel(0).1,
             connects: Arc::default(),
@@ -190,6 +194,11 @@ impl Bus {
 
     pub fn stream_name(&self) -> &str {
         &self.stream
+    }
+
+    /// The stream's replica count.
+    pub fn replicas(&self) -> usize {
+        self.replicas
     }
 
     /// The incarnation of the stream this bus ensured.

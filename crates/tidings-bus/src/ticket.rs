@@ -25,7 +25,9 @@ pub struct Tickets {
 pub struct TicketError(String);
 
 impl Bus {
-    /// Opens (creating if needed) the `<stream>_TICKETS` bucket.
+    /// Opens (creating if needed) the `<stream>_TICKETS` bucket, replicated like the
+    /// stream: an R1 bucket on an R3 cluster would lose every ticket, and stop ticket
+    /// redemption on every edge, with the one node that holds it.
     pub async fn tickets(&self) -> Result<Tickets, TicketError> {
         let config = kv::Config {
             bucket: format!("{}_TICKETS", self.stream_name()),
@@ -33,10 +35,24 @@ impl Bus {
             max_age: TICKET_TTL,
             max_value_size: 16 * 1024,
             history: 1,
+            num_replicas: self.replicas(),
             ..Default::default()
         };
         let store = match self.js.get_key_value(&config.bucket).await {
-            Ok(store) => store,
+            Ok(store) => {
+                let held = store.status().await.map(|s| s.info.config.num_replicas);
+                if let Ok(held) = held
+                    && held < config.num_replicas
+                {
+                    tracing::warn!(
+                        bucket = %config.bucket,
+                        replicas = held,
+                        stream_replicas = config.num_replicas,
+                        "the ticket bucket has fewer replicas than the stream; raise them (nats kv edit)"
+                    );
+                }
+                store
+            }
             Err(_) => self
                 .js
                 .create_key_value(config)

@@ -89,3 +89,24 @@ async fn the_stream_keeps_its_epoch_across_restarts_and_updates_but_not_recreati
     assert_ne!(old.to_string(), new.to_string());
     assert_ne!(recreated.epoch(), StreamEpoch(0));
 }
+
+/// On a replicated stream the ticket bucket is replicated too: an R1 bucket on an R3
+/// cluster loses every ticket, and ticket redemption on every edge, with one node.
+#[tokio::test]
+async fn the_ticket_bucket_has_the_streams_replicas() {
+    init_test_log();
+    let cluster = tidings_testkit::NatsCluster::start(3).await;
+    let ns = TestBus::replicated(cluster.urls(), 3).await;
+    let db = TestDb::new().await;
+    let api = tidings_testkit::TestApi::start(tidings_testkit::TestApi::config(&db, &ns), false).await;
+    let _edge = tidings_testkit::TestEdge::start(tidings_testkit::TestEdge::config(&ns, &api)).await;
+    let bucket = format!("KV_{}_TICKETS", ns.settings.name);
+    let mut stream = ns
+        .bus
+        .jetstream()
+        .get_stream(&bucket)
+        .await
+        .expect("the edge opened the bucket");
+    let info = stream.info().await.expect("bucket info");
+    assert_eq!(info.config.num_replicas, 3);
+}
