@@ -42,10 +42,38 @@ pub struct Bus {
     pub(crate) replies: Arc<tokio::sync::OnceCell<Arc<crate::direct::Replies>>>,
 }
 
+/// What a process may do to the stream's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Create it, or update it to match this process's settings (the api).
+    Manage,
+    /// Create it when missing; otherwise use it as it is, warning where this process's
+    /// settings differ (edges: an edge started with default settings must not scale a
+    /// production stream down to R1 or shorten its retention).
+    Use,
+}
+
 impl Bus {
     /// Connects, checks the server, and creates or updates the stream to match
-    /// `settings` (idempotent: every replica does this at start-up).
+    /// `settings` (idempotent: every api replica does this at start-up). Only the role
+    /// that owns the stream's settings calls this; others [`Bus::attach`].
     pub async fn connect(nats: &NatsConfig, settings: &StreamSettings, client_name: &str) -> Result<Self, BusError> {
+        Self::open(nats, settings, client_name, Access::Manage).await
+    }
+
+    /// Connects and checks the server like [`Bus::connect`], but never changes an
+    /// existing stream: it is created when missing, and otherwise used as it is, with a
+    /// warning for each setting of `settings` it does not match.
+    pub async fn attach(nats: &NatsConfig, settings: &StreamSettings, client_name: &str) -> Result<Self, BusError> {
+        Self::open(nats, settings, client_name, Access::Use).await
+    }
+
+    async fn open(
+        nats: &NatsConfig,
+        settings: &StreamSettings,
+        client_name: &str,
+        access: Access,
+    ) -> Result<Self, BusError> {
         nats.validate().map_err(config_to_connect)?;
         let urls = nats.server_urls().map_err(config_to_connect)?;
         let (losses_tx, losses) = watch::channel(0u64);
@@ -78,18 +106,26 @@ impl Bus {
             .connect(urls.as_slice())
             .await
             .map_err(BusError::Connect)?;
-        let mut bus = Self::with_client(client, nats.timeout, settings).await?;
+        let mut bus = Self::ensure(client, nats.timeout, settings, access).await?;
         bus.losses = losses;
         bus.connects = connects;
         Ok(bus)
     }
 
-    /// Ensures the stream over an existing client (tests share one client across
-    /// namespaces).
+    /// Ensures the stream over an existing client, creating or updating it.
     pub async fn with_client(
         client: async_nats::Client,
         timeout: Duration,
         settings: &StreamSettings,
+    ) -> Result<Self, BusError> {
+        Self::ensure(client, timeout, settings, Access::Manage).await
+    }
+
+    async fn ensure(
+        client: async_nats::Client,
+        timeout: Duration,
+        settings: &StreamSettings,
+        access: Access,
     ) -> Result<Self, BusError> {
         let server = client.server_info();
         check_server(&server)?;
@@ -97,13 +133,14 @@ impl Bus {
         js.set_timeout(timeout);
         // The partition count is part of the subject grammar: an existing stream keeps
         // the one it was created with, whatever this process was configured with.
-        let partitions = match js.get_stream(&settings.name).await {
-            Ok(mut stream) => match stream.info().await {
-                Ok(info) => stored_partitions(&info.config).unwrap_or(settings.partitions),
-                Err(_) => settings.partitions,
-            },
-            Err(_) => settings.partitions,
+        let existing = match js.get_stream(&settings.name).await {
+            Ok(mut stream) => stream.info().await.ok().cloned(),
+            Err(_) => None,
         };
+        let partitions = existing
+            .as_ref()
+            .and_then(|info| stored_partitions(&info.config))
+            .unwrap_or(settings.partitions);
         if partitions != settings.partitions {
             tracing::warn!(
                 configured = settings.partitions,
@@ -112,16 +149,21 @@ impl Bus {
             );
         }
         let subjects = Arc::new(Subjects::new(&settings.prefix, partitions));
-        let info = js
-            .create_or_update_stream(stream_config(settings, &subjects))
-            .await
-            .map_err(|source| match source.kind() {
-                jetstream::context::CreateStreamErrorKind::JetStreamUnavailable => BusError::JetStreamDisabled,
-                _ => BusError::Stream {
-                    stream: settings.name.clone(),
-                    source,
-                },
-            })?;
+        let wanted = stream_config(settings, &subjects);
+        let info = match existing {
+            Some(info) if access == Access::Use => {
+                warn_differences(&wanted, &info.config);
+                Ok(info)
+            }
+            _ => js.create_or_update_stream(wanted).await,
+        };
+        let info = info.map_err(|source| match source.kind() {
+            jetstream::context::CreateStreamErrorKind::JetStreamUnavailable => BusError::JetStreamDisabled,
+            _ => BusError::Stream {
+                stream: settings.name.clone(),
+                source,
+            },
+        })?;
         let epoch = StreamEpoch(info.created.timestamp_nanos_opt().unwrap_or_default().unsigned_abs());
         tracing::debug!(stream = %settings.name, epoch = epoch.0, "stream ready");
         Ok(Self {
@@ -233,6 +275,36 @@ pub(crate) fn stream_config(settings: &StreamSettings, subjects: &Subjects) -> s
         }),
         metadata: [(PARTITIONS_KEY.to_owned(), subjects.partitions().to_string())].into(),
         ..Default::default()
+    }
+}
+
+/// Names each setting in which `held` (the stream as the server has it) differs from
+/// `wanted` (this process's configuration), for a process that may not change it.
+fn warn_differences(wanted: &stream::Config, held: &stream::Config) {
+    let differences = [
+        ("TIDINGS_STREAM_REPLICAS", wanted.num_replicas != held.num_replicas),
+        ("TIDINGS_STREAM_MAX_AGE", wanted.max_age != held.max_age),
+        (
+            "TIDINGS_STREAM_MAX_MSGS_PER_SUBJECT",
+            wanted.max_messages_per_subject != held.max_messages_per_subject,
+        ),
+        (
+            "TIDINGS_STREAM_DUPLICATE_WINDOW",
+            wanted.duplicate_window != held.duplicate_window,
+        ),
+        (
+            "TIDINGS_SUBJECT_PREFIX",
+            wanted.subjects != held.subjects || wanted.republish != held.republish,
+        ),
+    ];
+    for (variable, differs) in differences {
+        if differs {
+            tracing::warn!(
+                stream = %held.name,
+                variable,
+                "this process's setting differs from the stream's; using the stream as it is (only the api updates it)"
+            );
+        }
     }
 }
 

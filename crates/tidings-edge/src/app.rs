@@ -72,7 +72,7 @@ impl EdgeApp {
                 Verifier::hs256(DEV_JWT_SECRET.as_bytes())
             }
         };
-        let bus = Bus::connect(&config.nats, &config.stream, "tidings-edge")
+        let bus = Bus::attach(&config.nats, &config.stream, "tidings-edge")
             .await
             .context("connecting to NATS")?;
         let tickets = bus.tickets().await.context("opening the ticket bucket")?;

@@ -110,3 +110,24 @@ async fn the_ticket_bucket_has_the_streams_replicas() {
     let info = stream.info().await.expect("bucket info");
     assert_eq!(info.config.num_replicas, 3);
 }
+
+/// Only the api updates the stream: an edge started with other settings (here a
+/// shorter retention; in production, say, default replicas) uses the stream as it finds
+/// it, and says so.
+#[tokio::test]
+async fn an_edge_never_changes_the_stream_it_finds() {
+    init_test_log();
+    let db = TestDb::new().await;
+    let ns = TestBus::new().await;
+    let api = tidings_testkit::TestApi::start(tidings_testkit::TestApi::config(&db, &ns), false).await;
+    let mut config = tidings_testkit::TestEdge::config(&ns, &api);
+    config.stream.max_age = Duration::from_secs(3600);
+    assert_ne!(config.stream.max_age, ns.settings.max_age);
+    let _edge = tidings_testkit::TestEdge::start(config).await;
+    let mut stream = ns.bus.jetstream().get_stream(&ns.settings.name).await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(
+        info.config.max_age, ns.settings.max_age,
+        "the edge left the stream as it was"
+    );
+}
