@@ -116,14 +116,17 @@ impl Verifier {
         subscriber(data.claims)
     }
 
-    /// Signs a token for `claims` (HS256 only: a public key cannot sign).
-    pub fn sign(&self, claims: &Claims) -> Option<String> {
+    /// Signs a token for `claims`, usually [`Claims`]; tests sign hand-made claim sets
+    /// (HS256 only: a public key cannot sign).
+    pub fn sign(&self, claims: &impl Serialize) -> Option<String> {
         let signer = self.signer.as_ref()?;
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, signer).ok()
     }
 }
 
-/// Turns verified claims into a subscriber, refusing bad member ids and topic names.
+/// Turns verified claims into a subscriber, refusing bad member ids and topic names, and
+/// an `exp` past what the system clock can represent (from 2^63 s on Unix): a signed
+/// token may carry any u64, and adding it to the epoch unchecked panics the request.
 pub(crate) fn subscriber(claims: Claims) -> Result<Subscriber, AuthError> {
     let member = MemberId::parse(&claims.sub).map_err(|e| AuthError::Invalid(format!("sub: {e}")))?;
     let topics = claims
@@ -132,7 +135,9 @@ pub(crate) fn subscriber(claims: Claims) -> Result<Subscriber, AuthError> {
         .iter()
         .map(|t| Topic::parse(t).map_err(|e| AuthError::Invalid(format!("topics: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let expires_at = UNIX_EPOCH + Duration::from_secs(claims.exp);
+    let expires_at = UNIX_EPOCH
+        .checked_add(Duration::from_secs(claims.exp))
+        .ok_or_else(|| AuthError::Invalid("exp: out of range".into()))?;
     if expires_at <= SystemTime::now() {
         return Err(AuthError::Expired);
     }
@@ -210,12 +215,14 @@ pub(crate) async fn authenticate(
     }
 }
 
-/// Seconds since the Unix epoch, `ttl` from now.
+/// Seconds since the Unix epoch, `ttl` from now (saturating: a huge `ttl` gives
+/// `u64::MAX`, which [`Verifier::verify`] refuses as out of range).
 pub fn expiry_in(ttl: Duration) -> u64 {
-    (SystemTime::now() + ttl)
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs()
+        .saturating_add(ttl.as_secs())
 }
 
 #[cfg(test)]
@@ -258,6 +265,31 @@ mod tests {
         // The classic downgrade: a token claiming alg=none is refused.
         let none = format!("eyJhbGciOiJub25lIn0.{}.", token.split('.').nth(1).unwrap());
         assert!(v.verify(&none).is_err());
+    }
+
+    #[test]
+    fn an_exp_beyond_what_the_clock_can_hold_is_invalid_not_a_panic() {
+        let v = Verifier::hs256(SECRET);
+        for exp in [u64::MAX, u64::MAX - 1, 1 << 63] {
+            let token = v.sign(&serde_json::json!({ "sub": "a", "exp": exp })).unwrap();
+            assert!(
+                matches!(v.verify(&token), Err(AuthError::Invalid(m)) if m.contains("exp")),
+                "{exp}"
+            );
+            // The same claims redeemed from a ticket.
+            let claims = Claims {
+                sub: "a".into(),
+                exp,
+                topics: None,
+            };
+            assert!(matches!(subscriber(claims), Err(AuthError::Invalid(_))), "{exp}");
+        }
+        // Far off but representable (the year 5138): valid.
+        let far = v
+            .sign(&serde_json::json!({ "sub": "a", "exp": 100_000_000_000u64 }))
+            .unwrap();
+        assert_eq!(v.verify(&far).unwrap().member.as_str(), "a");
+        assert_eq!(expiry_in(Duration::MAX), u64::MAX, "a huge ttl saturates");
     }
 
     #[test]

@@ -1,0 +1,73 @@
+//! Hostile requests to an edge over real HTTP: crafted tokens, resume positions that
+//! are not text, garbage query strings. Each gets a clean answer (a JSON error before
+//! any stream, or a `reset` on it) and the node keeps serving.
+
+use std::net::SocketAddr;
+
+use serde_json::{Value, json};
+use tidings_edge::Verifier;
+use tidings_testkit::sse::{connect, http_request};
+use tidings_testkit::{TEST_JWT_SECRET, TestCluster};
+
+/// A token signed with the test edges' secret carrying exactly `claims`: what a buggy
+/// or careless issuer could mint.
+fn signed(claims: &Value) -> String {
+    Verifier::hs256(TEST_JWT_SECRET.as_bytes())
+        .sign(claims)
+        .expect("invariant: HS256 signs")
+}
+
+/// The `(code, message)` of a JSON error answer; panics on anything else.
+fn json_error(status: u16, body: &str) -> (String, String) {
+    let json: Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{status}: the body is not JSON ({e}): {body}"));
+    let field = |name: &str| json["error"][name].as_str().unwrap_or_default().to_owned();
+    (field("code"), field("message"))
+}
+
+/// `GET path`, expected to be refused: its status, content type and JSON error.
+async fn refused(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String, String, String) {
+    let refusal = match connect(addr, path, headers).await {
+        Ok(_) => panic!("GET {path}: answered 200"),
+        Err(refusal) => refusal,
+    };
+    let content_type = refusal
+        .headers
+        .get("content-type")
+        .map(|v| v.to_str().unwrap_or_default().to_owned())
+        .unwrap_or_default();
+    let (code, message) = json_error(refusal.status, &refusal.body);
+    (refusal.status, content_type, code, message)
+}
+
+/// Every way `token` can reach an edge: the stream (by header and by query), the
+/// inbox, and the ticket exchange. Each must be a JSON 401 whose message contains `why`.
+async fn assert_refused_everywhere(addr: SocketAddr, token: &str, why: &str) {
+    let auth = format!("Bearer {token}");
+    for (path, headers) in [
+        ("/v1/stream".to_owned(), vec![("authorization", auth.as_str())]),
+        (format!("/v1/stream?access_token={token}"), vec![]),
+        ("/v1/notifications".to_owned(), vec![("authorization", auth.as_str())]),
+    ] {
+        let (status, _, code, message) = refused(addr, &path, &headers).await;
+        assert_eq!((status, code.as_str()), (401, "unauthenticated"), "{path}: {message}");
+        assert!(message.contains(why), "{path}: {message}");
+    }
+    let (status, body) = http_request(addr, "POST", "/v1/stream/ticket", &[("authorization", &auth)], None).await;
+    let (code, message) = json_error(status, &body);
+    assert_eq!((status, code.as_str()), (401, "unauthenticated"), "ticket: {message}");
+    assert!(message.contains(why), "ticket: {message}");
+}
+
+#[tokio::test]
+async fn an_exp_beyond_what_the_clock_holds_is_a_json_401_not_a_dropped_connection() {
+    let cluster = TestCluster::start(1).await;
+    let addr = cluster.edges[0].addr;
+    for exp in [u64::MAX, 1 << 63] {
+        let token = signed(&json!({ "sub": "ivan", "exp": exp }));
+        assert_refused_everywhere(addr, &token, "exp").await;
+    }
+    // The node still serves.
+    let mut s = cluster.stream(0, "ivan", "", None).await.unwrap();
+    assert_eq!(s.next().await.event, "connected");
+}
