@@ -48,6 +48,8 @@ pub enum AuthError {
     Missing,
     #[error("the token has expired")]
     Expired,
+    #[error("the token is not yet valid (nbf)")]
+    NotYetValid,
     #[error("the token is invalid: {0}")]
     Invalid(String),
     #[error("the ticket is unknown, expired or already used")]
@@ -107,10 +109,12 @@ impl Verifier {
         })
     }
 
-    /// Verifies a token: signature, algorithm, `exp` (no leeway), and a valid member id.
+    /// Verifies a token: signature, algorithm, `exp` (no leeway), `nbf` when present
+    /// (with `NBF_LEEWAY` for clock skew), and a valid member id.
     pub fn verify(&self, token: &str) -> Result<Subscriber, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+            jsonwebtoken::errors::ErrorKind::ImmatureSignature => AuthError::NotYetValid,
             other => AuthError::Invalid(format!("{other:?}").to_lowercase()),
         })?;
         subscriber(data.claims)
@@ -148,9 +152,17 @@ pub(crate) fn subscriber(claims: Claims) -> Result<Subscriber, AuthError> {
     })
 }
 
+/// How far ahead of this node's clock a token's `nbf` may be: an issuer minting tokens
+/// with `nbf` = now on a clock slightly ahead would otherwise see fresh tokens refused
+/// until this node's clock catches up (and a browser's EventSource gives up on a 401).
+pub(crate) const NBF_LEEWAY: Duration = Duration::from_secs(30);
+
+/// `leeway` is `NBF_LEEWAY`: jsonwebtoken applies it to `exp` as well, but
+/// `subscriber` checks `exp` again exactly, and the sweep ends the stream then.
 fn validation(algorithm: Algorithm) -> Validation {
     let mut v = Validation::new(algorithm);
-    v.leeway = 0;
+    v.leeway = NBF_LEEWAY.as_secs();
+    v.validate_nbf = true;
     v.set_required_spec_claims(&["exp", "sub"]);
     v.validate_aud = false;
     v
@@ -290,6 +302,29 @@ mod tests {
             .unwrap();
         assert_eq!(v.verify(&far).unwrap().member.as_str(), "a");
         assert_eq!(expiry_in(Duration::MAX), u64::MAX, "a huge ttl saturates");
+    }
+
+    #[test]
+    fn nbf_is_enforced_with_leeway_for_clock_skew_only() {
+        let v = Verifier::hs256(SECRET);
+        let now = expiry_in(Duration::ZERO);
+        let with_nbf = |nbf: serde_json::Value| {
+            v.sign(&serde_json::json!({ "sub": "a", "exp": now + 7200, "nbf": nbf }))
+                .unwrap()
+        };
+        let early = v.verify(&with_nbf((now + 3600).into())).unwrap_err();
+        assert!(early.to_string().contains("not yet valid"), "{early}");
+        assert!(v.verify(&with_nbf((now - 60).into())).is_ok(), "nbf in the past");
+        assert!(
+            v.verify(&with_nbf((now + 5).into())).is_ok(),
+            "an issuer's clock a few seconds ahead"
+        );
+        for malformed in [serde_json::json!("soon"), serde_json::json!(-1)] {
+            assert!(v.verify(&with_nbf(malformed.clone())).is_err(), "{malformed}");
+        }
+        // `exp` has no leeway: a token that expired a second ago is refused.
+        let expired = v.sign(&serde_json::json!({ "sub": "a", "exp": now - 1 })).unwrap();
+        assert_eq!(v.verify(&expired), Err(AuthError::Expired));
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! any stream, or a `reset` on it) and the node keeps serving.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde_json::{Value, json};
-use tidings_edge::Verifier;
+use tidings_edge::{Verifier, expiry_in};
 use tidings_testkit::sse::{connect, http_request};
 use tidings_testkit::{TEST_JWT_SECRET, TestCluster};
 
@@ -70,4 +71,20 @@ async fn an_exp_beyond_what_the_clock_holds_is_a_json_401_not_a_dropped_connecti
     // The node still serves.
     let mut s = cluster.stream(0, "ivan", "", None).await.unwrap();
     assert_eq!(s.next().await.event, "connected");
+}
+
+#[tokio::test]
+async fn a_token_before_its_nbf_is_a_json_401_and_after_it_opens_the_stream() {
+    let cluster = TestCluster::start(1).await;
+    let addr = cluster.edges[0].addr;
+    let now = expiry_in(Duration::ZERO);
+    let early = signed(&json!({ "sub": "judy", "exp": now + 7200, "nbf": now + 3600 }));
+    assert_refused_everywhere(addr, &early, "not yet valid").await;
+
+    let valid = signed(&json!({ "sub": "judy", "exp": now + 7200, "nbf": now - 60 }));
+    let auth = format!("Bearer {valid}");
+    let mut s = connect(addr, "/v1/stream", &[("authorization", &auth)]).await.unwrap();
+    assert_eq!(s.next().await.json()["memberId"], "judy");
+    let (status, body) = http_request(addr, "GET", "/v1/notifications", &[("authorization", &auth)], None).await;
+    assert_eq!(status, 200, "{body}");
 }
