@@ -129,8 +129,10 @@ async fn open_stream(
     if topics.len() > MAX_TOPICS {
         return Err(EdgeError::BadRequest(format!("topics: at most {MAX_TOPICS}")));
     }
-    let header_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
-    let resume = Resume::parse(header_id.or(query.last_event_id.as_deref()));
+    let resume = Resume::of_request(
+        headers.get("last-event-id").map(HeaderValue::as_bytes),
+        query.last_event_id.as_deref(),
+    );
 
     let partition = state.bus.subjects().partition_of(&subscriber.member);
     let expires_at = subscriber

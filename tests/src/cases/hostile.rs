@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tidings_edge::{Verifier, expiry_in};
-use tidings_testkit::sse::{connect, http_request};
-use tidings_testkit::{TEST_JWT_SECRET, TestCluster};
+use tidings_testkit::sse::{connect, connect_raw, http_request};
+use tidings_testkit::{TEST_JWT_SECRET, TestCluster, TestEdge};
 
 /// A token signed with the test edges' secret carrying exactly `claims`: what a buggy
 /// or careless issuer could mint.
@@ -87,4 +87,51 @@ async fn a_token_before_its_nbf_is_a_json_401_and_after_it_opens_the_stream() {
     assert_eq!(s.next().await.json()["memberId"], "judy");
     let (status, body) = http_request(addr, "GET", "/v1/notifications", &[("authorization", &auth)], None).await;
     assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_last_event_id_header_that_is_not_ascii_gets_a_reset_as_by_query() {
+    let cluster = TestCluster::start(1).await;
+    let addr = cluster.edges[0].addr;
+    let token = TestEdge::token("kim", &[], Duration::from_secs(3600));
+    let auth = format!("Bearer {token}");
+    // UTF-8 "é", Latin-1 "é", a valid id with a stray byte.
+    for raw in [&b"\xc3\xa9"[..], b"\xe9", b"ab-1\xff"] {
+        let mut by_header = connect_raw(
+            addr,
+            "/v1/stream",
+            &[("authorization", auth.as_bytes()), ("last-event-id", raw)],
+        )
+        .await
+        .unwrap();
+        let mut by_query = connect(
+            addr,
+            &format!("/v1/stream?lastEventId={}", percent_encoded(raw)),
+            &[("authorization", &auth)],
+        )
+        .await
+        .unwrap();
+        for (how, s) in [("header", &mut by_header), ("query", &mut by_query)] {
+            let connected = s.next_named("connected").await;
+            assert_eq!(connected.json()["resumed"], false, "{how} {raw:?}");
+            let next = s.next().await;
+            assert_eq!(next.event, "reset", "{how} {raw:?}: {next:?}");
+            assert_eq!(next.json()["reason"], "malformed_id", "{how} {raw:?}");
+        }
+    }
+    // Live events follow a reset.
+    let mut s = connect_raw(
+        addr,
+        "/v1/stream",
+        &[("authorization", auth.as_bytes()), ("last-event-id", b"\xff")],
+    )
+    .await
+    .unwrap();
+    s.next_named("reset").await;
+    cluster.send(&["kim"], "after the reset").await;
+    assert_eq!(s.next_named("notification").await.json()["content"], "after the reset");
+}
+
+fn percent_encoded(raw: &[u8]) -> String {
+    raw.iter().map(|b| format!("%{b:02X}")).collect()
 }
