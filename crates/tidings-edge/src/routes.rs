@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::Router;
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -68,9 +69,13 @@ async fn stream(
     State(state): State<Arc<EdgeState>>,
     kill: Option<Extension<Arc<KillSwitch>>>,
     headers: HeaderMap,
-    Query(query): Query<StreamQuery>,
+    query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Response {
-    match open_stream(state.clone(), &headers, query, kill.map(|Extension(k)| k)).await {
+    let opened = match query {
+        Ok(Query(query)) => open_stream(state.clone(), &headers, query, kill.map(|Extension(k)| k)).await,
+        Err(rejection) => Err(rejection.into()),
+    };
+    match opened {
         Ok(response) => response,
         Err(e) => {
             let reason = match &e {

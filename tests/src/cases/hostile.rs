@@ -135,3 +135,39 @@ async fn a_last_event_id_header_that_is_not_ascii_gets_a_reset_as_by_query() {
 fn percent_encoded(raw: &[u8]) -> String {
     raw.iter().map(|b| format!("%{b:02X}")).collect()
 }
+
+#[tokio::test]
+async fn bad_query_strings_get_a_json_400_naming_the_parameter() {
+    let cluster = TestCluster::start(1).await;
+    let addr = cluster.edges[0].addr;
+    let token = TestEdge::token("lena", &[], Duration::from_secs(3600));
+    let auth = format!("Bearer {token}");
+    let cases = [
+        ("/v1/notifications?limit=-1".to_owned(), "limit"),
+        ("/v1/notifications?limit=4294967296".to_owned(), "limit"),
+        ("/v1/notifications?unread_only=maybe".to_owned(), "unread_only"),
+        ("/v1/notifications?cursor=a&cursor=b".to_owned(), "cursor"),
+        (
+            format!("/v1/stream?access_token={token}&access_token={token}"),
+            "access_token",
+        ),
+        ("/v1/stream?topics=a&topics=b".to_owned(), "topics"),
+        ("/v1/stream?lastEventId=x&lastEventId=y".to_owned(), "lastEventId"),
+    ];
+    for (path, parameter) in cases {
+        let (status, content_type, code, message) = refused(addr, &path, &[("authorization", &auth)]).await;
+        assert_eq!((status, code.as_str()), (400, "invalid_argument"), "{path}: {message}");
+        assert_eq!(content_type, "application/json", "{path}");
+        assert!(message.contains(parameter), "{path}: {message}");
+    }
+    // Good query strings still work.
+    let (status, body) = http_request(
+        addr,
+        "GET",
+        "/v1/notifications?limit=5&unread_only=true",
+        &[("authorization", &auth)],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
