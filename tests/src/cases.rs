@@ -2,6 +2,7 @@ mod delivery;
 mod drain;
 mod fan_in;
 mod handover;
+mod hostile;
 mod inbox;
 mod limits;
 mod nginx;

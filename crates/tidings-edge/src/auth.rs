@@ -48,6 +48,8 @@ pub enum AuthError {
     Missing,
     #[error("the token has expired")]
     Expired,
+    #[error("the token is not yet valid (nbf)")]
+    NotYetValid,
     #[error("the token is invalid: {0}")]
     Invalid(String),
     #[error("the ticket is unknown, expired or already used")]
@@ -107,23 +109,28 @@ impl Verifier {
         })
     }
 
-    /// Verifies a token: signature, algorithm, `exp` (no leeway), and a valid member id.
+    /// Verifies a token: signature, algorithm, `exp` (no leeway), `nbf` when present
+    /// (with `NBF_LEEWAY` for clock skew), and a valid member id.
     pub fn verify(&self, token: &str) -> Result<Subscriber, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+            jsonwebtoken::errors::ErrorKind::ImmatureSignature => AuthError::NotYetValid,
             other => AuthError::Invalid(format!("{other:?}").to_lowercase()),
         })?;
         subscriber(data.claims)
     }
 
-    /// Signs a token for `claims` (HS256 only: a public key cannot sign).
-    pub fn sign(&self, claims: &Claims) -> Option<String> {
+    /// Signs a token for `claims`, usually [`Claims`]; tests sign hand-made claim sets
+    /// (HS256 only: a public key cannot sign).
+    pub fn sign(&self, claims: &impl Serialize) -> Option<String> {
         let signer = self.signer.as_ref()?;
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, signer).ok()
     }
 }
 
-/// Turns verified claims into a subscriber, refusing bad member ids and topic names.
+/// Turns verified claims into a subscriber, refusing bad member ids and topic names, and
+/// an `exp` past what the system clock can represent (from 2^63 s on Unix): a signed
+/// token may carry any u64, and adding it to the epoch unchecked panics the request.
 pub(crate) fn subscriber(claims: Claims) -> Result<Subscriber, AuthError> {
     let member = MemberId::parse(&claims.sub).map_err(|e| AuthError::Invalid(format!("sub: {e}")))?;
     let topics = claims
@@ -132,7 +139,9 @@ pub(crate) fn subscriber(claims: Claims) -> Result<Subscriber, AuthError> {
         .iter()
         .map(|t| Topic::parse(t).map_err(|e| AuthError::Invalid(format!("topics: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let expires_at = UNIX_EPOCH + Duration::from_secs(claims.exp);
+    let expires_at = UNIX_EPOCH
+        .checked_add(Duration::from_secs(claims.exp))
+        .ok_or_else(|| AuthError::Invalid("exp: out of range".into()))?;
     if expires_at <= SystemTime::now() {
         return Err(AuthError::Expired);
     }
@@ -143,9 +152,17 @@ pub(crate) fn subscriber(claims: Claims) -> Result<Subscriber, AuthError> {
     })
 }
 
+/// How far ahead of this node's clock a token's `nbf` may be: an issuer minting tokens
+/// with `nbf` = now on a clock slightly ahead would otherwise see fresh tokens refused
+/// until this node's clock catches up (and a browser's EventSource gives up on a 401).
+pub(crate) const NBF_LEEWAY: Duration = Duration::from_secs(30);
+
+/// `leeway` is `NBF_LEEWAY`: jsonwebtoken applies it to `exp` as well, but
+/// `subscriber` checks `exp` again exactly, and the sweep ends the stream then.
 fn validation(algorithm: Algorithm) -> Validation {
     let mut v = Validation::new(algorithm);
-    v.leeway = 0;
+    v.leeway = NBF_LEEWAY.as_secs();
+    v.validate_nbf = true;
     v.set_required_spec_claims(&["exp", "sub"]);
     v.validate_aud = false;
     v
@@ -210,12 +227,14 @@ pub(crate) async fn authenticate(
     }
 }
 
-/// Seconds since the Unix epoch, `ttl` from now.
+/// Seconds since the Unix epoch, `ttl` from now (saturating: a huge `ttl` gives
+/// `u64::MAX`, which [`Verifier::verify`] refuses as out of range).
 pub fn expiry_in(ttl: Duration) -> u64 {
-    (SystemTime::now() + ttl)
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs()
+        .saturating_add(ttl.as_secs())
 }
 
 #[cfg(test)]
@@ -258,6 +277,54 @@ mod tests {
         // The classic downgrade: a token claiming alg=none is refused.
         let none = format!("eyJhbGciOiJub25lIn0.{}.", token.split('.').nth(1).unwrap());
         assert!(v.verify(&none).is_err());
+    }
+
+    #[test]
+    fn an_exp_beyond_what_the_clock_can_hold_is_invalid_not_a_panic() {
+        let v = Verifier::hs256(SECRET);
+        for exp in [u64::MAX, u64::MAX - 1, 1 << 63] {
+            let token = v.sign(&serde_json::json!({ "sub": "a", "exp": exp })).unwrap();
+            assert!(
+                matches!(v.verify(&token), Err(AuthError::Invalid(m)) if m.contains("exp")),
+                "{exp}"
+            );
+            // The same claims redeemed from a ticket.
+            let claims = Claims {
+                sub: "a".into(),
+                exp,
+                topics: None,
+            };
+            assert!(matches!(subscriber(claims), Err(AuthError::Invalid(_))), "{exp}");
+        }
+        // Far off but representable (the year 5138): valid.
+        let far = v
+            .sign(&serde_json::json!({ "sub": "a", "exp": 100_000_000_000u64 }))
+            .unwrap();
+        assert_eq!(v.verify(&far).unwrap().member.as_str(), "a");
+        assert_eq!(expiry_in(Duration::MAX), u64::MAX, "a huge ttl saturates");
+    }
+
+    #[test]
+    fn nbf_is_enforced_with_leeway_for_clock_skew_only() {
+        let v = Verifier::hs256(SECRET);
+        let now = expiry_in(Duration::ZERO);
+        let with_nbf = |nbf: serde_json::Value| {
+            v.sign(&serde_json::json!({ "sub": "a", "exp": now + 7200, "nbf": nbf }))
+                .unwrap()
+        };
+        let early = v.verify(&with_nbf((now + 3600).into())).unwrap_err();
+        assert!(early.to_string().contains("not yet valid"), "{early}");
+        assert!(v.verify(&with_nbf((now - 60).into())).is_ok(), "nbf in the past");
+        assert!(
+            v.verify(&with_nbf((now + 5).into())).is_ok(),
+            "an issuer's clock a few seconds ahead"
+        );
+        for malformed in [serde_json::json!("soon"), serde_json::json!(-1)] {
+            assert!(v.verify(&with_nbf(malformed.clone())).is_err(), "{malformed}");
+        }
+        // `exp` has no leeway: a token that expired a second ago is refused.
+        let expired = v.sign(&serde_json::json!({ "sub": "a", "exp": now - 1 })).unwrap();
+        assert_eq!(v.verify(&expired), Err(AuthError::Expired));
     }
 
     #[test]

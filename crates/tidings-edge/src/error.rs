@@ -1,4 +1,5 @@
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -31,6 +32,17 @@ impl From<AuthError> for EdgeError {
             AuthError::TicketsUnavailable(_) => Self::Unavailable(e.to_string()),
             e => Self::Unauthorized(e),
         }
+    }
+}
+
+/// A query string that does not fit its route's parameters: a value of the wrong type
+/// (`limit=-1`, `unread_only=maybe`) or a parameter given twice. axum's own answer
+/// would be a `400 text/plain`; the message keeps its cause, which names the parameter.
+impl From<QueryRejection> for EdgeError {
+    fn from(rejection: QueryRejection) -> Self {
+        // axum's text is "Failed to deserialize query string: <cause>".
+        let cause = std::error::Error::source(&rejection).map_or_else(|| rejection.body_text(), ToString::to_string);
+        Self::BadRequest(format!("query string: {cause}"))
     }
 }
 
@@ -72,5 +84,45 @@ impl IntoResponse for EdgeError {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::extract::Query;
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Params {
+        limit: Option<u32>,
+        unread_only: Option<bool>,
+        access_token: Option<String>,
+    }
+
+    #[tokio::test]
+    async fn bad_query_strings_are_a_json_400_naming_the_parameter() {
+        let parse = |query: &str| Query::<Params>::try_from_uri(&format!("/x?{query}").parse().unwrap());
+        let Query(ok) = parse("limit=5&unread_only=true&access_token=t").unwrap();
+        assert_eq!(
+            (ok.limit, ok.unread_only, ok.access_token.as_deref()),
+            (Some(5), Some(true), Some("t"))
+        );
+        for (query, parameter) in [
+            ("limit=-1", "limit"),
+            ("limit=4294967296", "limit"),
+            ("unread_only=maybe", "unread_only"),
+            ("access_token=a&access_token=b", "access_token"),
+        ] {
+            let response = EdgeError::from(parse(query).unwrap_err()).into_response();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
+            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(json["error"]["code"], "invalid_argument", "{query}");
+            let message = json["error"]["message"].as_str().unwrap();
+            assert!(message.contains(parameter), "{query}: {message}");
+        }
     }
 }

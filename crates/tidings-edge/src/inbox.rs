@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use serde::Deserialize;
@@ -24,8 +25,9 @@ pub(crate) struct ListQuery {
 pub(crate) async fn list(
     State(state): State<Arc<EdgeState>>,
     headers: HeaderMap,
-    Query(query): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, EdgeError> {
+    let Query(query) = query?;
     let subscriber = authenticate(&state, &headers).await?;
     let page = state
         .api

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::Router;
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -68,9 +69,13 @@ async fn stream(
     State(state): State<Arc<EdgeState>>,
     kill: Option<Extension<Arc<KillSwitch>>>,
     headers: HeaderMap,
-    Query(query): Query<StreamQuery>,
+    query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Response {
-    match open_stream(state.clone(), &headers, query, kill.map(|Extension(k)| k)).await {
+    let opened = match query {
+        Ok(Query(query)) => open_stream(state.clone(), &headers, query, kill.map(|Extension(k)| k)).await,
+        Err(rejection) => Err(rejection.into()),
+    };
+    match opened {
         Ok(response) => response,
         Err(e) => {
             let reason = match &e {
@@ -129,8 +134,10 @@ async fn open_stream(
     if topics.len() > MAX_TOPICS {
         return Err(EdgeError::BadRequest(format!("topics: at most {MAX_TOPICS}")));
     }
-    let header_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
-    let resume = Resume::parse(header_id.or(query.last_event_id.as_deref()));
+    let resume = Resume::of_request(
+        headers.get("last-event-id").map(HeaderValue::as_bytes),
+        query.last_event_id.as_deref(),
+    );
 
     let partition = state.bus.subjects().partition_of(&subscriber.member);
     let expires_at = subscriber

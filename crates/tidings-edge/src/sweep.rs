@@ -47,7 +47,7 @@ pub(crate) async fn run(state: Arc<EdgeState>) {
             delivery.trim();
             if unix >= conn.expires_at {
                 delivery.end(Closed::TokenExpired);
-            } else if !delivery.reauth_sent && unix + reauth_before >= conn.expires_at {
+            } else if !delivery.reauth_sent && unix.saturating_add(reauth_before) >= conn.expires_at {
                 delivery.reauth_sent = true;
                 delivery.push_control(sse::reauth(conn.expires_at), None, now);
             } else if delivery.quiet(now, heartbeat) {

@@ -62,12 +62,21 @@ pub struct SseStream {
 
 /// Opens `GET path` on `addr` with the given headers.
 pub async fn connect(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<SseStream, Refusal> {
+    let raw: Vec<(&str, &[u8])> = headers.iter().map(|(name, value)| (*name, value.as_bytes())).collect();
+    connect_raw(addr, path, &raw).await
+}
+
+/// [`connect`] with header values as bytes, for values HTTP allows but that are not
+/// text: `obs-text` (bytes 0x80–0xFF), as a client or proxy may send.
+pub async fn connect_raw(addr: SocketAddr, path: &str, headers: &[(&str, &[u8])]) -> Result<SseStream, Refusal> {
     let mut sender = handshake(addr).await;
     let mut request = http::Request::get(path)
         .header("host", addr.to_string())
         .header("accept", "text/event-stream");
     for (name, value) in headers {
-        request = request.header(*name, *value);
+        let value = http::HeaderValue::from_bytes(value)
+            .unwrap_or_else(|e| panic!("header {name}: {e}: HTTP cannot carry {value:?}"));
+        request = request.header(*name, value);
     }
     let request = request
         .body(http_body_util::Empty::<Bytes>::new())

@@ -86,6 +86,13 @@ async fn a_ticket_opens_one_stream_once() {
         .await
         .unwrap_err();
     assert_eq!(again.status, 401, "a ticket is single-use");
+    let error: serde_json::Value = serde_json::from_str(&again.body).unwrap();
+    assert_eq!(error["error"]["code"], "unauthenticated", "{}", again.body);
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("already used"),
+        "{}",
+        again.body
+    );
 }
 
 #[tokio::test]
