@@ -1,5 +1,6 @@
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
@@ -7,7 +8,8 @@ use crate::eventually;
 
 /// A real nginx in front of edges, configured with the project's own
 /// `deploy/nginx/tidings.conf` (its upstream servers and listen address swapped for
-/// loopback ones). Stopped on drop.
+/// loopback ones). Stopped on drop, workers included: nginx runs in a process group of
+/// its own, and the whole group is stopped.
 #[derive(Debug)]
 pub struct Nginx {
     pub addr: SocketAddr,
@@ -70,6 +72,7 @@ impl Nginx {
             .args(["-p", &p, "-c", &format!("{p}/nginx.conf")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("starting nginx: {e}"));
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -95,8 +98,23 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM to the group (nginx's fast shutdown: the master stops its workers), a
+    /// bounded wait, then SIGKILL to whatever of the group is left. Killing the master
+    /// alone would orphan its workers, which keep running.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        let signal = |name: &str| {
+            let _ = Command::new("kill")
+                .args([name, "--", &group])
+                .stderr(Stdio::null())
+                .status();
+        };
+        signal("-TERM");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        signal("-KILL");
         let _ = self.child.wait();
     }
 }
