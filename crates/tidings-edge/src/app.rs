@@ -140,6 +140,8 @@ impl EdgeApp {
                 write_timeout: (o.heartbeat * 2).max(Duration::from_secs(10)),
             },
             lifecycle,
+            #[cfg(feature = "fault-injection")]
+            fail_reads: std::sync::atomic::AtomicU64::new(0),
         });
         background.spawn(sweep::run(state.clone()));
         background.spawn(sweep::drain(state.clone()));
@@ -240,6 +242,14 @@ impl StatsHandle {
     #[cfg(feature = "fault-injection")]
     pub fn drop_next_live_message(&self) {
         self.0.live.drop_next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Test hook: the next `n` reads of the stream that catch-ups make (resumes, gap
+    /// fetches, resyncs) fail as if NATS had timed out, so tests can prove such failures
+    /// are retried, never answered with `reset`.
+    #[cfg(feature = "fault-injection")]
+    pub fn fail_next_stream_reads(&self, n: u64) {
+        self.0.fail_reads.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn get(&self) -> EdgeStats {

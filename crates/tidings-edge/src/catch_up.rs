@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tidings_bus::{BusEvent, EventKind, Replay, ReplayRange};
+use tidings_bus::{BusEvent, EventKind, Replay, ReplayError, ReplayRange};
 use tidings_domain::{EventId, StreamEpoch};
 use tokio::sync::mpsc;
 
@@ -87,6 +87,13 @@ impl Resume {
     }
 }
 
+/// How long a catch-up retries a read of the stream that fails for a passing reason
+/// before it closes the stream: longer than a stream leader election (a few seconds)
+/// and a NATS reconnect, far shorter than the client would wait on its own.
+const RETRY_READS_FOR: Duration = Duration::from_secs(20);
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
+
 /// How often a catch-up waiting for room in a full queue looks again.
 const ROOM_POLL: Duration = Duration::from_millis(5);
 
@@ -108,8 +115,9 @@ async fn catch_up(state: Arc<EdgeState>, conn: Arc<Conn>) {
 
 async fn start(state: &EdgeState, conn: &Conn, resume: &Resume, interests: Vec<Interest>) -> Result<(), Closed> {
     if let Err(e) = state.live.ensure(interests).await {
-        tracing::warn!(error = %e, "cannot take live interest");
-        write(state, conn, sse::reset(None, "unavailable")).await?;
+        // NATS is down or partitioned: nothing is lost, so no `reset`. The stream
+        // closes, and the browser resumes by Last-Event-ID after its `retry:`.
+        tracing::warn!(error = %e, "cannot take live interest; closing the stream");
         return Err(Closed::Error);
     }
     let extent = state.extents.read().await.map_err(|e| {
@@ -179,32 +187,19 @@ async fn replay(
 ) -> Result<(), Closed> {
     let mut events: Vec<BusEvent> = Vec::new();
     if let Some(from) = from {
-        let subjects = replayed_subjects(state, conn);
-        let replayed = match at_least {
-            // A resume: it may be read together with others.
-            Some(until) => state.resumes.replay(subjects, from, until).await,
-            None => {
-                let _permit = state.replays.acquire().await.map_err(|_| Closed::Error)?;
-                Box::pin(
-                    state
-                        .bus
-                        .replay(ReplayRange::from(subjects, from), state.limits.replay_limit),
-                )
-                .await
-            }
+        let read = Read::Missed { from, at_least };
+        let replayed = match read.once(state, conn).await {
+            Ok(replayed) => replayed,
+            Err(e) => Box::pin(retry_read(state, conn, &read, e)).await?,
         };
         match replayed {
-            Ok(Replay::Events(replayed)) => {
+            Replay::Events(replayed) => {
                 state.metrics.replay_size.observe(replayed.len() as f64);
                 events.extend(replayed);
             }
-            Ok(Replay::TooMany { pending }) => {
+            Replay::TooMany { pending } => {
                 tracing::info!(member = %conn.member, pending, "replay over the bound; resetting");
                 return reset_to_now(state, conn, "too_many_missed").await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "replay failed; resetting");
-                return reset_to_now(state, conn, "replay_unavailable").await;
             }
         }
     }
@@ -261,19 +256,18 @@ async fn deliver_replayed(state: &EdgeState, conn: &Conn, event: &BusEvent) -> R
 /// the stream and deliver it first, or reset when it would arrive out of order.
 async fn heal(state: &EdgeState, conn: &Conn, subject: String, known: u64, before: u64) -> Result<(), Closed> {
     tracing::info!(subject = %subject, known, seq = before, "live gap; fetching the missed messages");
-    let fetched = {
-        let _permit = state.replays.acquire().await.map_err(|_| Closed::Error)?;
-        state
-            .bus
-            .replay(
-                ReplayRange::between(subject.clone(), known, before),
-                state.limits.replay_limit,
-            )
-            .await
+    let read = Read::Gap {
+        subject: &subject,
+        known,
+        before,
+    };
+    let fetched = match read.once(state, conn).await {
+        Ok(fetched) => fetched,
+        Err(e) => retry_read(state, conn, &read, e).await?,
     };
     let delivered = conn.delivery().cursor.delivered;
     match fetched {
-        Ok(Replay::Events(missed)) if missed.iter().all(|m| m.seq > delivered) => {
+        Replay::Events(missed) if missed.iter().all(|m| m.seq > delivered) => {
             for m in &missed {
                 deliver_replayed(state, conn, m).await?;
             }
@@ -282,6 +276,91 @@ async fn heal(state: &EdgeState, conn: &Conn, subject: String, known: u64, befor
             Ok(())
         }
         _ => reset_to_now(state, conn, "live_gap").await,
+    }
+}
+
+/// A read of the stream a catch-up makes, which [`retry_read`] can make again.
+#[derive(Debug)]
+enum Read<'a> {
+    /// What the connection missed after `from` on its replayed subjects, complete up
+    /// to `at_least` when given (a resume, which may be read together with others).
+    Missed { from: u64, at_least: Option<u64> },
+    /// The messages of `subject` strictly between `known` and `before`: a live gap.
+    Gap { subject: &'a str, known: u64, before: u64 },
+}
+
+impl Read<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Missed { .. } => "replay",
+            Self::Gap { .. } => "gap fetch",
+        }
+    }
+
+    async fn once(&self, state: &EdgeState, conn: &Conn) -> Result<Replay, ReplayError> {
+        #[cfg(feature = "fault-injection")]
+        if state
+            .fail_reads
+            .fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |n| n.checked_sub(1),
+            )
+            .is_ok()
+        {
+            return Err(ReplayError::TimedOut("reading the stream (fault injection)"));
+        }
+        match *self {
+            Self::Missed {
+                from,
+                at_least: Some(until),
+            } => state.resumes.replay(replayed_subjects(state, conn), from, until).await,
+            Self::Missed { from, at_least: None } => {
+                let _permit = state.replays.acquire().await.map_err(|_| ReplayError::Stopped)?;
+                let range = ReplayRange::from(replayed_subjects(state, conn), from);
+                Box::pin(state.bus.replay(range, state.limits.replay_limit)).await
+            }
+            Self::Gap { subject, known, before } => {
+                let _permit = state.replays.acquire().await.map_err(|_| ReplayError::Stopped)?;
+                let range = ReplayRange::between(subject.to_owned(), known, before);
+                Box::pin(state.bus.replay(range, state.limits.replay_limit)).await
+            }
+        }
+    }
+}
+
+/// Retries a read of the stream that failed for a reason that passes — no stream
+/// leader yet, a timeout, a NATS reconnect — with backoff, for at most
+/// [`RETRY_READS_FOR`], while the stream stays open (heartbeats keep it so; live events
+/// wait, bounded by the queue). A failure is never a `reset`: history that is really
+/// gone is answered as such by a read that succeeds. Past the bound the stream closes
+/// and the browser resumes by Last-Event-ID after its `retry:`.
+async fn retry_read(state: &EdgeState, conn: &Conn, read: &Read<'_>, first: ReplayError) -> Result<Replay, Closed> {
+    let what = read.name();
+    let deadline = tokio::time::Instant::now() + RETRY_READS_FOR;
+    let mut pause = FIRST_RETRY;
+    let mut error = first;
+    loop {
+        if matches!(error, ReplayError::Stopped) {
+            return Err(Closed::Error);
+        }
+        if tokio::time::Instant::now() + pause > deadline {
+            tracing::warn!(member = %conn.member, error = %error, what, "reading the stream keeps failing; closing the stream");
+            return Err(Closed::Error);
+        }
+        tracing::info!(member = %conn.member, error = %error, what, retry_in = ?pause, "reading the stream failed; retrying");
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = state.lifecycle.shutdown.cancelled() => return Err(Closed::Drain),
+        }
+        if let Some(closed) = conn.delivery().ended() {
+            return Err(closed);
+        }
+        match read.once(state, conn).await {
+            Ok(replay) => return Ok(replay),
+            Err(e) => error = e,
+        }
+        pause = (pause * 2).min(MAX_RETRY_PAUSE);
     }
 }
 

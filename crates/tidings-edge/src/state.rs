@@ -45,6 +45,10 @@ pub(crate) struct EdgeState {
     pub(crate) resumes: Resumes,
     pub(crate) limits: Limits,
     pub(crate) lifecycle: Lifecycle,
+    /// Test hook: how many upcoming catch-up reads of the stream fail as if NATS had
+    /// timed out (`catch_up.rs`).
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fail_reads: std::sync::atomic::AtomicU64,
 }
 
 /// The node's configured bounds and timings.

@@ -95,3 +95,48 @@ async fn a_live_gap_is_healed_from_the_stream() {
         "no duplicate"
     );
 }
+
+/// A read of the stream that fails for a passing reason (here: the next two reads time
+/// out, by a test hook, as they do while a stream leader is being elected) is retried,
+/// for a resume and for a live gap alike: nothing is gone, so no `reset`.
+#[tokio::test]
+async fn reads_that_fail_for_a_while_are_retried_never_a_reset() {
+    let cluster = TestCluster::start(1).await;
+    let edge = cluster.edges[0].stats_handle();
+    let mut s = cluster.stream(0, "gail", "", None).await.unwrap();
+    s.next_named("connected").await;
+    cluster.send(&["gail"], "one").await;
+    let one = s.next_named("notification").await;
+    drop(s);
+    for content in ["two", "three"] {
+        cluster.send(&["gail"], content).await;
+    }
+
+    // A resume whose replay fails twice.
+    edge.fail_next_stream_reads(2);
+    let mut s = cluster.stream(0, "gail", "", one.id.as_deref()).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let event = s.next().await;
+        assert_ne!(event.event, "reset", "{:?}", event.data);
+        if event.event == "notification" {
+            seen.push(event.json()["content"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(seen, ["two", "three"], "exactly what was missed, in order");
+
+    // A live gap whose fetch fails twice.
+    edge.fail_next_stream_reads(2);
+    edge.drop_next_live_message();
+    cluster.send(&["gail"], "four (dropped live)").await;
+    cluster.send(&["gail"], "five").await;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let event = s.next().await;
+        assert_ne!(event.event, "reset", "{:?}", event.data);
+        if event.event == "notification" {
+            seen.push(event.json()["content"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(seen, ["four (dropped live)", "five"]);
+}
