@@ -13,10 +13,13 @@ use crate::Bus;
 /// How long an unredeemed ticket lives.
 pub const TICKET_TTL: Duration = Duration::from_secs(30);
 
-/// The tickets bucket of one stream.
+/// The tickets bucket of one stream, opened on first use: a bucket that cannot be
+/// opened (NATS unreachable, a conflicting stream of the same name) makes ticket calls
+/// fail, with [`TicketError`], until it can; it never stops the process that holds it.
 #[derive(Debug, Clone)]
 pub struct Tickets {
-    store: kv::Store,
+    bus: Bus,
+    store: std::sync::Arc<tokio::sync::OnceCell<kv::Store>>,
 }
 
 /// A ticket store operation failed (NATS unavailable).
@@ -25,10 +28,18 @@ pub struct Tickets {
 pub struct TicketError(String);
 
 impl Bus {
+    /// The `<stream>_TICKETS` bucket, opened (created if needed) on first use.
+    pub fn tickets(&self) -> Tickets {
+        Tickets {
+            bus: self.clone(),
+            store: std::sync::Arc::default(),
+        }
+    }
+
     /// Opens (creating if needed) the `<stream>_TICKETS` bucket, replicated like the
     /// stream: an R1 bucket on an R3 cluster would lose every ticket, and stop ticket
     /// redemption on every edge, with the one node that holds it.
-    pub async fn tickets(&self) -> Result<Tickets, TicketError> {
+    async fn open_tickets(&self) -> Result<kv::Store, TicketError> {
         let config = kv::Config {
             bucket: format!("{}_TICKETS", self.stream_name()),
             description: "Tidings single-use stream tickets".into(),
@@ -59,17 +70,28 @@ impl Bus {
                 .await
                 .map_err(|e| TicketError(e.to_string()))?,
         };
-        Ok(Tickets { store })
+        Ok(store)
     }
 }
 
 impl Tickets {
+    /// Opens the bucket now, if it is not open yet (a role does this at start-up to
+    /// say early when tickets will not work).
+    pub async fn open(&self) -> Result<(), TicketError> {
+        self.store().await.map(drop)
+    }
+
+    async fn store(&self) -> Result<&kv::Store, TicketError> {
+        self.store.get_or_try_init(|| self.bus.open_tickets()).await
+    }
+
     /// Stores `value` under a fresh random ticket id (128 bits, hex) and returns the id.
     pub async fn issue(&self, value: Bytes) -> Result<String, TicketError> {
         let mut raw = [0u8; 16];
         rand::rng().fill_bytes(&mut raw);
         let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-        self.store
+        self.store()
+            .await?
             .create(&id, value)
             .await
             .map_err(|e| TicketError(e.to_string()))?;
@@ -83,13 +105,14 @@ impl Tickets {
         if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(None);
         }
-        let Some(entry) = self.store.entry(id).await.map_err(|e| TicketError(e.to_string()))? else {
+        let store = self.store().await?;
+        let Some(entry) = store.entry(id).await.map_err(|e| TicketError(e.to_string()))? else {
             return Ok(None);
         };
         if entry.operation != kv::Operation::Put {
             return Ok(None);
         }
-        match self.store.delete_expect_revision(id, Some(entry.revision)).await {
+        match store.delete_expect_revision(id, Some(entry.revision)).await {
             Ok(()) => Ok(Some(entry.value)),
             Err(_) => Ok(None),
         }

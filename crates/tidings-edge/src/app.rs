@@ -75,7 +75,11 @@ impl EdgeApp {
         let bus = Bus::attach(&config.nats, &config.stream, "tidings-edge")
             .await
             .context("connecting to NATS")?;
-        let tickets = bus.tickets().await.context("opening the ticket bucket")?;
+        // Without the bucket only tickets fail (503); tokens still open streams.
+        let tickets = bus.tickets();
+        if let Err(e) = tickets.open().await {
+            tracing::warn!(error = %e, "stream tickets are unavailable until their bucket can be opened");
+        }
         let listener = TcpListener::bind(o.listen)
             .await
             .with_context(|| format!("binding TIDINGS_EDGE_LISTEN {}", o.listen))?;

@@ -131,3 +131,42 @@ async fn an_edge_never_changes_the_stream_it_finds() {
         "the edge left the stream as it was"
     );
 }
+
+/// A ticket bucket that cannot be opened (here: a stream of its name that is not a
+/// bucket) does not stop the edge: streams open with tokens, and only tickets fail,
+/// with a 503.
+#[tokio::test]
+async fn an_edge_whose_ticket_bucket_cannot_open_still_serves_tokens() {
+    init_test_log();
+    let db = TestDb::new().await;
+    let ns = TestBus::new().await;
+    let bucket = format!("KV_{}_TICKETS", ns.settings.name);
+    let js = ns.bus.jetstream();
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: bucket.clone(),
+        subjects: vec![format!("{}_not_a_bucket.>", ns.settings.prefix)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let api = tidings_testkit::TestApi::start(tidings_testkit::TestApi::config(&db, &ns), false).await;
+    let edge = tidings_testkit::TestEdge::start(tidings_testkit::TestEdge::config(&ns, &api)).await;
+
+    let token = tidings_testkit::TestEdge::token("hana", &[], Duration::from_secs(600));
+    let auth = format!("Bearer {token}");
+    let mut stream = tidings_testkit::sse::connect(edge.addr, "/v1/stream", &[("authorization", &auth)])
+        .await
+        .unwrap();
+    stream.next_named("connected").await;
+    let (status, body) = tidings_testkit::sse::http_request(
+        edge.addr,
+        "POST",
+        "/v1/stream/ticket",
+        &[("authorization", &auth)],
+        None,
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains(r#""code":"unavailable""#), "{body}");
+    let _ = js.delete_stream(&bucket).await;
+}
