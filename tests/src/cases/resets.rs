@@ -115,28 +115,29 @@ async fn reads_that_fail_for_a_while_are_retried_never_a_reset() {
     // A resume whose replay fails twice.
     edge.fail_next_stream_reads(2);
     let mut s = cluster.stream(0, "gail", "", one.id.as_deref()).await.unwrap();
-    let mut seen = Vec::new();
-    while seen.len() < 2 {
-        let event = s.next().await;
-        assert_ne!(event.event, "reset", "{:?}", event.data);
-        if event.event == "notification" {
-            seen.push(event.json()["content"].as_str().unwrap().to_owned());
-        }
-    }
-    assert_eq!(seen, ["two", "three"], "exactly what was missed, in order");
+    assert_eq!(
+        notifications(&mut s, 2).await,
+        ["two", "three"],
+        "exactly what was missed, in order"
+    );
 
     // A live gap whose fetch fails twice.
     edge.fail_next_stream_reads(2);
     edge.drop_next_live_message();
     cluster.send(&["gail"], "four (dropped live)").await;
     cluster.send(&["gail"], "five").await;
+    assert_eq!(notifications(&mut s, 2).await, ["four (dropped live)", "five"]);
+}
+
+/// The contents of the next `n` notifications; no `reset` may come before them.
+async fn notifications(s: &mut tidings_testkit::sse::SseStream, n: usize) -> Vec<String> {
     let mut seen = Vec::new();
-    while seen.len() < 2 {
+    while seen.len() < n {
         let event = s.next().await;
         assert_ne!(event.event, "reset", "{:?}", event.data);
         if event.event == "notification" {
             seen.push(event.json()["content"].as_str().unwrap().to_owned());
         }
     }
-    assert_eq!(seen, ["four (dropped live)", "five"]);
+    seen
 }
