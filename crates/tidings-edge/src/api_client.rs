@@ -1,5 +1,6 @@
 //! The edge's gRPC client of the api: inbox calls and unread counts (the api alone owns
-//! Postgres, so everything the edge knows of an inbox comes through here).
+//! Postgres, so everything the edge knows of an inbox comes through here), and, for the
+//! dev demo only, Send and Publish.
 
 use std::time::Duration;
 
@@ -109,5 +110,15 @@ impl ApiClient {
             .await?
             .into_inner()
             .unread_count)
+    }
+
+    /// Sends a notification (the dev demo's form).
+    pub(crate) async fn send(&self, request: pb::SendRequest) -> Result<pb::SendResponse, tonic::Status> {
+        Ok(self.inner.clone().send(request).await?.into_inner())
+    }
+
+    /// Publishes to a topic (the dev demo's ranking board).
+    pub(crate) async fn publish(&self, request: pb::PublishRequest) -> Result<String, tonic::Status> {
+        Ok(self.inner.clone().publish(request).await?.into_inner().event_id)
     }
 }

@@ -22,7 +22,7 @@ use crate::live::{Live, LiveDeps};
 use crate::metrics::EdgeMetrics;
 use crate::resumes::{REPLAY_CONCURRENCY, Resumes};
 use crate::state::{EdgeState, Lifecycle, Limits};
-use crate::topics::TopicModes;
+use crate::topics::{PublicTopics, TopicModes};
 use crate::unread::Unread;
 use crate::{routes, sweep};
 
@@ -129,6 +129,7 @@ impl EdgeApp {
             tickets,
             verifier,
             topic_modes: TopicModes::parse(&o.topic_modes)?,
+            public_topics: PublicTopics::parse(&o.public_topics)?,
             node: o.node_name(),
             replays,
             resumes,
@@ -150,7 +151,7 @@ impl EdgeApp {
         background.spawn(sweep::run(state.clone()));
         background.spawn(sweep::drain(state.clone()));
         background.spawn(catch_ups.run(state.clone()));
-        let router = routes::router(state.clone(), &o.cors_origins);
+        let router = routes::router(state.clone(), &o.cors_origins, o.demo);
         Ok(Self {
             listener,
             state,

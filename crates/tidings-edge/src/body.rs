@@ -76,7 +76,7 @@ impl Drop for SseBody {
         metrics.closed.with_label_values(&[reason.label()]).inc();
         tracing::info!(
             connection = self.conn.id,
-            member = %self.conn.member,
+            member = self.conn.who(),
             reason = reason.label(),
             duration_ms = self.conn.opened.elapsed().as_millis() as u64,
             "stream closed"

@@ -138,7 +138,13 @@ async fn start(state: &EdgeState, conn: &Conn, resume: &Resume, interests: Vec<I
     let id = id_of(epoch, start);
     conn.delivery().cursor = Cursor::at(start);
     let resumed = matches!(resume, Resume::From(_)) && reset.is_none();
-    let connected = sse::connected(&id, conn.id, conn.member.as_str(), &state.node, resumed);
+    let connected = sse::connected(
+        &id,
+        conn.id,
+        conn.inbox.as_ref().map(|i| i.member.as_str()),
+        &state.node,
+        resumed,
+    );
     write(state, conn, connected).await?;
     if let Some(reason) = reset {
         state.metrics.resets.with_label_values(&[reason]).inc();
@@ -146,9 +152,15 @@ async fn start(state: &EdgeState, conn: &Conn, resume: &Resume, interests: Vec<I
     }
     // Catch up: replay after the start (a resume), and the newest value of each
     // `latest` topic.
-    let from = (matches!(resume, Resume::From(_)) && reset.is_none()).then_some(start + 1);
-    replay(state, conn, from, Some(extent.last_seq), true).await?;
-    state.unread.refresh(conn.member.clone());
+    let from = resumed.then_some(start + 1);
+    let missed = replay(state, conn, from, Some(extent.last_seq), true).await?;
+    if resumed {
+        // The replay is written: clients can tell "caught up, n missed" from live.
+        write(state, conn, sse::resumed(missed)).await?;
+    }
+    if let Some(inbox) = &conn.inbox {
+        state.unread.refresh(inbox.member.clone());
+    }
     settle(state, conn).await
 }
 
@@ -164,11 +176,17 @@ async fn settle(state: &EdgeState, conn: &Conn) -> Result<(), Closed> {
             // No extent in hand: the replay asks the stream leader where it is.
             // Rare paths, boxed: every stream's catch-up task is as large as its
             // largest await, and reading the stream nests deep futures.
-            Next::Resync { from } => Box::pin(replay(state, conn, Some(from), None, false)).await?,
+            Next::Resync { from } => {
+                Box::pin(replay(state, conn, Some(from), None, false)).await?;
+            }
             Next::Heal { subject, known, before } => Box::pin(heal(state, conn, subject, known, before)).await?,
             Next::Wait => wait_for_room(state, conn).await?,
             Next::Reset(reason) => {
-                tracing::error!(member = %conn.member, reason, "a live event arrived out of order; resetting");
+                tracing::error!(
+                    member = conn.who(),
+                    reason,
+                    "a live event arrived out of order; resetting"
+                );
                 reset_to_now(state, conn, reason).await?;
             }
         }
@@ -177,14 +195,15 @@ async fn settle(state: &EdgeState, conn: &Conn) -> Result<(), Closed> {
 
 /// Replays everything after `from` on the connection's replayed subjects (bounded;
 /// complete at least up to `at_least`), plus, when `latest`, the newest message of
-/// each `latest` topic; delivers it in sequence order.
+/// each `latest` topic; delivers it in sequence order. Returns how many events it
+/// delivered after the connection's position (a reset answers 0).
 async fn replay(
     state: &EdgeState,
     conn: &Conn,
     from: Option<u64>,
     at_least: Option<u64>,
     latest: bool,
-) -> Result<(), Closed> {
+) -> Result<u64, Closed> {
     let mut events: Vec<BusEvent> = Vec::new();
     if let Some(from) = from {
         let read = Read::Missed { from, at_least };
@@ -198,8 +217,8 @@ async fn replay(
                 events.extend(replayed);
             }
             Replay::TooMany { pending } => {
-                tracing::info!(member = %conn.member, pending, "replay over the bound; resetting");
-                return reset_to_now(state, conn, "too_many_missed").await;
+                tracing::info!(member = conn.who(), pending, "replay over the bound; resetting");
+                return reset_to_now(state, conn, "too_many_missed").await.map(|()| 0);
             }
         }
     }
@@ -221,6 +240,7 @@ async fn replay(
         }
     }
     events.sort_by_key(|e| e.seq);
+    let mut delivered = 0;
     for event in &events {
         if event.seq <= conn.delivery().cursor.delivered {
             // The current value of a `latest` topic, older than where this client
@@ -230,13 +250,16 @@ async fn replay(
             }
             continue;
         }
-        deliver_replayed(state, conn, event).await?;
+        if deliver_replayed(state, conn, event).await? {
+            delivered += 1;
+        }
     }
-    Ok(())
+    Ok(delivered)
 }
 
-/// Delivers one replayed event (waiting for room in the queue first).
-async fn deliver_replayed(state: &EdgeState, conn: &Conn, event: &BusEvent) -> Result<(), Closed> {
+/// Delivers one replayed event (waiting for room in the queue first); true when it
+/// became a frame on the stream.
+async fn deliver_replayed(state: &EdgeState, conn: &Conn, event: &BusEvent) -> Result<bool, Closed> {
     wait_for_room(state, conn).await?;
     let frame = sse::frame_of(event, state.bus.epoch());
     let deliver = || {
@@ -245,11 +268,13 @@ async fn deliver_replayed(state: &EdgeState, conn: &Conn, event: &BusEvent) -> R
     };
     let step = traced(event, "replay", deliver);
     match step {
-        Step::Delivered if frame.is_some() => state.metrics.delivered_replay.inc(),
-        Step::Overflowed => return Err(Closed::SlowConsumer),
-        _ => {}
+        Step::Delivered if frame.is_some() => {
+            state.metrics.delivered_replay.inc();
+            Ok(true)
+        }
+        Step::Overflowed => Err(Closed::SlowConsumer),
+        _ => Ok(false),
     }
-    Ok(())
 }
 
 /// The live copy of something on `subject` after `known` never arrived: fetch it from
@@ -311,6 +336,7 @@ impl Read<'_> {
             return Err(ReplayError::TimedOut("reading the stream (fault injection)"));
         }
         match *self {
+            Self::Missed { .. } if replayed_subjects(state, conn).is_empty() => Ok(Replay::Events(Vec::new())),
             Self::Missed {
                 from,
                 at_least: Some(until),
@@ -345,10 +371,10 @@ async fn retry_read(state: &EdgeState, conn: &Conn, read: &Read<'_>, first: Repl
             return Err(Closed::Error);
         }
         if tokio::time::Instant::now() + pause > deadline {
-            tracing::warn!(member = %conn.member, error = %error, what, "reading the stream keeps failing; closing the stream");
+            tracing::warn!(member = conn.who(), error = %error, what, "reading the stream keeps failing; closing the stream");
             return Err(Closed::Error);
         }
-        tracing::info!(member = %conn.member, error = %error, what, retry_in = ?pause, "reading the stream failed; retrying");
+        tracing::info!(member = conn.who(), error = %error, what, retry_in = ?pause, "reading the stream failed; retrying");
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
             () = state.lifecycle.shutdown.cancelled() => return Err(Closed::Drain),
@@ -412,10 +438,14 @@ async fn wait_for_room(state: &EdgeState, conn: &Conn) -> Result<(), Closed> {
     }
 }
 
-/// The stored subjects a resume replays: the member's and every `all` topic's.
+/// The stored subjects a resume replays: the member's and every `all` topic's. May be
+/// empty (an anonymous stream of `latest` topics): then nothing is read, since a
+/// read without a subject filter would be a read of every member's history.
 fn replayed_subjects(state: &EdgeState, conn: &Conn) -> Vec<String> {
     let subjects = state.bus.subjects();
-    std::iter::once(subjects.member(&conn.member))
+    conn.inbox
+        .iter()
+        .map(|inbox| subjects.member(&inbox.member))
         .chain(
             conn.topics
                 .iter()

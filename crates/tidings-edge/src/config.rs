@@ -5,7 +5,7 @@ use std::time::Duration;
 use tidings_bus::{NatsConfig, StreamSettings};
 use tidings_domain::{ConfigError, Secret};
 
-use crate::topics::TopicModes;
+use crate::topics::{PublicTopics, TopicModes};
 
 /// Configuration of an edge node. Every field is a flag and an environment variable;
 /// `tidings edge --help` is the reference.
@@ -60,6 +60,16 @@ pub struct EdgeOptions {
     /// replays every missed one. Patterns may end in `*`.
     #[arg(long = "topic-modes", env = "TIDINGS_TOPIC_MODES", default_value = "*=all")]
     pub topic_modes: String,
+
+    /// Topics anyone may join without a token, comma-separated names or `prefix*`: a
+    /// stream of only such topics needs no credential and carries no inbox. Default none.
+    #[arg(long = "public-topics", env = "TIDINGS_PUBLIC_TOPICS", default_value = "")]
+    pub public_topics: String,
+
+    /// Serve the demo page and its development endpoints (which mint tokens for any
+    /// member): only `tidings dev` turns this on.
+    #[arg(skip)]
+    pub demo: bool,
 
     /// Browser origins allowed to connect, comma-separated (credentials allowed).
     #[arg(long = "cors-origins", env = "TIDINGS_CORS_ORIGINS", value_delimiter = ',')]
@@ -157,6 +167,8 @@ impl EdgeOptions {
             jwt_secret: Some(Secret::new(jwt_secret)),
             jwt_public_key: None,
             topic_modes: "*=all".into(),
+            public_topics: String::new(),
+            demo: false,
             cors_origins: Vec::new(),
             heartbeat: Duration::from_secs(15),
             replay_limit: 1000,
@@ -212,6 +224,7 @@ impl EdgeOptions {
             crate::auth::Verifier::from_public_key_file(path)?;
         }
         TopicModes::parse(&self.topic_modes)?;
+        PublicTopics::parse(&self.public_topics)?;
         for origin in &self.cors_origins {
             let ok = url::Url::parse(origin).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
             if !ok || origin.ends_with('/') {

@@ -6,6 +6,8 @@
 //! after the last one leaves; tabs of one member share it. Delivery into a connection
 //! never blocks: each connection has a bounded queue (`delivery.rs`), and a connection
 //! whose queue is full is closed as a slow consumer (it resumes by Last-Event-ID).
+//! An anonymous connection (public topics only) has no member: it takes no partition
+//! interest and counts only against the node's limit.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,12 +38,19 @@ pub(crate) enum Refused {
     MemberFull,
 }
 
+/// Whose inbox a connection carries, and the live partition it is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Inbox {
+    pub(crate) member: MemberId,
+    pub(crate) partition: u16,
+}
+
 /// One SSE connection, as the hub sees it: who it is for, and its delivery state.
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) id: u64,
-    pub(crate) member: MemberId,
-    pub(crate) partition: u16,
+    /// `None` for an anonymous stream of public topics.
+    pub(crate) inbox: Option<Inbox>,
     pub(crate) topics: Vec<(Topic, TopicMode)>,
     /// When the subscriber's token expires, Unix seconds.
     pub(crate) expires_at: u64,
@@ -54,8 +63,7 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) fn new(
-        member: MemberId,
-        partition: u16,
+        inbox: Option<Inbox>,
         topics: Vec<(Topic, TopicMode)>,
         expires_at: u64,
         capacity: usize,
@@ -65,14 +73,18 @@ impl Conn {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         Arc::new(Self {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
-            member,
-            partition,
+            inbox,
             topics,
             expires_at,
             opened: std::time::Instant::now(),
             delivery: Mutex::new(Delivery::new(capacity, now)),
             kill,
         })
+    }
+
+    /// The member, for logs: `-` for an anonymous stream.
+    pub(crate) fn who(&self) -> &str {
+        self.inbox.as_ref().map_or("-", |i| i.member.as_str())
     }
 
     pub(crate) fn delivery(&self) -> MutexGuard<'_, Delivery> {
@@ -116,7 +128,11 @@ impl Conn {
             step
         };
         if step == Step::Overflowed {
-            tracing::warn!(member = %self.member, connection = self.id, "slow consumer; closing stream");
+            tracing::warn!(
+                member = self.who(),
+                connection = self.id,
+                "slow consumer; closing stream"
+            );
             self.kill();
         }
         step
@@ -179,6 +195,8 @@ struct State {
     /// stays a walk over contiguous entries.
     topics: HashMap<Topic, IndexMap<u64, Arc<Conn>>>,
     partitions: HashMap<u16, usize>,
+    /// Streams of public topics only, without a member.
+    anonymous: IndexMap<u64, Arc<Conn>>,
     connections: usize,
 }
 
@@ -195,14 +213,22 @@ impl Hub {
         if s.connections >= max_total {
             return Err(Refused::NodeFull);
         }
-        let tabs = s.members.get(&conn.member).map_or(0, Vec::len);
-        if tabs >= max_per_member {
-            return Err(Refused::MemberFull);
+        let mut needed = Vec::with_capacity(conn.topics.len() + 1);
+        match &conn.inbox {
+            Some(inbox) => {
+                let tabs = s.members.get(&inbox.member).map_or(0, Vec::len);
+                if tabs >= max_per_member {
+                    return Err(Refused::MemberFull);
+                }
+                s.members.entry(inbox.member.clone()).or_default().push(conn.clone());
+                *s.partitions.entry(inbox.partition).or_default() += 1;
+                needed.push(Interest::Partition(inbox.partition));
+            }
+            None => {
+                s.anonymous.insert(conn.id, conn.clone());
+            }
         }
         s.connections += 1;
-        s.members.entry(conn.member.clone()).or_default().push(conn.clone());
-        *s.partitions.entry(conn.partition).or_default() += 1;
-        let mut needed = vec![Interest::Partition(conn.partition)];
         for (topic, _) in &conn.topics {
             s.topics.entry(topic.clone()).or_default().insert(conn.id, conn.clone());
             needed.push(Interest::Topic(topic.clone()));
@@ -214,25 +240,34 @@ impl Hub {
     pub(crate) fn unregister(&self, conn: &Arc<Conn>) -> Vec<Interest> {
         let mut s = self.state.lock().expect("invariant: never poisoned");
         let mut released = Vec::new();
-        let Some(tabs) = s.members.get_mut(&conn.member) else {
-            return released;
-        };
-        let before = tabs.len();
-        tabs.retain(|c| c.id != conn.id);
-        if tabs.len() == before {
-            return released;
-        }
-        if tabs.is_empty() {
-            s.members.remove(&conn.member);
-        }
-        s.connections -= 1;
-        if let Some(n) = s.partitions.get_mut(&conn.partition) {
-            *n -= 1;
-            if *n == 0 {
-                s.partitions.remove(&conn.partition);
-                released.push(Interest::Partition(conn.partition));
+        match &conn.inbox {
+            Some(inbox) => {
+                let Some(tabs) = s.members.get_mut(&inbox.member) else {
+                    return released;
+                };
+                let before = tabs.len();
+                tabs.retain(|c| c.id != conn.id);
+                if tabs.len() == before {
+                    return released;
+                }
+                if tabs.is_empty() {
+                    s.members.remove(&inbox.member);
+                }
+                if let Some(n) = s.partitions.get_mut(&inbox.partition) {
+                    *n -= 1;
+                    if *n == 0 {
+                        s.partitions.remove(&inbox.partition);
+                        released.push(Interest::Partition(inbox.partition));
+                    }
+                }
+            }
+            None => {
+                if s.anonymous.swap_remove(&conn.id).is_none() {
+                    return released;
+                }
             }
         }
+        s.connections -= 1;
         for (topic, _) in &conn.topics {
             if let Some(conns) = s.topics.get_mut(topic) {
                 conns.swap_remove(&conn.id);
@@ -311,7 +346,12 @@ impl Hub {
     /// Every connection, for drain.
     pub(crate) fn all(&self) -> Vec<Arc<Conn>> {
         let s = self.state.lock().expect("invariant: never poisoned");
-        s.members.values().flatten().cloned().collect()
+        s.members
+            .values()
+            .flatten()
+            .chain(s.anonymous.values())
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn connections(&self) -> usize {
@@ -335,7 +375,11 @@ mod tests {
     }
 
     fn conn(m: &str, partition: u16, topics: Vec<(Topic, TopicMode)>, capacity: usize) -> Arc<Conn> {
-        let conn = Conn::new(member(m), partition, topics, u64::MAX, capacity, 0, None);
+        let inbox = Inbox {
+            member: member(m),
+            partition,
+        };
+        let conn = Conn::new(Some(inbox), topics, u64::MAX, capacity, 0, None);
         conn.delivery().cursor = Cursor::at(0);
         conn.delivery().settle(0);
         conn
@@ -434,6 +478,28 @@ mod tests {
         );
         assert_eq!(sent(&a), "1;2;");
         assert_eq!(sent(&b), "");
+    }
+
+    #[test]
+    fn an_anonymous_viewer_gets_its_topics_only_and_counts_against_the_node() {
+        let hub = Hub::default();
+        let viewer = Conn::new(None, vec![(topic("board"), TopicMode::Latest)], u64::MAX, 8, 0, None);
+        viewer.delivery().cursor = Cursor::at(0);
+        viewer.delivery().settle(0);
+        assert_eq!(
+            hub.register(&viewer, 2, 1),
+            Ok(vec![Interest::Topic(topic("board"))]),
+            "no partition interest without a member"
+        );
+        hub.register(&conn("a", 1, vec![], 8), 2, 1).unwrap();
+        assert_eq!(hub.register(&conn("b", 2, vec![], 8), 2, 1), Err(Refused::NodeFull));
+        hub.dispatch_now(&event(1, SubjectTarget::Member(member("a")), "m.a"), 0);
+        hub.dispatch_now(&event(2, SubjectTarget::Topic(topic("board")), "board"), 0);
+        assert_eq!(sent(&viewer), "2;");
+        assert_eq!(hub.all().len(), 2, "drain reaches anonymous streams too");
+        assert_eq!(hub.unregister(&viewer), vec![Interest::Topic(topic("board"))]);
+        assert!(hub.unregister(&viewer).is_empty(), "a second unregister is a no-op");
+        assert_eq!(hub.connections(), 1);
     }
 
     #[test]

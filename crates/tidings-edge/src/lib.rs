@@ -7,7 +7,7 @@
 //! layers):
 //! - `sse.rs`: the SSE wire format and every event Tidings itself sends.
 //! - `clock.rs`: the node's coarse clock. `kill_switch.rs`: closes an HTTP connection
-//!   from outside its task. `topics.rs`: per-topic delivery modes.
+//!   from outside its task. `topics.rs`: per-topic delivery modes, public topics.
 //! - `cursor.rs`: where a connection is in the stream; the gap and late checks.
 //! - `queue.rs`: one connection's bounded frame queue (slots, gathering, stalls).
 //! - `delivery.rs`: one connection's delivery state machine: live, catching up, the
@@ -15,7 +15,8 @@
 //! - `hub.rs`: which connections want which member and topic; interest refcounts; the
 //!   catch-up queue.
 //! - `auth.rs`: subscriber JWTs (HS256, RS256, ES256, EdDSA), credentials, tickets.
-//! - `api_client.rs`: the gRPC client of the api (inbox calls, unread counts).
+//! - `api_client.rs`: the gRPC client of the api (inbox calls, unread counts; the
+//!   demo's Send and Publish).
 //! - `metrics.rs`: the Prometheus series of `/metrics`.
 //! - `extent.rs`: the stream's extent, one STREAM.INFO shared by concurrent callers.
 //! - `resumes.rs`: resumes read one by one, or in a reconnect storm in one pass.
@@ -30,6 +31,7 @@
 //! - `sweep.rs`: the shared timers: heartbeats, reauth, expiry, stalled sockets, drain.
 //! - `error.rs`: `EdgeError` and its one mapping to HTTP.
 //! - `inbox.rs`: the inbox REST API over the api client.
+//! - `demo.rs`: the dev demo page and its development endpoints (dev mode only).
 //! - `routes.rs`: `GET /v1/stream`, `POST /v1/stream/ticket`, health, metrics; CORS.
 //! - `app.rs`: [`EdgeApp`]: build (connect, bind) and run (serve, drain, shutdown).
 
@@ -42,6 +44,7 @@ mod clock;
 mod config;
 mod cursor;
 mod delivery;
+mod demo;
 mod error;
 mod extent;
 mod hub;
@@ -61,4 +64,5 @@ mod unread;
 pub use app::{DEV_JWT_SECRET, EdgeApp, EdgeStats, StatsHandle};
 pub use auth::{COOKIE, Claims, Verifier, expiry_in};
 pub use config::{EdgeConfig, EdgeOptions};
-pub use topics::{TopicMode, TopicModes};
+pub use demo::RANKING_TOPIC;
+pub use topics::{PublicTopics, TopicMode, TopicModes};

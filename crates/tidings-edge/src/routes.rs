@@ -1,5 +1,5 @@
 //! The HTTP surface of an edge: the SSE stream, stream tickets, the inbox REST API,
-//! and health.
+//! health, and in dev mode the demo.
 
 use std::sync::Arc;
 
@@ -20,7 +20,7 @@ use crate::auth::{self, AuthError, Claims, Credential};
 use crate::body::SseBody;
 use crate::catch_up::{self, Resume};
 use crate::error::EdgeError;
-use crate::hub::{Conn, Refused};
+use crate::hub::{Conn, Inbox, Refused};
 use crate::kill_switch::KillSwitch;
 use crate::state::EdgeState;
 use crate::{inbox, sse};
@@ -28,8 +28,8 @@ use crate::{inbox, sse};
 /// Most topics one stream may join.
 const MAX_TOPICS: usize = 32;
 
-pub(crate) fn router(state: Arc<EdgeState>, cors_origins: &[String]) -> Router {
-    let router = Router::new()
+pub(crate) fn router(state: Arc<EdgeState>, cors_origins: &[String], demo: bool) -> Router {
+    let mut router = Router::new()
         .route("/v1/stream", get(stream))
         .route("/v1/stream/ticket", post(ticket))
         .route("/v1/notifications", get(inbox::list))
@@ -38,7 +38,10 @@ pub(crate) fn router(state: Arc<EdgeState>, cors_origins: &[String]) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state);
+        .with_state(state.clone());
+    if demo {
+        router = router.merge(crate::demo::router(state));
+    }
     if cors_origins.is_empty() {
         return router;
     }
@@ -103,51 +106,61 @@ async fn open_stream(
     if state.lifecycle.drain.is_cancelled() {
         return Err(EdgeError::Unavailable("this node is draining; reconnect".into()));
     }
-    let subscriber = auth::authenticate(
-        &state.verifier,
-        &state.tickets,
-        headers,
-        query.access_token.as_deref(),
-        query.ticket.as_deref(),
-    )
-    .await?;
+    // A stream of public topics only may come without a credential: it is anonymous
+    // and carries no inbox. Anything else authenticates first (401 before 400).
+    let requested = requested_topics(query.topics.as_deref());
+    let anonymous = auth::credential(headers, query.access_token.as_deref(), query.ticket.as_deref()).is_none()
+        && requested
+            .as_ref()
+            .is_ok_and(|ts| !ts.is_empty() && ts.iter().all(|t| state.public_topics.contains(t)));
+    let subscriber = if anonymous {
+        None
+    } else {
+        Some(
+            auth::authenticate(
+                &state.verifier,
+                &state.tickets,
+                headers,
+                query.access_token.as_deref(),
+                query.ticket.as_deref(),
+            )
+            .await?,
+        )
+    };
     let mut topics = Vec::new();
-    for raw in query
-        .topics
-        .as_deref()
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-    {
-        let topic = Topic::parse(raw).map_err(|e| EdgeError::BadRequest(format!("topics: {e}")))?;
-        if !subscriber.may_join(&topic) {
+    for topic in requested? {
+        let allowed = state.public_topics.contains(&topic) || subscriber.as_ref().is_some_and(|s| s.may_join(&topic));
+        if !allowed {
             return Err(EdgeError::Forbidden(format!(
                 "topics: the token does not allow {topic}"
             )));
         }
-        if !topics.iter().any(|(t, _)| t == &topic) {
-            let mode = state.topic_modes.mode(&topic);
-            topics.push((topic, mode));
-        }
-    }
-    if topics.len() > MAX_TOPICS {
-        return Err(EdgeError::BadRequest(format!("topics: at most {MAX_TOPICS}")));
+        let mode = state.topic_modes.mode(&topic);
+        topics.push((topic, mode));
     }
     let resume = Resume::of_request(
         headers.get("last-event-id").map(HeaderValue::as_bytes),
         query.last_event_id.as_deref(),
     );
 
-    let partition = state.bus.subjects().partition_of(&subscriber.member);
-    let expires_at = subscriber
-        .expires_at
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+    let (inbox, expires_at) = match subscriber {
+        Some(subscriber) => {
+            let inbox = Inbox {
+                partition: state.bus.subjects().partition_of(&subscriber.member),
+                member: subscriber.member,
+            };
+            let expires_at = subscriber
+                .expires_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            (Some(inbox), expires_at)
+        }
+        // Nothing to expire: no `reauth`, no close at `exp`.
+        None => (None, u64::MAX),
+    };
     let conn = Conn::new(
-        subscriber.member,
-        partition,
+        inbox,
         topics,
         expires_at,
         state.limits.queue_capacity,
@@ -163,7 +176,7 @@ async fn open_stream(
         Err(Refused::NodeFull) => return Err(EdgeError::Unavailable("this node is at its connection limit".into())),
         Err(Refused::MemberFull) => return Err(EdgeError::MemberLimit),
     };
-    tracing::info!(connection = conn.id, member = %conn.member, resume = ?resume, "stream opened");
+    tracing::info!(connection = conn.id, member = conn.who(), resume = ?resume, "stream opened");
     conn.delivery()
         .push_control(sse::retry(state.limits.retry), None, state.clock.now());
     let body = SseBody::new(conn.clone(), state.clone());
@@ -181,6 +194,26 @@ async fn open_stream(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+/// The `topics` query parameter: distinct valid names, at most [`MAX_TOPICS`].
+fn requested_topics(raw: Option<&str>) -> Result<Vec<Topic>, EdgeError> {
+    let mut topics: Vec<Topic> = Vec::new();
+    for raw in raw
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        let topic = Topic::parse(raw).map_err(|e| EdgeError::BadRequest(format!("topics: {e}")))?;
+        if !topics.contains(&topic) {
+            if topics.len() == MAX_TOPICS {
+                return Err(EdgeError::BadRequest(format!("topics: at most {MAX_TOPICS}")));
+            }
+            topics.push(topic);
+        }
+    }
+    Ok(topics)
 }
 
 /// Trades the real credential for a single-use ticket, so a browser can open the

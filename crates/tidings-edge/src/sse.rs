@@ -1,5 +1,5 @@
 //! Server-Sent Events framing: the only place that knows the wire format, and the one
-//! place that writes Tidings' own events (`connected`, `reset`, `reauth`, `unread`),
+//! place that writes Tidings' own events (`connected`, `resumed`, `reset`, `reauth`, `unread`),
 //! whose names the api keeps topics from using (`tidings_bus::RESERVED_EVENT_NAMES`).
 
 use std::time::Duration;
@@ -43,9 +43,10 @@ pub(crate) fn frame_of(stored: &BusEvent, epoch: StreamEpoch) -> Option<Bytes> {
     Some(event(Some(&id), name, &stored.payload))
 }
 
-/// The first event of every stream: who it is for, where, and whether it resumes. Its
-/// id is the stream position the connection starts from.
-pub(crate) fn connected(id: &str, connection: u64, member: &str, node: &str, resumed: bool) -> Bytes {
+/// The first event of every stream: who it is for (`null` for an anonymous stream of
+/// public topics), where, and whether it resumes. Its id is the stream position the
+/// connection starts from.
+pub(crate) fn connected(id: &str, connection: u64, member: Option<&str>, node: &str, resumed: bool) -> Bytes {
     let body = json!({
         "connectionId": connection,
         "memberId": member,
@@ -53,6 +54,12 @@ pub(crate) fn connected(id: &str, connection: u64, member: &str, node: &str, res
         "resumed": resumed,
     });
     event(Some(id), "connected", body.to_string().as_bytes())
+}
+
+/// The replay of a resumed stream is written: `missed` events came from history,
+/// everything after is live.
+pub(crate) fn resumed(missed: u64) -> Bytes {
+    event(None, "resumed", json!({ "missed": missed }).to_string().as_bytes())
 }
 
 /// History the client asked for cannot be delivered (`reason` says why): reload the
@@ -112,10 +119,11 @@ mod tests {
     #[test]
     fn every_event_tidings_sends_is_reserved_from_topics() {
         let ours = [
-            connected("a-1", 1, "m", "edge", false),
+            connected("a-1", 1, Some("m"), "edge", false),
             reset(None, "why"),
             reauth(1),
             unread(0),
+            resumed(0),
         ];
         for frame in ours {
             let text = std::str::from_utf8(&frame).unwrap();

@@ -16,7 +16,7 @@ use crate::hub::Hub;
 use crate::live::Live;
 use crate::metrics::EdgeMetrics;
 use crate::resumes::Resumes;
-use crate::topics::TopicModes;
+use crate::topics::{PublicTopics, TopicModes};
 use crate::unread::Unread;
 
 /// One edge node's shared state: its parts, its limits and its lifecycle.
@@ -34,6 +34,8 @@ pub(crate) struct EdgeState {
     pub(crate) tickets: Tickets,
     pub(crate) verifier: Verifier,
     pub(crate) topic_modes: TopicModes,
+    /// Topics joinable without a token.
+    pub(crate) public_topics: PublicTopics,
     /// This node's name in `connected` events and logs.
     pub(crate) node: String,
     /// Replays in flight at once on this node: a reconnect storm queues here rather

@@ -37,7 +37,11 @@ pub(crate) async fn run(state: Arc<EdgeState>) {
             let mut delivery = conn.delivery();
             if delivery.stalled(now, stall) {
                 drop(delivery);
-                tracing::warn!(member = %conn.member, connection = conn.id, "socket not draining; closing stream");
+                tracing::warn!(
+                    member = conn.who(),
+                    connection = conn.id,
+                    "socket not draining; closing stream"
+                );
                 conn.end(Closed::SlowConsumer);
                 continue;
             }

@@ -49,6 +49,10 @@ pub(crate) struct DevConfig {
     pub(crate) api: ApiConfig,
     #[command(flatten)]
     pub(crate) edge: EdgeOptions,
+    /// Do not serve the demo page (`/demo/`) and its development endpoints, which mint
+    /// tokens for any member.
+    #[arg(long = "no-demo", env = "TIDINGS_NO_DEMO")]
+    pub(crate) no_demo: bool,
 }
 
 impl Cli {
@@ -58,7 +62,30 @@ impl Cli {
     pub(crate) fn try_parse() -> Result<Self, clap::Error> {
         let mut command = name_values_after_env(Self::command());
         let matches = command.try_get_matches_from_mut(std::env::args_os())?;
-        Self::from_arg_matches(&matches).map_err(|e| e.format(&mut command))
+        let mut cli = Self::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
+        if let (Command::Dev(dev), Some(("dev", args))) = (&mut cli.command, matches.subcommand()) {
+            dev.listen_on_loopback_by_default(args);
+        }
+        Ok(cli)
+    }
+}
+
+impl DevConfig {
+    /// `tidings dev` runs without API keys, with a public JWT secret and a demo that
+    /// mints tokens for anyone: its listeners stay on loopback unless an address was
+    /// given (flag or variable).
+    fn listen_on_loopback_by_default(&mut self, args: &clap::ArgMatches) {
+        let defaulted = |id: &str| args.value_source(id) == Some(clap::parser::ValueSource::DefaultValue);
+        let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+        for (id, addr) in [
+            ("listen", &mut self.api.listen),
+            ("http_listen", &mut self.api.http_listen),
+            ("edge_listen", &mut self.edge.listen),
+        ] {
+            if defaulted(id) {
+                addr.set_ip(loopback);
+            }
+        }
     }
 }
 
@@ -120,7 +147,17 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
 /// api, relay and edge in one process; the edge reaches the api over loopback gRPC.
 async fn run_dev(config: DevConfig) -> anyhow::Result<()> {
     let shutdown = crate::signal::shutdown_token();
-    let DevConfig { api, mut edge } = config;
+    let DevConfig { api, mut edge, no_demo } = config;
+    if !no_demo {
+        edge.demo = true;
+        // The demo's ranking board is watched without signing in.
+        if edge.public_topics.is_empty() {
+            edge.public_topics = tidings_edge::RANKING_TOPIC.into();
+        }
+        if edge.topic_modes == "*=all" {
+            edge.topic_modes = format!("{}=latest,*=all", tidings_edge::RANKING_TOPIC);
+        }
+    }
     let edge_key = api.api_keys(true)?.first_key();
     let nats = api.nats.clone();
     let stream = api.stream.clone();
@@ -141,6 +178,10 @@ async fn run_dev(config: DevConfig) -> anyhow::Result<()> {
         grpc = %api.grpc_addr(),
         "dev cluster ready: mint a token with `tidings token --member <id>`"
     );
+    if !no_demo {
+        // Printed, not only logged: this is the line a new user looks for.
+        println!("Tidings demo: http://{}/demo/", edge.local_addr());
+    }
     // Either role ending before shutdown was asked for is a failure of the process:
     // the other drains and stops, and the exit is non-zero.
     let api = api.run(shutdown.clone());
@@ -187,5 +228,29 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         name_values_after_env(Cli::command()).debug_assert();
+    }
+
+    fn dev_listeners(args: &[&str]) -> [String; 3] {
+        let argv = ["tidings", "dev"].into_iter().chain(args.iter().copied());
+        let matches = Cli::command().get_matches_from(argv);
+        let cli = Cli::from_arg_matches(&matches).unwrap();
+        let Command::Dev(mut dev) = cli.command else {
+            panic!("not the dev command")
+        };
+        dev.listen_on_loopback_by_default(matches.subcommand_matches("dev").unwrap());
+        [dev.api.listen, dev.api.http_listen, dev.edge.listen].map(|a| a.to_string())
+    }
+
+    #[test]
+    fn dev_listens_on_loopback_unless_told_otherwise() {
+        assert_eq!(
+            dev_listeners(&[]),
+            ["127.0.0.1:50051", "127.0.0.1:9090", "127.0.0.1:8080"]
+        );
+        assert_eq!(
+            dev_listeners(&["--edge-listen", "0.0.0.0:8081"])[2],
+            "0.0.0.0:8081",
+            "an address given is kept"
+        );
     }
 }

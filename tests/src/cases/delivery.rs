@@ -70,6 +70,8 @@ async fn a_browser_resumes_on_the_other_edge_with_exactly_what_it_missed() {
     }
     assert_eq!(got, missed, "exactly the missed ones, in order");
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    // The replay is over: the marker a client shows "resumed, 5 missed" from.
+    assert_eq!(second.next_named("resumed").await.json()["missed"], 5);
     cluster.send(&["carol"], "live again").await;
     assert_eq!(
         second.next_named("notification").await.json()["content"],

@@ -1,9 +1,10 @@
 //! Broadcast topics: `all` replays every missed message, `latest` only the newest and
-//! conflates for a slow reader.
+//! conflates for a slow reader; public topics need no token.
 
 use std::time::Duration;
 
 use tidings_testkit::TestCluster;
+use tidings_testkit::sse::{connect, http_request};
 
 async fn cluster() -> TestCluster {
     TestCluster::start_with(1, |c| c.options.topic_modes = "board*=latest,*=all".into()).await
@@ -116,4 +117,87 @@ async fn a_slow_reader_of_a_latest_topic_gets_the_newest_value_not_the_backlog()
             .collect::<String>()
     });
     assert_eq!(last_rank.as_deref(), Some("300"), "the newest value arrives");
+}
+
+/// Public topics for these tests: `ranking` (latest) and `board` (all).
+async fn public_cluster() -> TestCluster {
+    TestCluster::start_with(1, |c| {
+        c.options.public_topics = "ranking,board".into();
+        c.options.topic_modes = "ranking=latest,*=all".into();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_anonymous_visitor_watches_public_topics_and_nothing_else() {
+    let cluster = public_cluster().await;
+    let edge = cluster.edges[0].addr;
+    cluster.publish("ranking", r#"{"top":"old"}"#).await;
+    cluster.publish("ranking", r#"{"top":"alice"}"#).await;
+
+    let mut visitor = connect(edge, "/v1/stream?topics=ranking", &[]).await.unwrap();
+    let connected = visitor.next_named("connected").await;
+    assert_eq!(connected.json()["memberId"], serde_json::Value::Null);
+    assert_eq!(
+        visitor.next_named("ranking").await.json()["top"],
+        "alice",
+        "the newest value on load"
+    );
+    cluster.send(&["alice"], "private").await;
+    cluster.publish("ranking", r#"{"top":"bob"}"#).await;
+    let next = visitor.next().await;
+    assert_eq!(
+        (next.event.as_str(), next.json()["top"].as_str()),
+        ("ranking", Some("bob"))
+    );
+
+    // Everything but public topics still needs a token: a 401 before any stream.
+    for path in ["/v1/stream", "/v1/stream?topics=news", "/v1/stream?topics=ranking,news"] {
+        let refused = connect(edge, path, &[]).await.unwrap_err();
+        assert_eq!(refused.status, 401, "{path}");
+    }
+    let (status, _) = http_request(edge, "GET", "/v1/notifications", &[], None).await;
+    assert_eq!(status, 401);
+    // A member whose token names no topics may join public ones too.
+    let mut member = cluster.stream(0, "dora", "?topics=ranking", None).await.unwrap();
+    assert_eq!(member.next_named("connected").await.json()["memberId"], "dora");
+    assert_eq!(member.next_named("ranking").await.json()["top"], "bob");
+    // The visitor never got the notification.
+    while let Some(e) = visitor.next_within(Duration::from_millis(300)).await {
+        assert_ne!(e.event, "notification", "{e:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_anonymous_visitor_resumes_a_public_topic_with_only_that_topic() {
+    let cluster = public_cluster().await;
+    let edge = cluster.edges[0].addr;
+    let mut visitor = connect(edge, "/v1/stream?topics=board", &[]).await.unwrap();
+    visitor.next_named("connected").await;
+    cluster.publish("board", r#"{"n":1}"#).await;
+    visitor.next_named("board").await;
+    let last = visitor.last_event_id.clone().unwrap();
+    visitor.close();
+
+    cluster.send(&["erin"], "private").await;
+    cluster.publish("board", r#"{"n":2}"#).await;
+    cluster.publish("news", r#"{"n":0}"#).await;
+    cluster.publish("board", r#"{"n":3}"#).await;
+    let mut visitor = connect(edge, "/v1/stream?topics=board", &[("last-event-id", &last)])
+        .await
+        .unwrap();
+    assert_eq!(visitor.next_named("connected").await.json()["resumed"], true);
+    let mut replayed = Vec::new();
+    loop {
+        let e = visitor.next().await;
+        match e.event.as_str() {
+            "board" => replayed.push(e.json()["n"].as_i64().unwrap()),
+            "resumed" => {
+                assert_eq!(e.json()["missed"], 2);
+                break;
+            }
+            other => panic!("an anonymous stream got {other}: {e:?}"),
+        }
+    }
+    assert_eq!(replayed, [2, 3]);
 }
