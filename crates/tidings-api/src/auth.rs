@@ -5,6 +5,7 @@
 use std::fmt;
 use std::path::Path;
 
+use subtle::ConstantTimeEq as _;
 use tidings_domain::{ConfigError, Secret};
 
 use crate::ApiError;
@@ -94,7 +95,7 @@ impl ApiKeys {
             .ok_or_else(|| ApiError::Unauthenticated("missing `authorization: Bearer <api key>` metadata".into()))?;
         let mut found = None;
         for (name, key) in &self.keys {
-            if constant_time_eq(presented.trim().as_bytes(), key.expose().as_bytes()) {
+            if bool::from(presented.trim().as_bytes().ct_eq(key.expose().as_bytes())) {
                 found = Some(name);
             }
         }
@@ -102,13 +103,6 @@ impl ApiKeys {
             .map(|name| Producer(name.clone()))
             .ok_or_else(|| ApiError::Unauthenticated("unknown api key".into()))
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
