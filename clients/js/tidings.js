@@ -814,6 +814,11 @@ class Tidings {
         const count = Number(data?.unreadCount ?? 0);
         this.#unreadVersion += 1;
         patch.unreadCount = count;
+        // Nothing unread any more (mark-all-read in another tab or device): the
+        // items held here are read too, though the event names none of them.
+        if (count === 0) {
+          patch.notifications = markItems(this.#state.notifications, () => true, new Date().toISOString());
+        }
         emit = () => this.#emit('unread', count);
         break;
       }

@@ -473,3 +473,18 @@ test('member comes from connected (null when anonymous)', T, async () => {
   assert.equal(client.getSnapshot().member, null);
   client.close();
 });
+
+test('an unread count of 0 from the stream marks the held items read (mark-all-read elsewhere)', T, async () => {
+  const { edge, client } = setup();
+  const s = edge.stream();
+  await edge.nthStream(1);
+  connected(s, { id: 'aa-1' });
+  s.event('notification', note('n1'), 'aa-2');
+  s.event('notification', note('n2'), 'aa-3');
+  s.event('unread', { unreadCount: 2 });
+  await waitFor(() => client.getSnapshot().unreadCount === 2);
+  assert.ok(client.getSnapshot().notifications.every((n) => n.readAt === null));
+  s.event('unread', { unreadCount: 0 });
+  await waitFor(() => client.getSnapshot().unreadCount === 0);
+  assert.ok(client.getSnapshot().notifications.every((n) => typeof n.readAt === 'string'));
+});

@@ -153,8 +153,8 @@ async fn start(state: &EdgeState, conn: &Conn, resume: &Resume, interests: Vec<I
     // Catch up: replay after the start (a resume), and the newest value of each
     // `latest` topic.
     let from = resumed.then_some(start + 1);
-    let missed = replay(state, conn, from, Some(extent.last_seq), true).await?;
-    if resumed {
+    let replayed = replay(state, conn, from, Some(extent.last_seq), true).await?;
+    if resumed && let Some(missed) = replayed {
         // The replay is written: clients can tell "caught up, n missed" from live.
         write(state, conn, sse::resumed(missed)).await?;
     }
@@ -196,14 +196,15 @@ async fn settle(state: &EdgeState, conn: &Conn) -> Result<(), Closed> {
 /// Replays everything after `from` on the connection's replayed subjects (bounded;
 /// complete at least up to `at_least`), plus, when `latest`, the newest message of
 /// each `latest` topic; delivers it in sequence order. Returns how many events it
-/// delivered after the connection's position (a reset answers 0).
+/// delivered after the connection's position, or `None` when it reset the connection
+/// instead (more missed than the bound).
 async fn replay(
     state: &EdgeState,
     conn: &Conn,
     from: Option<u64>,
     at_least: Option<u64>,
     latest: bool,
-) -> Result<u64, Closed> {
+) -> Result<Option<u64>, Closed> {
     let mut events: Vec<BusEvent> = Vec::new();
     if let Some(from) = from {
         let read = Read::Missed { from, at_least };
@@ -218,7 +219,7 @@ async fn replay(
             }
             Replay::TooMany { pending } => {
                 tracing::info!(member = conn.who(), pending, "replay over the bound; resetting");
-                return reset_to_now(state, conn, "too_many_missed").await.map(|()| 0);
+                return reset_to_now(state, conn, "too_many_missed").await.map(|()| None);
             }
         }
     }
@@ -254,7 +255,7 @@ async fn replay(
             delivered += 1;
         }
     }
-    Ok(delivered)
+    Ok(Some(delivered))
 }
 
 /// Delivers one replayed event (waiting for room in the queue first); true when it

@@ -37,7 +37,17 @@ async fn unusable_positions_get_a_reset_then_live_events() {
     for i in 0..8 {
         cluster.send(&["dora"], &format!("n{i}")).await;
     }
-    assert_eq!(reset_reason(&cluster, &first.to_string()).await.0, "too_many_missed");
+    let mut stream = cluster.stream(0, "dora", "", Some(&first.to_string())).await.unwrap();
+    assert_eq!(stream.next_named("connected").await.json()["resumed"], true);
+    assert_eq!(stream.next_named("reset").await.json()["reason"], "too_many_missed");
+    cluster.send(&["dora"], "live after the reset").await;
+    loop {
+        let e = stream.next().await;
+        assert_ne!(e.event, "resumed", "a reset is no resume: {e:?}");
+        if e.event == "notification" {
+            break;
+        }
+    }
 
     // After a reset, live events follow.
     let mut stream = cluster.stream(0, "dora", "", Some("forged")).await.unwrap();
