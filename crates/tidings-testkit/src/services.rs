@@ -38,7 +38,7 @@ impl fmt::Display for MissingService {
         )?;
         write!(
             f,
-            "  - or start a Docker engine: the kit then runs Postgres and NATS containers itself"
+            "  - or start a Docker engine and build with `--features tidings-testkit/containers`: the kit then runs Postgres and NATS containers itself"
         )
     }
 }

@@ -162,8 +162,16 @@ async fn a_three_node_cluster_elects_a_stream_leader_and_survives_losing_it() {
     let js = ns.bus.jetstream().clone();
     let name = ns.settings.name.clone();
 
-    let info = js.get_stream(&name).await.unwrap().info().await.unwrap().clone();
-    let state = info.cluster.expect("a replicated stream reports its cluster");
+    // Right after creation the stream's group may still be forming: a cluster node can
+    // answer "stream not found" or report no leader for a moment.
+    let state = eventually("the new stream's leader", || {
+        let (js, name) = (js.clone(), name.clone());
+        async move {
+            let state = js.get_stream(&name).await.ok()?.info().await.ok()?.cluster.clone()?;
+            state.leader.is_some().then_some(state)
+        }
+    })
+    .await;
     let leader = state.leader.expect("a leader is elected");
     assert_eq!(state.replicas.len(), 2, "R3: a leader and two followers");
 

@@ -178,6 +178,13 @@ async fn run_dev(config: DevConfig) -> anyhow::Result<()> {
         grpc = %api.grpc_addr(),
         "dev cluster ready: mint a token with `tidings token --member <id>`"
     );
+    if edge.local_addr().ip().is_loopback() && api.grpc_addr().ip().is_loopback() {
+        tracing::info!(
+            "dev mode listens on 127.0.0.1 only; give --edge-listen / TIDINGS_EDGE_LISTEN (and the api's) to open it"
+        );
+    } else {
+        tracing::warn!("dev mode listens beyond loopback, without API keys and with a public JWT secret");
+    }
     if !no_demo {
         // Printed, not only logged: this is the line a new user looks for.
         println!("Tidings demo: http://{}/demo/", edge.local_addr());
