@@ -337,15 +337,19 @@ impl Read<'_> {
             return Err(ReplayError::TimedOut("reading the stream (fault injection)"));
         }
         match *self {
-            Self::Missed { .. } if replayed_subjects(state, conn).is_empty() => Ok(Replay::Events(Vec::new())),
-            Self::Missed {
-                from,
-                at_least: Some(until),
-            } => state.resumes.replay(replayed_subjects(state, conn), from, until).await,
-            Self::Missed { from, at_least: None } => {
-                let _permit = state.replays.acquire().await.map_err(|_| ReplayError::Stopped)?;
-                let range = ReplayRange::from(replayed_subjects(state, conn), from);
-                Box::pin(state.bus.replay(range, state.limits.replay_limit)).await
+            Self::Missed { from, at_least } => {
+                let subjects = replayed_subjects(state, conn);
+                if subjects.is_empty() {
+                    return Ok(Replay::Events(Vec::new()));
+                }
+                match at_least {
+                    Some(until) => state.resumes.replay(subjects, from, until).await,
+                    None => {
+                        let _permit = state.replays.acquire().await.map_err(|_| ReplayError::Stopped)?;
+                        let range = ReplayRange::from(subjects, from);
+                        Box::pin(state.bus.replay(range, state.limits.replay_limit)).await
+                    }
+                }
             }
             Self::Gap { subject, known, before } => {
                 let _permit = state.replays.acquire().await.map_err(|_| ReplayError::Stopped)?;
