@@ -116,9 +116,10 @@ mod tests {
         init_test_log();
         let ns = TestBus::new().await;
         let bus = &ns.bus;
+        // This stream's reads only: other tests share the server.
         let mut requests = bus
             .client()
-            .subscribe("$JS.API.STREAM.INFO.>")
+            .subscribe(format!("$JS.API.STREAM.INFO.{}", bus.stream_name()))
             .await
             .expect("subscribe");
         bus.client().flush().await.expect("flush");
