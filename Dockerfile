@@ -3,7 +3,8 @@
 # The `tidings` image: one binary, every role (`api`, `edge`, `migrate`, `send`, `token`,
 # `dev`), chosen by the command:
 #
-#   docker build -t tidings:dev --build-arg VERSION=0.1.0 .
+#   docker build -t tidings:dev --build-arg VERSION=0.1.0 \
+#     --build-arg REVISION="$(git rev-parse --short=12 HEAD)" .
 #   docker run --rm tidings:dev api --help
 #
 # Stages: `chef` (the pinned Rust toolchain + cargo-chef) → `planner` (the dependency
@@ -41,7 +42,10 @@ COPY --from=planner /src/recipe.json recipe.json
 # Dependencies only: this layer is reused until Cargo.toml/Cargo.lock change.
 RUN cargo chef cook --release --locked -p tidings --recipe-path recipe.json
 COPY . .
-RUN cargo build --release --locked -p tidings \
+# No .git in the context: the commit `tidings --version` and tidings_build_info report
+# comes from the REVISION argument (git rev-parse --short=12 HEAD).
+ARG REVISION=unknown
+RUN TIDINGS_COMMIT="${REVISION}" cargo build --release --locked -p tidings \
     && cp target/release/tidings /usr/local/bin/tidings \
     && /usr/local/bin/tidings --version
 

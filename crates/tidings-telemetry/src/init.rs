@@ -63,7 +63,7 @@ where
     let service_name = config.service_name.clone().unwrap_or_else(|| format!("tidings-{role}"));
     let resource = Resource::builder()
         .with_service_name(service_name.clone())
-        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .with_attribute(KeyValue::new("service.version", crate::build::VERSION))
         .with_attribute(KeyValue::new("service.instance.id", instance_id()))
         .build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);

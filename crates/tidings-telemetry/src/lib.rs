@@ -8,11 +8,13 @@
 //! nothing but dropped batches and never reaches the log.
 //!
 //! Layout:
+//! - `build.rs`: the version and commit this binary was built from.
 //! - `config.rs`: [`TelemetryConfig`] (flags and `TIDINGS_LOG_*` / `OTEL_*` variables).
 //! - `init.rs`: [`init`] and the [`TelemetryGuard`] that flushes spans on drop.
 //! - `metrics.rs`: the Prometheus registry and `/metrics` rendering.
 //! - `propagation.rs`: `traceparent` in and out of gRPC, NATS headers and the outbox.
 
+pub mod build;
 mod config;
 mod init;
 pub mod metrics;

@@ -12,7 +12,7 @@ use tidings_telemetry::TelemetryConfig;
 ///
 /// Every option is also an environment variable (shown in each command's --help).
 #[derive(Debug, clap::Parser)]
-#[command(name = "tidings", version, propagate_version = true)]
+#[command(name = "tidings", version = tidings_telemetry::build::LONG_VERSION, propagate_version = true)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -115,6 +115,12 @@ impl Command {
             Self::Send(_) => "send",
             Self::Token(_) => "token",
         }
+    }
+
+    /// A role that runs until stopped (or, `migrate`, changes the database): its first
+    /// log line names the build.
+    pub(crate) fn serves(&self) -> bool {
+        matches!(self, Self::Api(_) | Self::Edge(_) | Self::Dev(_) | Self::Migrate(_))
     }
 
     /// Start-up validation: a bad variable stops the process before anything binds.

@@ -42,6 +42,11 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let _telemetry = tidings_telemetry::init(&cli.telemetry, cli.command.role())?;
+        if cli.command.serves() {
+            // The one-shot commands (`send`, `token`) print results on stdout: no log there.
+            let (version, commit) = (tidings_telemetry::build::VERSION, tidings_telemetry::build::COMMIT);
+            tracing::info!(version, commit, "tidings {} starting", cli.command.role());
+        }
         cli::run(cli.command).await
     });
     match result {

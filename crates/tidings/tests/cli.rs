@@ -29,6 +29,31 @@ fn text(output: &Output) -> String {
     )
 }
 
+/// `--version` names the release and the commit it was built from (this checkout's,
+/// when git can tell).
+#[test]
+fn version_names_the_release_and_the_commit() {
+    let out = tidings(&["--version"], &[]);
+    assert!(out.status.success());
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "unknown".into(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        );
+    let expected = format!("tidings {} (commit {head})\n", env!("CARGO_PKG_VERSION"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    let sub = tidings(&["edge", "--version"], &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&sub.stdout),
+        expected.replacen("tidings", "tidings-edge", 1)
+    );
+}
+
 #[test]
 fn every_subcommand_has_help_naming_its_variables() {
     let top = tidings(&["--help"], &[]);
@@ -346,6 +371,11 @@ async fn logs_never_show_secrets_and_record_each_stream() {
         Some((field("edge serving", "addr")?, field("api serving", "grpc")?))
     })
     .await;
+    assert_eq!(
+        field("tidings dev starting", "version").as_deref(),
+        Some(env!("CARGO_PKG_VERSION")),
+        "the first line names the build"
+    );
 
     // A browser with its token in the URL, and one with a bad token.
     let token = tidings_edge::Verifier::hs256(jwt_secret.as_bytes())
