@@ -23,11 +23,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::ApiKeys;
 use crate::group_commit::GroupCommit;
-use crate::oversize;
 use crate::relay::{self, RelaySettings};
 use crate::send_stream::SendStreams;
 use crate::service::Service;
 use crate::state::ApiState;
+use crate::status_codes::StatusCodesLayer;
 use crate::{ApiConfig, http};
 
 /// Largest gRPC message the api decodes. A Send at every limit (1,000 member ids of 256
@@ -112,7 +112,12 @@ impl App {
         } = self;
         let tracker = TaskTracker::new();
         tracker.spawn(relay::run(state.clone(), relay, shutdown.clone()));
-        tracker.spawn(http::serve(http, state.clone(), shutdown.clone()));
+        tracker.spawn(http::serve(
+            http,
+            state.clone(),
+            config.header_read_timeout,
+            shutdown.clone(),
+        ));
         // The service owns the only group-commit handle: its writers drain and stop
         // once the server has dropped it.
         let service = Service {
@@ -135,9 +140,7 @@ impl App {
         let readiness = health.clone();
         let server = tonic::transport::Server::builder()
             .trace_fn(tidings_telemetry::propagation::grpc_server_span)
-            .layer(tower::util::MapResponseLayer::new(
-                oversize::resource_exhausted_for_oversize,
-            ))
+            .layer(StatusCodesLayer)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(notifications)

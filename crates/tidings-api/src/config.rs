@@ -7,6 +7,8 @@ use tidings_store::DbConfig;
 
 use crate::auth::ApiKeys;
 
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Configuration of an api node. Every field is a flag and an environment variable;
 /// `tidings api --help` is the reference.
 #[derive(Debug, Clone, clap::Args)]
@@ -46,6 +48,11 @@ pub struct ApiConfig {
           value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// How long a client of the HTTP port may take to send its request head before it
+    /// is dropped (slowloris). Not an option: 30 s, as on the edge; tests shorten it.
+    #[arg(skip = HEADER_READ_TIMEOUT)]
+    pub header_read_timeout: Duration,
+
     #[command(flatten)]
     pub db: DbConfig,
 
@@ -67,6 +74,7 @@ impl ApiConfig {
             publish_timeout: Duration::from_secs(2),
             relay_poll: Duration::from_millis(500),
             shutdown_grace: Duration::from_secs(10),
+            header_read_timeout: HEADER_READ_TIMEOUT,
             db,
             nats,
             stream,

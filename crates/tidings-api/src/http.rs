@@ -17,18 +17,44 @@ use crate::state::ApiState;
 /// How long readiness waits for Postgres before calling it down.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub(crate) async fn serve(listener: TcpListener, state: ApiState, shutdown: CancellationToken) {
+/// Serves until `shutdown`. A client that has not sent its whole request head within
+/// `header_read_timeout` is dropped (slowloris), as on the edge and the gRPC port.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    header_read_timeout: Duration,
+    shutdown: CancellationToken,
+) {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-    {
-        tracing::error!(error = %e, "health endpoint failed");
+    // hyper's HTTP/1.1 builder directly: `axum::serve` has no header-read timeout.
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let tcp = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "health endpoint: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_read_timeout);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+        tokio::spawn(graceful.watch(connection));
     }
+    // Scrapes and probes in flight finish; nothing here runs long.
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
 }
 
 async fn healthz() -> &'static str {

@@ -21,7 +21,8 @@
 //! - `metrics.rs`: the Prometheus series.
 //! - `config.rs`: [`ApiConfig`], the role's flags and environment.
 //! - `auth.rs`: producer API keys.
-//! - `oversize.rs`: a tonic layer: RESOURCE_EXHAUSTED (not OUT_OF_RANGE) for oversized requests.
+//! - `status_codes.rs`: the codes clients expect where tonic answers otherwise (oversize,
+//!   undecodable request, passed deadline): a tower layer and SendStream's inbound errors.
 //! - `error.rs`: [`ApiError`] and its one mapping to `tonic::Status`.
 
 mod app;
@@ -33,13 +34,13 @@ mod group_commit;
 mod http;
 mod inbox;
 mod metrics;
-mod oversize;
 pub mod payload;
 mod relay;
 mod send;
 mod send_stream;
 mod service;
 mod state;
+mod status_codes;
 mod topic;
 
 pub use app::{App, MAX_REQUEST_BYTES};

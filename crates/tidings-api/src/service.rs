@@ -15,6 +15,7 @@ use crate::auth::{ApiKeys, Producer};
 use crate::group_commit::GroupCommit;
 use crate::send_stream::SendStreams;
 use crate::state::ApiState;
+use crate::status_codes;
 use crate::{ApiError, convert};
 
 #[derive(Debug, Clone)]
@@ -51,9 +52,10 @@ impl Service {
     ) -> Result<Response<ResponseStream>, Status> {
         let producer = self.caller(&request)?;
         let trace = traceparent(&request);
-        let inbound = request
-            .into_inner()
-            .map(move |item| item.and_then(|r| Ok(convert::send_request(r, &producer, trace.clone())?)));
+        let inbound = request.into_inner().map(move |item| {
+            item.map_err(status_codes::inbound)
+                .and_then(|r| Ok(convert::send_request(r, &producer, trace.clone())?))
+        });
         let answers = self.send_streams.open(inbound);
         Ok(Response::new(Box::pin(
             answers.map(|answer| answer.map(convert::send_response)),
