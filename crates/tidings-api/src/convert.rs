@@ -6,7 +6,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use tidings_domain::{EventId, MemberId, NotificationType, StreamEpoch, Topic};
+use tidings_domain::{EventId, MemberId, NotificationType, StreamEpoch, Topic, compact_json, json_holds_nul};
 use tidings_proto::v1 as pb;
 use tidings_store::{InboxItem, MarkRead, NewSend};
 use uuid::Uuid;
@@ -248,37 +248,15 @@ fn optional_text(field: &str, value: String, max: usize) -> Result<Option<String
 /// (a group commit or SendStream batch: other producers' requests too).
 const NUL: &str = "must not contain NUL (U+0000): Postgres cannot store it";
 
-/// Whether a JSON text (valid, as `json_field` returns it) has U+0000 in any string or
-/// object key.
-fn json_holds_nul(json: &str) -> bool {
-    // Compact JSON escapes U+0000 as `\u0000`; raw NUL bytes cannot occur in valid JSON.
-    // An escaped backslash before `u0000` (`\\u0000`) is the text "\u0000", not NUL:
-    // count the backslashes in front.
-    let bytes = json.as_bytes();
-    let mut from = 0;
-    while let Some(at) = json[from..].find("u0000").map(|i| from + i) {
-        let slashes = bytes[..at].iter().rev().take_while(|b| **b == b'\\').count();
-        if slashes % 2 == 1 {
-            return true;
-        }
-        from = at + 1;
-    }
-    false
-}
-
-/// An optional JSON value: empty means none; otherwise it must parse, and is re-written
-/// compactly: a topic's data travels as is, inside every SSE event. A Send's data is
-/// stored as `jsonb`, and what travels is Postgres' rendering of it (`payload.rs`).
+/// An optional JSON value: empty means none; otherwise it must parse, keep every number
+/// exactly, and is re-written compactly: a topic's data travels as is, inside every SSE
+/// event. A Send's data is stored as `jsonb`, and what travels is Postgres' rendering of
+/// it (`payload.rs`).
 fn json_field(field: &str, value: String, max: usize) -> Result<Option<String>, ApiError> {
     if value.len() > max {
         return Err(too_large(field, value.len(), max));
     }
-    if value.trim().is_empty() {
-        return Ok(None);
-    }
-    let parsed: serde_json::Value =
-        serde_json::from_str(&value).map_err(|e| ApiError::invalid(field, format!("not valid JSON ({e})")))?;
-    Ok(Some(parsed.to_string()))
+    compact_json(&value).map_err(|e| ApiError::invalid(field, e))
 }
 
 #[cfg(test)]

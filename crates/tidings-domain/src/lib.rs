@@ -12,19 +12,25 @@
 //! - `topic.rs`: [`Topic`], a broadcast topic name.
 //! - `kind.rs`: [`NotificationType`], e.g. `comment.created`.
 //! - `event_id.rs`: [`EventId`], the SSE `id:` carrying stream sequence and incarnation.
+//! - `last_event_id.rs`: [`LastEventId`], a connecting client's position (header or query).
+//! - `data.rs`: [`compact_json`], a producer's `data_json` checked and kept exactly.
 //! - `secret.rs`: [`Secret`], a value whose `Debug` never shows it.
 //! - `config_error.rs`: [`ConfigError`], a start-up error naming the bad variable.
 
 mod config_error;
+mod data;
 mod event_id;
 mod kind;
+mod last_event_id;
 mod member;
 mod secret;
 mod topic;
 
 pub use config_error::ConfigError;
+pub use data::{DataError, compact_json, json_holds_nul};
 pub use event_id::{EventId, EventIdError, StreamEpoch};
 pub use kind::{NotificationType, NotificationTypeError};
+pub use last_event_id::LastEventId;
 pub use member::{MemberId, MemberIdError, SubjectToken, SubjectTokenError};
 pub use secret::Secret;
 pub use topic::{Topic, TopicError};

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tidings_bus::{BusEvent, EventKind, Replay, ReplayError, ReplayRange};
-use tidings_domain::{EventId, StreamEpoch};
+use tidings_domain::{EventId, LastEventId, StreamEpoch};
 use tokio::sync::mpsc;
 
 use crate::cursor::Cursor;
@@ -58,35 +58,6 @@ impl CatchUps {
     }
 }
 
-/// Where a connecting client says it left off.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Resume {
-    Fresh,
-    From(EventId),
-    Malformed,
-}
-
-impl Resume {
-    /// A request's position: the `Last-Event-ID` header when present (what a browser
-    /// sends on reconnect), else the `lastEventId` query parameter (a first connect).
-    /// The header is taken as its raw bytes: HTTP lets a value carry any byte above
-    /// 0x7F, and such a value is a malformed id, as the same value by query is, never a
-    /// fresh connect that would silently skip what the client missed.
-    pub(crate) fn of_request(header: Option<&[u8]>, query: Option<&str>) -> Self {
-        match header {
-            Some(raw) => std::str::from_utf8(raw).map_or(Self::Malformed, |id| Self::parse(Some(id))),
-            None => Self::parse(query),
-        }
-    }
-
-    pub(crate) fn parse(raw: Option<&str>) -> Self {
-        match raw.map(str::trim) {
-            None | Some("") => Self::Fresh,
-            Some(s) => EventId::parse(s).map_or(Self::Malformed, Self::From),
-        }
-    }
-}
-
 /// How long a catch-up retries a read of the stream that fails for a passing reason
 /// before it closes the stream: longer than a stream leader election (a few seconds)
 /// and a NATS reconnect, far shorter than the client would wait on its own.
@@ -99,7 +70,7 @@ const ROOM_POLL: Duration = Duration::from_millis(5);
 
 /// Opens a registered stream: takes live interest (`interests`, what the hub said it
 /// needs), announces, replays, goes live.
-pub(crate) async fn open(state: Arc<EdgeState>, conn: Arc<Conn>, resume: Resume, interests: Vec<Interest>) {
+pub(crate) async fn open(state: Arc<EdgeState>, conn: Arc<Conn>, resume: LastEventId, interests: Vec<Interest>) {
     if let Err(closed) = start(&state, &conn, &resume, interests).await {
         conn.end(closed);
     }
@@ -113,7 +84,7 @@ async fn catch_up(state: Arc<EdgeState>, conn: Arc<Conn>) {
     }
 }
 
-async fn start(state: &EdgeState, conn: &Conn, resume: &Resume, interests: Vec<Interest>) -> Result<(), Closed> {
+async fn start(state: &EdgeState, conn: &Conn, resume: &LastEventId, interests: Vec<Interest>) -> Result<(), Closed> {
     if let Err(e) = state.live.ensure(interests).await {
         // NATS is down or partitioned: nothing is lost, so no `reset`. The stream
         // closes, and the browser resumes by Last-Event-ID after its `retry:`.
@@ -128,16 +99,16 @@ async fn start(state: &EdgeState, conn: &Conn, resume: &Resume, interests: Vec<I
 
     // Where to start, or why the history cannot be replayed.
     let (start, reset) = match resume {
-        Resume::Fresh => (extent.last_seq, None),
-        Resume::Malformed => (extent.last_seq, Some("malformed_id")),
-        Resume::From(id) if id.epoch != epoch => (extent.last_seq, Some("other_incarnation")),
-        Resume::From(id) if id.seq > extent.last_seq => (extent.last_seq, Some("unknown_position")),
-        Resume::From(id) if id.seq + 1 < extent.first_seq => (extent.last_seq, Some("history_trimmed")),
-        Resume::From(id) => (id.seq, None),
+        LastEventId::Fresh => (extent.last_seq, None),
+        LastEventId::Malformed => (extent.last_seq, Some("malformed_id")),
+        LastEventId::From(id) if id.epoch != epoch => (extent.last_seq, Some("other_incarnation")),
+        LastEventId::From(id) if id.seq > extent.last_seq => (extent.last_seq, Some("unknown_position")),
+        LastEventId::From(id) if id.seq + 1 < extent.first_seq => (extent.last_seq, Some("history_trimmed")),
+        LastEventId::From(id) => (id.seq, None),
     };
     let id = id_of(epoch, start);
     conn.delivery().cursor = Cursor::at(start);
-    let resumed = matches!(resume, Resume::From(_)) && reset.is_none();
+    let resumed = matches!(resume, LastEventId::From(_)) && reset.is_none();
     let connected = sse::connected(
         &id,
         conn.id,
@@ -462,44 +433,4 @@ fn replayed_subjects(state: &EdgeState, conn: &Conn) -> Vec<String> {
 
 fn id_of(epoch: StreamEpoch, seq: u64) -> String {
     EventId::new(epoch, seq).to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use tidings_domain::StreamEpoch;
-
-    use super::*;
-
-    #[test]
-    fn resume_positions() {
-        assert_eq!(Resume::parse(None), Resume::Fresh);
-        assert_eq!(Resume::parse(Some(" ")), Resume::Fresh);
-        assert_eq!(
-            Resume::parse(Some("ab-12")),
-            Resume::From(EventId::new(StreamEpoch(0xab), 12))
-        );
-        for forged in ["12", "ab-01", "<script>", "ab-1; drop table", "ab-99999999999999999999"] {
-            assert_eq!(Resume::parse(Some(forged)), Resume::Malformed, "{forged}");
-        }
-    }
-
-    #[test]
-    fn a_last_event_id_header_that_is_not_text_is_malformed() {
-        let ab12 = Resume::From(EventId::new(StreamEpoch(0xab), 12));
-        // The header wins when present; the query parameter serves a first connect.
-        assert_eq!(Resume::of_request(Some(b"ab-12".as_slice()), Some("cd-1")), ab12);
-        assert_eq!(Resume::of_request(None, Some("ab-12")), ab12);
-        assert_eq!(Resume::of_request(None, None), Resume::Fresh);
-        assert_eq!(Resume::of_request(Some(b"".as_slice()), Some("ab-12")), Resume::Fresh);
-        // UTF-8, Latin-1, a stray byte: malformed, as the same value by query is.
-        for raw in [&b"\xc3\xa9"[..], b"\xe9", b"ab-12\xff"] {
-            assert_eq!(
-                Resume::of_request(Some(raw), Some("ab-12")),
-                Resume::Malformed,
-                "{raw:?}"
-            );
-            let by_query = String::from_utf8_lossy(raw);
-            assert_eq!(Resume::of_request(None, Some(&by_query)), Resume::Malformed, "{raw:?}");
-        }
-    }
 }

@@ -13,12 +13,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
-use tidings_domain::Topic;
+use tidings_domain::{LastEventId, Topic};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::{self, AuthError, Claims, Credential};
 use crate::body::SseBody;
-use crate::catch_up::{self, Resume};
+use crate::catch_up;
 use crate::error::EdgeError;
 use crate::hub::{Conn, Inbox, Refused};
 use crate::kill_switch::KillSwitch;
@@ -138,7 +138,7 @@ async fn open_stream(
         let mode = state.topic_modes.mode(&topic);
         topics.push((topic, mode));
     }
-    let resume = Resume::of_request(
+    let resume = LastEventId::of_request(
         headers.get("last-event-id").map(HeaderValue::as_bytes),
         query.last_event_id.as_deref(),
     );

@@ -114,6 +114,23 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         ),
         (
             pb::SendRequest {
+                // Would arrive as 1.2345678901234568e29: refused, never rounded.
+                data_json: r#"{"id":123456789012345678901234567890}"#.into(),
+                ..send_to(&["a"])
+            },
+            Code::InvalidArgument,
+            "data_json",
+        ),
+        (
+            pb::SendRequest {
+                data_json: format!("{}{}", "[".repeat(1000), "]".repeat(1000)),
+                ..send_to(&["a"])
+            },
+            Code::InvalidArgument,
+            "data_json",
+        ),
+        (
+            pb::SendRequest {
                 content: "x".repeat(5000),
                 ..send_to(&["a"])
             },
