@@ -9,10 +9,12 @@ use tidings_bus::Outgoing;
 use tidings_domain::MemberId;
 use tidings_store::{PendingPublish, StoreError};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::payload::{self, Notification};
 use crate::state::ApiState;
+
+/// How far a lease reaches past the longest publish of a round.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// How the relay paces itself.
 #[derive(Debug, Clone, Copy)]
@@ -63,21 +65,38 @@ pub(crate) async fn run(state: ApiState, settings: RelaySettings, shutdown: Canc
     }
 }
 
-/// One round: claim, publish, record. Returns how many entries were claimed.
+/// One round: lease, publish, record. Returns how many entries were leased.
 async fn round(state: &ApiState, settings: &RelaySettings) -> Result<usize, StoreError> {
-    let mut claim = state.store.claim_outbox(settings.batch).await?;
-    let claimed = claim.entries.len();
-    if claimed == 0 {
+    // Longer than any publish of the round can take: an entry comes due again only
+    // when its relay died (or its record failed), and another relay takes it over.
+    let lease = state.publish_timeout * 2 + LEASE_MARGIN;
+    let entries = state.store.lease_outbox(settings.batch, lease).await?;
+    if entries.is_empty() {
         return Ok(0);
     }
-    let (ids, messages): (Vec<Uuid>, Vec<Outgoing>) = claim
-        .entries
-        .iter()
-        .filter_map(|e| Some((e.id, message(state, e)?)))
-        .unzip();
+    let mut ids = Vec::with_capacity(entries.len());
+    let mut messages = Vec::with_capacity(entries.len());
+    let mut failed = Vec::new();
+    for entry in &entries {
+        match message(state, entry) {
+            Some(m) => {
+                ids.push(entry.id);
+                messages.push(m);
+            }
+            None => {
+                // Stored by a version with other rules: never silently dropped; it
+                // waits (backed off, counted in the outbox gauges) for an operator.
+                tracing::error!(
+                    notification = %entry.id,
+                    member = %entry.member_id.escape_debug(),
+                    "outbox entry cannot be published: its member id is not valid; backing off"
+                );
+                failed.push(entry.id);
+            }
+        }
+    }
     let results = state.bus.publish_all(messages, state.publish_timeout).await;
     let mut published = Vec::with_capacity(ids.len());
-    let mut failed = Vec::new();
     for (id, result) in ids.into_iter().zip(results) {
         match result {
             Ok(stored) => published.push((id, stored.seq)),
@@ -87,12 +106,12 @@ async fn round(state: &ApiState, settings: &RelaySettings) -> Result<usize, Stor
             }
         }
     }
-    claim.published(&published, state.bus.epoch().0).await?;
+    state.store.outbox_published(&published, state.bus.epoch().0).await?;
     state.metrics.published_relay.inc_by(published.len() as u64);
-    claim
-        .retry_later(&failed, settings.backoff, settings.max_backoff)
+    state
+        .store
+        .outbox_retry_later(&failed, settings.backoff, settings.max_backoff)
         .await?;
-    claim.commit().await?;
     if !published.is_empty() {
         tracing::info!(
             published = published.len(),
@@ -100,7 +119,7 @@ async fn round(state: &ApiState, settings: &RelaySettings) -> Result<usize, Stor
             "outbox relay published"
         );
     }
-    Ok(claimed)
+    Ok(entries.len())
 }
 
 /// The entry's message, as the inline publish would have built it; `None` for a member

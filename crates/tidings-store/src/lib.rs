@@ -11,7 +11,7 @@
 //! - `pool.rs`: [`Store`]: connect (creating the database if missing) and migrate.
 //! - `send.rs`: the write path: rows, outbox entries and idempotency in one transaction.
 //! - `inbox.rs`: paging, unread count, mark read.
-//! - `outbox.rs`: the relay's claim / publish / retry queries.
+//! - `outbox.rs`: the relay's lease / published / retry queries.
 //! - `error.rs`: [`StoreError`].
 
 mod config;
@@ -24,6 +24,6 @@ mod send;
 pub use config::{DEFAULT_DATABASE_URL, DbConfig};
 pub use error::StoreError;
 pub use inbox::{InboxItem, MarkRead};
-pub use outbox::{OutboxBacklog, OutboxClaim, PendingPublish};
+pub use outbox::{OutboxBacklog, PendingPublish};
 pub use pool::{MIGRATOR, Store};
 pub use send::{NewSend, RowState, SendOutcome, StoredRow};

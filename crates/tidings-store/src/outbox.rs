@@ -1,10 +1,11 @@
-//! The outbox relay's queries: claim due entries without blocking other relays, then
-//! either record their publication or push them back with backoff.
+//! The outbox relay's queries: lease due entries without blocking other relays, then
+//! either record their publication or push them back with backoff. No transaction or
+//! row lock is held while the relay publishes: a lease is a later `next_attempt_at`.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::{Store, StoreError};
@@ -24,15 +25,6 @@ pub struct PendingPublish {
     pub attempts: i32,
 }
 
-/// Entries claimed by one relay. They stay locked (other relays skip them) until the
-/// claim is finished with [`OutboxClaim::published`] and/or [`OutboxClaim::retry_later`]
-/// and committed, or dropped (which releases them untouched).
-#[derive(Debug)]
-pub struct OutboxClaim {
-    tx: Transaction<'static, Postgres>,
-    pub entries: Vec<PendingPublish>,
-}
-
 /// The outbox's size, for metrics and readiness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutboxBacklog {
@@ -41,45 +33,42 @@ pub struct OutboxBacklog {
 }
 
 impl Store {
-    /// Claims up to `limit` due entries, oldest first, skipping entries another relay
-    /// holds (`for update skip locked`).
-    pub async fn claim_outbox(&self, limit: u32) -> Result<OutboxClaim, StoreError> {
-        let mut tx = self.pool().begin().await?;
+    /// Leases up to `limit` due entries, in notification order: they are not due again
+    /// for `lease`, so other relays skip them meanwhile and take them over when this
+    /// relay dies before [`Store::outbox_published`] or [`Store::outbox_retry_later`].
+    /// One statement; nothing stays locked while they are published.
+    pub async fn lease_outbox(&self, limit: u32, lease: Duration) -> Result<Vec<PendingPublish>, StoreError> {
         let entries = sqlx::query_as(
-            "select o.notification_id as id, n.member_id, n.type, n.content, n.data::text as data, n.group_id,
-                    n.created_at, o.traceparent, o.attempts
-             from outbox o join notification n on n.id = o.notification_id
-             where o.next_attempt_at <= now()
-             order by o.next_attempt_at, o.notification_id
-             limit $1
-             for update of o skip locked",
+            "with due as (
+                 select notification_id from outbox
+                 where next_attempt_at <= now()
+                 order by next_attempt_at, notification_id
+                 limit $1
+                 for update skip locked),
+             leased as (
+                 update outbox o set next_attempt_at = now() + $2 * interval '1 millisecond'
+                 from due where o.notification_id = due.notification_id
+                 returning o.notification_id, o.traceparent, o.attempts)
+             select l.notification_id as id, n.member_id, n.type, n.content, n.data::text as data, n.group_id,
+                    n.created_at, l.traceparent, l.attempts
+             from leased l join notification n on n.id = l.notification_id
+             order by l.notification_id",
         )
         .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
+        .bind(lease.as_millis() as f64)
+        .fetch_all(self.pool())
         .await?;
-        Ok(OutboxClaim { tx, entries })
+        Ok(entries)
     }
 
-    pub async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
-        let (entries, oldest): (i64, Option<DateTime<Utc>>) =
-            sqlx::query_as("select count(*), min(enqueued_at) from outbox")
-                .fetch_one(self.pool())
-                .await?;
-        Ok(OutboxBacklog {
-            entries: entries.unsigned_abs(),
-            oldest,
-        })
-    }
-}
-
-impl OutboxClaim {
     /// Records the stream sequences of published entries and removes them.
-    pub async fn published(&mut self, published: &[(Uuid, u64)], epoch: u64) -> Result<(), StoreError> {
-        record_published(&mut self.tx, published, epoch).await
+    pub async fn outbox_published(&self, published: &[(Uuid, u64)], epoch: u64) -> Result<(), StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        record_published(&mut conn, published, epoch).await
     }
 
-    /// Pushes failed entries back: attempt n waits `base * 2^(n-1)`, at most `max`.
-    pub async fn retry_later(&mut self, ids: &[Uuid], base: Duration, max: Duration) -> Result<(), StoreError> {
+    /// Pushes entries back: attempt n waits `base * 2^(n-1)`, at most `max`.
+    pub async fn outbox_retry_later(&self, ids: &[Uuid], base: Duration, max: Duration) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -91,14 +80,20 @@ impl OutboxClaim {
         .bind(ids)
         .bind(base.as_millis() as f64)
         .bind(max.as_millis() as f64)
-        .execute(&mut *self.tx)
+        .execute(self.pool())
         .await?;
         Ok(())
     }
 
-    pub async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await?;
-        Ok(())
+    pub async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
+        let (entries, oldest): (i64, Option<DateTime<Utc>>) =
+            sqlx::query_as("select count(*), min(enqueued_at) from outbox")
+                .fetch_one(self.pool())
+                .await?;
+        Ok(OutboxBacklog {
+            entries: entries.unsigned_abs(),
+            oldest,
+        })
     }
 }
 

@@ -98,15 +98,13 @@ async fn a_write_returns_the_data_as_postgres_renders_it() {
     );
     assert_eq!(data(&out[1]), None);
     assert_eq!(data(&out[2]).as_deref(), Some(r#"{"amount": 42}"#), "each send its own");
-    let claim = store.claim_outbox(10).await.unwrap();
-    let relayed: Vec<Option<&str>> = claim
-        .entries
+    let leased = store.lease_outbox(10, Duration::from_secs(60)).await.unwrap();
+    let relayed: Vec<Option<&str>> = leased
         .iter()
         .filter(|e| e.member_id == "a" || e.member_id == "b")
         .map(|e| e.data.as_deref())
         .collect();
     assert_eq!(relayed, [Some(rendered), Some(rendered)], "what the relay reads");
-    drop(claim);
 
     // With a key, through the transaction; a replay publishes nothing and returns none.
     let keyed = store.insert_sends(&[send(&["e"], Some("k"))], NOW).await.unwrap();
@@ -295,32 +293,37 @@ async fn relays_claim_disjoint_due_entries_and_back_off_failures() {
         .await
         .unwrap();
 
-    let mut a = store.claim_outbox(6).await.unwrap();
-    let mut b = store.claim_outbox(100).await.unwrap();
-    assert_eq!(a.entries.len(), 6);
-    assert_eq!(b.entries.len(), 4, "the rest, skipping a's locked entries");
-    let a_ids: HashSet<Uuid> = a.entries.iter().map(|e| e.id).collect();
-    assert!(b.entries.iter().all(|e| !a_ids.contains(&e.id)));
+    let lease = Duration::from_secs(60);
+    let a = store.lease_outbox(6, lease).await.unwrap();
+    // Nothing stays locked while a relay publishes what it leased.
+    let locked: Vec<Uuid> = sqlx::query_scalar("select notification_id from outbox for update nowait")
+        .fetch_all(&db.pool)
+        .await
+        .expect("no row of the lease is locked");
+    assert_eq!(locked.len(), 11);
+    let b = store.lease_outbox(100, lease).await.unwrap();
+    assert_eq!(a.len(), 6);
+    assert_eq!(b.len(), 4, "the rest: a's entries are leased");
+    let a_ids: HashSet<Uuid> = a.iter().map(|e| e.id).collect();
+    assert!(b.iter().all(|e| !a_ids.contains(&e.id)));
     assert_eq!(
-        a.entries[0].traceparent.as_deref(),
+        a[0].traceparent.as_deref(),
         Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
     );
 
-    let published: Vec<(Uuid, u64)> = a.entries.iter().zip(1..).map(|(e, seq)| (e.id, seq)).collect();
-    a.published(&published, 3).await.unwrap();
-    a.commit().await.unwrap();
-    let failed: Vec<Uuid> = b.entries.iter().map(|e| e.id).collect();
-    b.retry_later(&failed, Duration::from_secs(60), Duration::from_secs(600))
+    let published: Vec<(Uuid, u64)> = a.iter().zip(1..).map(|(e, seq)| (e.id, seq)).collect();
+    store.outbox_published(&published, 3).await.unwrap();
+    let failed: Vec<Uuid> = b.iter().map(|e| e.id).collect();
+    store
+        .outbox_retry_later(&failed, Duration::from_secs(60), Duration::from_secs(600))
         .await
         .unwrap();
-    b.commit().await.unwrap();
 
     let backlog = store.outbox_backlog().await.unwrap();
     assert_eq!(backlog.entries, 5);
     assert!(backlog.oldest.is_some());
-    let again = store.claim_outbox(100).await.unwrap();
-    assert!(again.entries.is_empty(), "backed-off and not-yet-due entries wait");
-    drop(again);
+    let again = store.lease_outbox(100, lease).await.unwrap();
+    assert!(again.is_empty(), "backed-off and not-yet-due entries wait");
     let attempts: i64 = sqlx::query_scalar("select sum(attempts) from outbox")
         .fetch_one(&db.pool)
         .await
@@ -332,6 +335,37 @@ async fn relays_claim_disjoint_due_entries_and_back_off_failures() {
     )
     .await;
     assert_eq!(stored, 6);
+}
+
+/// A relay that dies holding a lease loses it when the lease passes: another relay
+/// takes the entries over.
+#[tokio::test]
+async fn a_dead_relays_lease_passes_to_another_relay() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    store.insert_sends(&[send(&["a", "b"], None)], NOW).await.unwrap();
+    let dead = store.lease_outbox(10, Duration::from_millis(300)).await.unwrap();
+    assert_eq!(dead.len(), 2);
+    assert!(
+        store
+            .lease_outbox(10, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let taken: Vec<Uuid> = store
+        .lease_outbox(10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(
+        taken,
+        dead.iter().map(|e| e.id).collect::<Vec<_>>(),
+        "same entries, same order"
+    );
 }
 
 /// The plans behind "fast for a member with 100k notifications": each inbox query is an
