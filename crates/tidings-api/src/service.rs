@@ -132,7 +132,7 @@ fn traceparent<T>(request: &Request<T>) -> Option<String> {
         .metadata()
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+        .and_then(tidings_telemetry::propagation::canonical_traceparent)
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::SendResponse, Status>> + Send>>;

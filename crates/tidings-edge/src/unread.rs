@@ -10,6 +10,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tidings_domain::MemberId;
 use tokio::sync::mpsc;
@@ -20,7 +21,7 @@ use crate::clock::Clock;
 use crate::hub::Hub;
 use crate::sse;
 
-/// Pending refresh requests; beyond this, requests are dropped (and logged): the next
+/// Pending refresh requests; beyond this, requests are dropped (and logged, sparingly): the next
 /// change of that member fetches again.
 const QUEUE: usize = 65_536;
 /// Members per call (the api takes at most 500).
@@ -36,6 +37,8 @@ const LINGER: std::time::Duration = std::time::Duration::from_millis(10);
 #[derive(Debug, Clone)]
 pub(crate) struct Unread {
     requests: mpsc::Sender<MemberId>,
+    /// Refreshes dropped on a full queue, for a warning that does not flood the log.
+    dropped: Arc<AtomicU64>,
 }
 
 impl Unread {
@@ -48,12 +51,20 @@ impl Unread {
     ) -> Self {
         let (requests, rx) = mpsc::channel(QUEUE);
         tracker.spawn(run(api, hub, clock, rx, shutdown, tracker.clone()));
-        Self { requests }
+        Self {
+            requests,
+            dropped: Arc::default(),
+        }
     }
 
     pub(crate) fn refresh(&self, member: MemberId) {
         if self.requests.try_send(member).is_err() {
-            tracing::warn!("unread refresh queue full; dropping a refresh");
+            // One line at the 1st, 2nd, 4th, 8th… drop: an overload is visible at once,
+            // and at most 64 lines ever, however long it lasts.
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(dropped, "unread refresh queue full; dropping refreshes");
+            }
         }
     }
 }
@@ -130,5 +141,55 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_queue_warns_sparingly_not_once_per_dropped_refresh() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let (requests, _rx) = mpsc::channel(1);
+        let unread = Unread {
+            requests,
+            dropped: Arc::default(),
+        };
+        let member = MemberId::parse("m").expect("a member id");
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..1000 {
+                unread.refresh(member.clone());
+            }
+        });
+        let log = String::from_utf8(lines.0.lock().expect("not poisoned").clone()).expect("text");
+        let warnings = log.lines().filter(|l| l.contains("unread refresh queue full")).count();
+        // 999 dropped: lines at 1, 2, 4, …, 512.
+        assert_eq!(warnings, 10, "{log}");
+        assert!(log.contains("dropped=512"), "{log}");
     }
 }

@@ -15,6 +15,23 @@ pub fn current_traceparent() -> Option<String> {
     carrier.remove("traceparent")
 }
 
+/// A caller's `traceparent` in the W3C form, or `None` when it is not a valid one: what
+/// is stored with each outbox row and travels in each NATS message is never the
+/// caller's raw bytes (any length, any content), only a canonical 55-byte value.
+pub fn canonical_traceparent(raw: &str) -> Option<String> {
+    use opentelemetry::propagation::TextMapPropagator as _;
+    use opentelemetry::trace::TraceContextExt as _;
+    let propagator = opentelemetry_sdk::propagation::TraceContextPropagator::new();
+    let mut carrier = HashMap::from([("traceparent".to_owned(), raw.to_owned())]);
+    let context = propagator.extract(&MapCarrier(&mut carrier));
+    if !context.span().span_context().is_valid() {
+        return None;
+    }
+    let mut out = HashMap::new();
+    propagator.inject_context(&context, &mut MapCarrier(&mut out));
+    out.remove("traceparent")
+}
+
 /// Makes `span` a child of the remote context in `traceparent` (a publish, a stored
 /// outbox entry). Call before the span is entered; a missing or bad value leaves it a
 /// root.
@@ -54,5 +71,28 @@ impl Extractor for MapCarrier<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(String::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_valid_traceparents_are_kept_in_canonical_form() {
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(canonical_traceparent(valid).as_deref(), Some(valid));
+        let huge = format!("{valid}{}", "x".repeat(10_000));
+        for bad in [
+            "",
+            "garbage",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            huge.as_str(),
+        ] {
+            assert_eq!(canonical_traceparent(bad), None, "{bad:.60}");
+        }
     }
 }

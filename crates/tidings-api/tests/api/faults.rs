@@ -64,6 +64,56 @@ async fn nats_down_during_send_still_succeeds_and_the_relay_publishes_exactly_on
     assert_eq!(EventId::parse(&listed.notifications[0].event_id).unwrap().seq, seq);
 }
 
+/// What a caller sends as `traceparent` is kept only as a canonical W3C value: a forged
+/// or oversized one is neither stored with the outbox row nor sent on with the message.
+#[tokio::test]
+async fn a_forged_traceparent_is_neither_stored_nor_published() {
+    init_test_log();
+    let db = TestDb::new().await;
+    let mut nats = NatsServer::start().await;
+    let bus = TestBus::on(nats.url()).await;
+    let mut config = TestApi::config(&db, &bus);
+    config.publish_timeout = Duration::from_millis(500);
+    let api = TestApi::start(config, false).await;
+    let mut client = api.client().await;
+
+    // With NATS down the rows wait in the outbox, as stored.
+    nats.kill();
+    let valid = "00-11111111111111111111111111111111-2222222222222222-01";
+    let forged = format!("00-{}-2222222222222222-01", "z".repeat(4000));
+    let mut ids = Vec::new();
+    for (member, traceparent) in [("forged", forged.as_str()), ("valid", valid)] {
+        let mut request = tonic::Request::new(send_to(&[member]));
+        request
+            .metadata_mut()
+            .insert("traceparent", traceparent.parse().unwrap());
+        let response = client.send(request).await.unwrap().into_inner();
+        ids.push(response.deliveries[0].notification_id.clone());
+    }
+    let stored: Vec<Option<String>> = sqlx::query_scalar(
+        "select o.traceparent from outbox o join notification n on n.id = o.notification_id order by n.member_id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, [None, Some(valid.to_owned())], "forged, then valid");
+
+    nats.restart().await;
+    let stream = bus.bus.jetstream().get_stream(&bus.settings.name).await.unwrap();
+    for id in ids {
+        let seq = db.published_seq(id.parse().unwrap()).await;
+        let message = stream.get_raw_message(seq).await.unwrap();
+        if let Some(tp) = message.headers.get("traceparent") {
+            assert_eq!(
+                tp.as_str().len(),
+                55,
+                "only a canonical value travels: {:.60}",
+                tp.as_str()
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn postgres_down_answers_unavailable_in_bounded_time_and_recovers() {
     init_test_log();
