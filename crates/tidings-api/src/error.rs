@@ -109,7 +109,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(_) => Self::StoreUnavailable(e),
-            StoreError::Aborted(_) => Self::StoreAborted(e),
+            StoreError::Aborted(_) | StoreError::KeyContended => Self::StoreAborted(e),
             other => Self::Internal(other.into()),
         }
     }

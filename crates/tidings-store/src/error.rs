@@ -11,6 +11,11 @@ pub enum StoreError {
     /// succeeds. Callers map it to a retryable status (gRPC ABORTED).
     #[error("postgres aborted the transaction for a concurrent one: {0}")]
     Aborted(#[source] sqlx::Error),
+    /// Concurrent calls with one idempotency key and other members kept racing this
+    /// one: nothing was written, and the same request again gets a definite answer.
+    /// Callers map it like [`StoreError::Aborted`].
+    #[error("an idempotency key was contended by concurrent calls for other members")]
+    KeyContended,
     #[error("postgres query failed: {0}")]
     Query(#[source] sqlx::Error),
 }

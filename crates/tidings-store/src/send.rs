@@ -93,6 +93,27 @@ impl Store {
                 .map(|(send, ids)| fresh_rows(send, ids, &mut inserted))
                 .collect());
         }
+        // A concurrent call with one of these keys but other members can make our insert
+        // store part of a send (the members it did not take): that transaction is rolled
+        // back and the batch written again, now seeing the other call's rows. Each try
+        // that loses such a race means another call committed the key meanwhile.
+        for _ in 0..MAX_KEY_RACES {
+            if let Some(outcomes) = self.insert_keyed(sends, &planned, relay_grace).await? {
+                return Ok(outcomes);
+            }
+        }
+        Err(StoreError::KeyContended)
+    }
+
+    /// [`Store::insert_sends`] for a batch with idempotency keys: `None` when a
+    /// concurrent call with one of the keys made this try store part of a send, and the
+    /// try was rolled back.
+    async fn insert_keyed(
+        &self,
+        sends: &[NewSend],
+        planned: &[Vec<Uuid>],
+        relay_grace: Duration,
+    ) -> Result<Option<Vec<SendOutcome>>, StoreError> {
         let mut tx = self.pool().begin().await?;
         let mut outcomes: Vec<Option<SendOutcome>> = vec![None; sends.len()];
 
@@ -111,7 +132,7 @@ impl Store {
 
         let to_insert: Vec<(&NewSend, &[Uuid])> = sends
             .iter()
-            .zip(&planned)
+            .zip(planned)
             .zip(&outcomes)
             .filter(|(_, o)| o.is_none())
             .map(|((s, ids), _)| (s, ids.as_slice()))
@@ -120,28 +141,35 @@ impl Store {
 
         // A concurrent call may have stored the same key between our check and insert:
         // our insert then skipped those rows, and the winner's rows are visible now.
-        let raced = sends
-            .iter()
-            .zip(&planned)
-            .zip(&outcomes)
-            .filter(|((s, ids), o)| o.is_none() && key_of(s).is_some() && !fresh.all(ids))
-            .map(|((s, _), _)| s);
-        let mut raced_rows = existing_rows(&mut tx, raced).await?;
-        tx.commit().await?;
-
-        Ok(sends
+        let raced: Vec<(&NewSend, &Vec<Uuid>)> = sends
             .iter()
             .zip(planned)
-            .zip(outcomes)
-            .map(|((send, ids), outcome)| match outcome {
-                Some(done) => done,
-                None if !fresh.all(&ids) => match key_of(send).and_then(|k| raced_rows.remove(&k)) {
-                    Some(rows) => replay(send, rows),
-                    None => SendOutcome::KeyConflict,
-                },
-                None => fresh_rows(send, ids, &mut fresh),
-            })
-            .collect())
+            .zip(&outcomes)
+            .filter(|((s, ids), o)| o.is_none() && key_of(s).is_some() && !fresh.all(ids))
+            .map(|(pair, _)| pair)
+            .collect();
+        if raced.iter().any(|(_, ids)| fresh.any(ids)) {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let mut raced_rows = existing_rows(&mut tx, raced.iter().map(|(s, _)| *s)).await?;
+        tx.commit().await?;
+
+        Ok(Some(
+            sends
+                .iter()
+                .zip(planned.iter().cloned())
+                .zip(outcomes)
+                .map(|((send, ids), outcome)| match outcome {
+                    Some(done) => done,
+                    None if !fresh.all(&ids) => match key_of(send).and_then(|k| raced_rows.remove(&k)) {
+                        Some(rows) => replay(send, rows),
+                        None => SendOutcome::KeyConflict,
+                    },
+                    None => fresh_rows(send, ids, &mut fresh),
+                })
+                .collect(),
+        ))
     }
 
     /// Records stream sequences after JetStream acknowledged the publishes, and
@@ -252,7 +280,15 @@ impl Inserted {
     fn all(&self, ids: &[Uuid]) -> bool {
         ids.iter().all(|id| self.ids.contains(id))
     }
+
+    fn any(&self, ids: &[Uuid]) -> bool {
+        ids.iter().any(|id| self.ids.contains(id))
+    }
 }
+
+/// How many times a keyed batch is written again after losing a race that left one of
+/// its sends partly stored (each loss means a concurrent call committed the key).
+const MAX_KEY_RACES: usize = 3;
 
 /// Inserts the rows of `sends` and their outbox entries in one statement; returns what
 /// it inserted.

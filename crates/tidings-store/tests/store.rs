@@ -196,6 +196,54 @@ async fn concurrent_retries_with_one_key_store_once() {
     assert_eq!(count(&db, "select count(*) from outbox").await, 50);
 }
 
+/// Calls racing with one key but overlapping member sets: one set is stored whole, the
+/// other calls are conflicts that stored nothing — never a conflict answer with some of
+/// its members stored (and about to be notified).
+#[tokio::test]
+async fn racing_calls_with_one_key_and_other_members_store_one_set_whole() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let sets: [&[&str]; 3] = [&["x", "y"], &["y", "z"], &["x", "y", "z", "w"]];
+    for round in 0..10 {
+        let key = format!("race-{round}");
+        let calls = (0..12).map(|i| {
+            let (store, s) = (store.clone(), send(sets[i % sets.len()], Some(&key)));
+            tokio::spawn(async move { store.insert_sends(&[s], NOW).await })
+        });
+        let results = futures::future::join_all(calls).await;
+        let mut stored_sets = HashSet::new();
+        for result in results {
+            match result.unwrap() {
+                Ok(out) => match &out[0] {
+                    SendOutcome::Stored { rows, .. } => {
+                        let mut members: Vec<String> = rows.iter().map(|r| r.member_id.as_str().to_owned()).collect();
+                        members.sort();
+                        stored_sets.insert(members);
+                    }
+                    SendOutcome::KeyConflict => {}
+                    other => panic!("unexpected {other:?}"),
+                },
+                // Contended past the retries: nothing written, the caller retries.
+                Err(StoreError::KeyContended) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(stored_sets.len(), 1, "one member set wins the key: {stored_sets:?}");
+        let winner = stored_sets.into_iter().next().unwrap();
+        let mut in_db: Vec<String> =
+            sqlx::query_scalar("select member_id from notification where idempotency_key = $1")
+                .bind(&key)
+                .fetch_all(&db.pool)
+                .await
+                .unwrap();
+        in_db.sort();
+        assert_eq!(in_db, winner, "round {round}: exactly the winner's rows are stored");
+    }
+    let rows = count(&db, "select count(*) from notification").await;
+    let outbox = count(&db, "select count(*) from outbox").await;
+    assert_eq!(rows, outbox, "no outbox entry without its row, or the reverse");
+}
+
 #[tokio::test]
 async fn paging_is_newest_first_and_stable_while_new_rows_arrive() {
     let db = TestDb::new().await;
