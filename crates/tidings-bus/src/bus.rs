@@ -29,6 +29,8 @@ pub struct Bus {
     /// The stream's replica count, as the server holds it: what the stream's companion
     /// storage (the ticket bucket) is created with.
     replicas: usize,
+    /// The stream's per-subject message limit as the server holds it (≤ 0: none).
+    max_msgs_per_subject: i64,
     epoch: StreamEpoch,
     losses: watch::Receiver<u64>,
     connects: Arc<AtomicU64>,
@@ -172,6 +174,7 @@ impl Bus {
             subjects,
             stream: settings.name.clone(),
             replicas: info.config.num_replicas.max(1),
+            max_msgs_per_subject: info.config.max_messages_per_subject,
             epoch,
             losses: watch::channel(0).1,
             connects: Arc::default(),
@@ -241,6 +244,12 @@ impl Bus {
     /// The stream's replica count.
     pub fn replicas(&self) -> usize {
         self.replicas
+    }
+
+    /// How many messages the stream keeps per subject, as the server holds it; `None`
+    /// when it keeps them all (until `max_age`).
+    pub fn max_msgs_per_subject(&self) -> Option<u64> {
+        u64::try_from(self.max_msgs_per_subject).ok().filter(|n| *n > 0)
     }
 
     /// The incarnation of the stream this bus ensured.

@@ -75,6 +75,8 @@ impl EdgeApp {
         let bus = Bus::attach(&config.nats, &config.stream, "tidings-edge")
             .await
             .context("connecting to NATS")?;
+        // The stream as the server holds it may keep fewer per subject than configured.
+        crate::config::replay_limit_fits(o.replay_limit, bus.max_msgs_per_subject())?;
         // Without the bucket only tickets fail (503); tokens still open streams.
         let tickets = bus.tickets();
         if let Err(e) = tickets.open().await {
@@ -179,6 +181,21 @@ impl EdgeApp {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let state = self.state.clone();
         let lifecycle = &state.lifecycle;
+        // A live task that stopped drains and stops the node as SIGTERM would (its
+        // clients resume elsewhere by Last-Event-ID), and `run` then fails, so the
+        // process exits and is restarted.
+        let live_stopped = state.live.stopped().clone();
+        let shutdown = {
+            let either = shutdown.child_token();
+            let (either2, stopped) = (either.clone(), live_stopped.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = stopped.cancelled() => either2.cancel(),
+                    () = either2.cancelled() => {}
+                }
+            });
+            either
+        };
         tracing::info!(addr = %self.local_addr(), node = %state.node, "edge serving");
         let window = state.limits.drain_window;
         // On shutdown: drain at once (not ready; new streams refused with 503; open
@@ -233,6 +250,9 @@ impl EdgeApp {
             );
         }
         tracing::info!("edge stopped");
+        if live_stopped.is_cancelled() {
+            anyhow::bail!("the live task stopped (see the error above): the edge drained and exited");
+        }
         served
     }
 }
@@ -247,6 +267,12 @@ impl StatsHandle {
     #[cfg(feature = "fault-injection")]
     pub fn drop_next_live_message(&self) {
         self.0.live.drop_next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Test hook: the live task panics, as a bug in it would.
+    #[cfg(feature = "fault-injection")]
+    pub fn crash_live_task(&self) {
+        self.0.live.crash();
     }
 
     /// Test hook: the next `n` reads of the stream that catch-ups make (resumes, gap

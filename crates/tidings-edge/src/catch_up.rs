@@ -144,13 +144,22 @@ async fn settle(state: &EdgeState, conn: &Conn) -> Result<(), Closed> {
         match next {
             Next::Live => return Ok(()),
             Next::Ended(closed) => return Err(closed),
-            // No extent in hand: the replay asks the stream leader where it is.
             // Rare paths, boxed: every stream's catch-up task is as large as its
             // largest await, and reading the stream nests deep futures.
             Next::Resync { from } => {
-                Box::pin(replay(state, conn, Some(from), None, false)).await?;
+                // Up to the stream's end as read now, with the newest value of each
+                // `latest` topic up to there (lost live like anything else); later
+                // ones come live. Without the extent the replay asks the stream
+                // leader itself, and `latest` values wait for their next update.
+                let end = state.extents.read().await.ok().map(|e| e.last_seq);
+                Box::pin(replay(state, conn, Some(from), end, end.is_some())).await?;
             }
-            Next::Heal { subject, known, before } => Box::pin(heal(state, conn, subject, known, before)).await?,
+            Next::Heal {
+                subject,
+                known,
+                previous,
+                before,
+            } => Box::pin(heal(state, conn, subject, known, previous, before)).await?,
             Next::Wait => wait_for_room(state, conn).await?,
             Next::Reset(reason) => {
                 tracing::error!(
@@ -251,8 +260,19 @@ async fn deliver_replayed(state: &EdgeState, conn: &Conn, event: &BusEvent) -> R
 
 /// The live copy of something on `subject` after `known` never arrived: fetch it from
 /// the stream and deliver it first, or reset when it would arrive out of order.
-async fn heal(state: &EdgeState, conn: &Conn, subject: String, known: u64, before: u64) -> Result<(), Closed> {
-    tracing::info!(subject = %subject, known, seq = before, "live gap; fetching the missed messages");
+/// Fetches what a live gap on `subject` missed: `(known, before)`, which must hold
+/// `previous`, the live event's predecessor on the subject. Without it (trimmed by the
+/// stream's limits, or deleted), what the connection missed is gone: `reset`, never a
+/// silent hole.
+async fn heal(
+    state: &EdgeState,
+    conn: &Conn,
+    subject: String,
+    known: u64,
+    previous: u64,
+    before: u64,
+) -> Result<(), Closed> {
+    tracing::info!(subject = %subject, known, previous, seq = before, "live gap; fetching the missed messages");
     let read = Read::Gap {
         subject: &subject,
         known,
@@ -264,11 +284,12 @@ async fn heal(state: &EdgeState, conn: &Conn, subject: String, known: u64, befor
     };
     let delivered = conn.delivery().cursor.delivered;
     match fetched {
-        Replay::Events(missed) if missed.iter().all(|m| m.seq > delivered) => {
+        Replay::Events(missed)
+            if missed.iter().all(|m| m.seq > delivered) && missed.iter().any(|m| m.seq == previous) =>
+        {
             for m in &missed {
                 deliver_replayed(state, conn, m).await?;
             }
-            // Whatever is still missing before `before` is gone from the stream.
             conn.delivery().cursor.cover(&subject, before - 1);
             Ok(())
         }

@@ -151,7 +151,26 @@ impl EdgeConfig {
     pub fn validate(&self, dev: bool) -> Result<(), ConfigError> {
         self.nats.validate()?;
         self.stream.validate()?;
-        self.options.validate(dev)
+        self.options.validate(dev)?;
+        let per_subject = u64::try_from(self.stream.max_msgs_per_subject).ok().filter(|n| *n > 0);
+        replay_limit_fits(self.options.replay_limit, per_subject)
+    }
+}
+
+/// A resume may not miss more than the stream keeps of one subject: were more than
+/// `max_msgs_per_subject` messages sent to a member since its last id, the oldest would
+/// be trimmed, and only a replay limit below that bound turns such a resume into a
+/// `reset` (it then finds more than the limit) instead of a silent hole.
+pub(crate) fn replay_limit_fits(replay_limit: u32, max_msgs_per_subject: Option<u64>) -> Result<(), ConfigError> {
+    match max_msgs_per_subject {
+        Some(max) if u64::from(replay_limit) >= max => Err(ConfigError::new(
+            "TIDINGS_REPLAY_LIMIT",
+            format!(
+                "{replay_limit} must be below the stream's max messages per subject ({max}, \
+                 TIDINGS_STREAM_MAX_MSGS_PER_SUBJECT): a resume could otherwise miss trimmed messages without a reset"
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -87,10 +87,13 @@ pub(crate) enum Step {
 pub(crate) enum Next {
     /// Everything pending is delivered; the connection is live.
     Live,
-    /// Fetch `subject` from `known + 1` to `before - 1` and deliver it first.
+    /// Fetch `subject` from `known + 1` to `before - 1` and deliver it first; the
+    /// fetch must hold `previous` (the live event's predecessor on the subject), or
+    /// what it missed is gone and the client gets a `reset`.
     Heal {
         subject: String,
         known: u64,
+        previous: u64,
         before: u64,
     },
     /// Replay everything from this sequence on.
@@ -203,12 +206,20 @@ impl Delivery {
             return Step::Skipped;
         }
         match &mut self.phase {
-            Phase::CatchingUp { pending, .. } => {
+            Phase::CatchingUp { pending, resync, .. } => {
                 if let Some(slot) = slot {
                     pending.retain(|(_, s)| *s != Some(slot));
+                } else if *resync {
+                    // The replay to come reads it from the stream.
+                    return Step::Held;
                 } else if pending.len() >= self.queue.capacity() {
-                    self.overflow();
-                    return Step::Overflowed;
+                    // Still catching up (a reconnect storm queues resumes): the
+                    // client is not slow, and everything held is in the stream. Drop
+                    // it and replay after the catch-up instead of closing the stream;
+                    // only the `latest` slots stay (one value per topic).
+                    pending.retain(|(_, s)| s.is_some());
+                    *resync = true;
+                    return Step::Held;
                 }
                 pending.push((out.clone(), slot));
                 Step::Held
@@ -321,6 +332,7 @@ impl Delivery {
                     let next = Next::Heal {
                         subject: out.event.subject.clone(),
                         known,
+                        previous: out.event.previous_on_subject.unwrap_or(known),
                         before: out.event.seq,
                     };
                     if let Phase::CatchingUp { pending, .. } = &mut self.phase {
@@ -465,6 +477,7 @@ mod tests {
             Next::Heal {
                 subject: "m".into(),
                 known: 10,
+                previous: 12,
                 before: 13
             }
         );
@@ -510,6 +523,18 @@ mod tests {
         assert_eq!(drain(&mut d), "1;2;");
         assert_eq!(d.settle(0), (Next::Live, 1));
         assert_eq!(drain(&mut d), "3;");
+    }
+
+    #[test]
+    fn a_stream_still_catching_up_is_not_a_slow_consumer_it_replays_what_it_could_not_hold() {
+        let mut d = Delivery::new(2, 0);
+        d.cursor = Cursor::at(10);
+        for seq in 11..=20 {
+            assert_eq!(d.offer(&out(seq, seq - 1, "m"), None, 0), Step::Held, "{seq}");
+        }
+        assert_eq!(d.ended(), None, "not closed");
+        // What was held is dropped and read back from the stream after the cursor.
+        assert_eq!(d.settle(0), (Next::Resync { from: 11 }, 0));
     }
 
     #[test]

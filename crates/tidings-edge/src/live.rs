@@ -33,6 +33,9 @@ const MAX_COMMANDS_TOGETHER: usize = 1024;
 #[derive(Debug, Clone)]
 pub(crate) struct Live {
     commands: mpsc::Sender<Command>,
+    /// Cancelled when the live task stopped (a panic) while the node was not shutting
+    /// down: nothing is delivered any more, so the node drains and exits (`app.rs`).
+    stopped: CancellationToken,
 
     /// Test hook: how many upcoming live messages to drop as if NATS lost them.
     #[cfg(feature = "fault-injection")]
@@ -47,6 +50,9 @@ enum Command {
     Ensure(Vec<Interest>, oneshot::Sender<Result<(), Arc<BusError>>>),
     /// Drop whichever of these the hub no longer wants.
     Release(Vec<Interest>),
+    /// Test hook: the task panics, as a bug in it would.
+    #[cfg(feature = "fault-injection")]
+    Crash,
 }
 
 impl Live {
@@ -54,9 +60,30 @@ impl Live {
         let (commands, rx) = mpsc::channel(1024);
         #[cfg(feature = "fault-injection")]
         let drop_next = node.drop_next.clone();
-        tracker.spawn(run(node, rx, shutdown));
+        let stopped = CancellationToken::new();
+        let task = std::panic::AssertUnwindSafe(run(node, rx, shutdown.clone())).catch_unwind();
+        let supervisor = stopped.clone();
+        tracker.spawn(async move {
+            let outcome = task.await;
+            if !shutdown.is_cancelled() {
+                let why = match &outcome {
+                    Err(panic) => panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".into()),
+                    Ok(()) => "it returned".into(),
+                };
+                tracing::error!(
+                    why,
+                    "the live task stopped: this edge delivers nothing any more; draining it"
+                );
+                supervisor.cancel();
+            }
+        });
         Self {
             commands,
+            stopped,
             #[cfg(feature = "fault-injection")]
             drop_next,
         }
@@ -71,6 +98,17 @@ impl Live {
             .await
             .map_err(|_| LiveError::Stopped)?;
         rx.await.map_err(|_| LiveError::Stopped)?.map_err(LiveError::Bus)
+    }
+
+    /// Cancelled once the live task has stopped outside a shutdown.
+    pub(crate) fn stopped(&self) -> &CancellationToken {
+        &self.stopped
+    }
+
+    /// Test hook: makes the live task panic.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn crash(&self) {
+        let _ = self.commands.try_send(Command::Crash);
     }
 
     pub(crate) fn release(&self, interests: Vec<Interest>) {
@@ -194,6 +232,8 @@ async fn run(node: LiveDeps, mut commands: mpsc::Receiver<Command>, shutdown: Ca
                             replies.push(reply);
                         }
                         Command::Release(interests) => released.extend(interests),
+                        #[cfg(feature = "fault-injection")]
+                        Command::Crash => panic!("fault injection: the live task crashes"),
                     }
                     if replies.len() + released.len() < MAX_COMMANDS_TOGETHER {
                         next = commands.try_recv().ok();

@@ -246,12 +246,13 @@ async fn ticket(State(state): State<Arc<EdgeState>>, headers: HeaderMap) -> Resu
 async fn readyz(State(state): State<Arc<EdgeState>>) -> Response {
     let draining = state.lifecycle.drain.is_cancelled();
     let nats = state.bus.is_connected();
-    let status = if nats && !draining {
+    let live = !state.live.stopped().is_cancelled();
+    let status = if nats && live && !draining {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({ "nats": nats, "draining": draining, "connections": state.hub.connections() });
+    let body = json!({ "nats": nats, "live": live, "draining": draining, "connections": state.hub.connections() });
     (status, axum::Json(body)).into_response()
 }
 

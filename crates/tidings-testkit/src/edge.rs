@@ -79,6 +79,15 @@ impl TestEdge {
         started.elapsed()
     }
 
+    /// Waits up to `within` for the node to stop by itself (without a SIGTERM) and
+    /// returns how `run` ended; `None` if it is still running.
+    pub async fn exited_within(&mut self, within: Duration) -> Option<anyhow::Result<()>> {
+        let task = self.task.as_mut()?;
+        let ended = tokio::time::timeout(within, task).await.ok()?;
+        self.task = None;
+        Some(ended.unwrap_or_else(|e| Err(anyhow::anyhow!("the edge task panicked: {e}"))))
+    }
+
     /// Starts the drain without waiting for it.
     pub fn begin_drain(&self) {
         self.shutdown.cancel();

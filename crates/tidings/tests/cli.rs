@@ -134,6 +134,15 @@ fn bad_configuration_exits_64_naming_the_variable_without_echoing_secrets() {
         ("api", &[("TIDINGS_LOG_FORMAT", "xml")], "TIDINGS_LOG_FORMAT"),
         ("api", &[("TIDINGS_API_KEYS", "billing=short")], "TIDINGS_API_KEYS"),
         ("api", &[("TIDINGS_PUBLISH_TIMEOUT", "0s")], "TIDINGS_PUBLISH_TIMEOUT"),
+        // A resume could miss more than the stream keeps of a subject, silently.
+        (
+            "edge",
+            &[
+                ("TIDINGS_REPLAY_LIMIT", "1000"),
+                ("TIDINGS_STREAM_MAX_MSGS_PER_SUBJECT", "1000"),
+            ],
+            "TIDINGS_REPLAY_LIMIT",
+        ),
     ];
     for (sub, env, variable) in cases {
         // `api` needs keys and `edge` a token key; give valid ones unless the case is

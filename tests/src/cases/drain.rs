@@ -67,3 +67,35 @@ async fn a_draining_edge_hands_its_browsers_to_the_other_edge_losing_nothing() {
         );
     }
 }
+
+/// The live task dying (a panic) leaves an edge that would deliver nothing: it turns
+/// not ready at once, drains its streams so their browsers resume on another edge
+/// with nothing lost, and stops with an error, so the process exits and is restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_whose_live_task_dies_drains_and_exits_and_its_browser_resumes_elsewhere() {
+    let mut cluster = TestCluster::start(2).await;
+    let mut s = cluster.stream(0, "orphan", "", None).await.unwrap();
+    s.next_named("connected").await;
+    cluster.send(&["orphan"], "before").await;
+    let before = s.next_named("notification").await;
+
+    cluster.edges[0].stats_handle().crash_live_task();
+    tidings_testkit::eventually("the edge to turn not ready", || async {
+        let (status, body) = http_request(cluster.edges[0].addr, "GET", "/readyz", &[], None).await;
+        (status == 503 && body.contains(r#""live":false"#)).then_some(())
+    })
+    .await;
+    cluster.send(&["orphan"], "while it drains").await;
+    let closed = s.until_closed(Duration::from_secs(10)).await;
+    assert!(closed.is_some(), "the stream is closed within the drain window");
+
+    let ended = cluster.edges[0].exited_within(Duration::from_secs(15)).await;
+    let error = ended.expect("the edge stops by itself").expect_err("and says why");
+    assert!(format!("{error:#}").contains("live task stopped"), "{error:#}");
+
+    // The browser resumes on the other edge from its last id: nothing lost.
+    let mut resumed = cluster.stream(1, "orphan", "", before.id.as_deref()).await.unwrap();
+    resumed.next_named("connected").await;
+    let missed = resumed.next_named("notification").await;
+    assert_eq!(missed.json()["content"], "while it drains");
+}

@@ -151,3 +151,43 @@ async fn notifications(s: &mut tidings_testkit::sse::SseStream, n: usize) -> Vec
     }
     seen
 }
+
+/// A live gap whose missing message is no longer in the stream when the edge fetches it
+/// (trimmed by the stream's limits, or deleted) cannot be healed: the client gets
+/// `reset` (`live_gap`) and reloads, never the next event as if nothing were missing.
+#[tokio::test]
+async fn a_live_gap_whose_message_is_gone_is_a_reset_not_a_silent_hole() {
+    let cluster = TestCluster::start(1).await;
+    let edge = cluster.edges[0].stats_handle();
+    let mut s = cluster.stream(0, "hana", "", None).await.unwrap();
+    s.next_named("connected").await;
+    cluster.send(&["hana"], "one").await;
+    assert_eq!(notifications(&mut s, 1).await, ["one"]);
+
+    edge.drop_next_live_message();
+    let gone = cluster.send(&["hana"], "two (dropped live, then deleted)").await;
+    let gone = EventId::parse(&gone.deliveries[0].event_id).unwrap();
+    // "three" shows the gap; the edge's fetch of "two" fails twice (about 300 ms of
+    // retries), and meanwhile "two" leaves the stream.
+    edge.fail_next_stream_reads(2);
+    cluster.send(&["hana"], "three").await;
+    let stream = cluster
+        .bus
+        .bus
+        .jetstream()
+        .get_stream(&cluster.bus.settings.name)
+        .await
+        .unwrap();
+    assert!(stream.delete_message(gone.seq).await.unwrap());
+
+    let next = loop {
+        let event = s.next().await;
+        if event.event != "unread" {
+            break event;
+        }
+    };
+    assert_eq!(next.event, "reset", "{:?}", next.data);
+    assert_eq!(next.json()["reason"], "live_gap");
+    cluster.send(&["hana"], "four").await;
+    assert_eq!(notifications(&mut s, 1).await, ["four"], "live again after the reset");
+}

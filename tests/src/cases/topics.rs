@@ -201,3 +201,63 @@ async fn an_anonymous_visitor_resumes_a_public_topic_with_only_that_topic() {
     }
     assert_eq!(replayed, [2, 3]);
 }
+
+/// A `latest` topic's value published while an edge was cut off from NATS is lost
+/// live; the resync after the reconnect brings it, as it brings the member's and the
+/// `all` topics' missed messages.
+#[tokio::test]
+async fn a_latest_value_published_during_a_nats_outage_comes_with_the_resync() {
+    use tidings_testkit::{TcpProxy, TestApi, TestBus, TestDb, TestEdge, init_test_log};
+
+    init_test_log();
+    let db = TestDb::new().await;
+    let bus = TestBus::new().await;
+    let api = TestApi::start(TestApi::config(&db, &bus), false).await;
+    let nats: std::net::SocketAddr = bus.nats_url.trim_start_matches("nats://").parse().unwrap();
+    let proxy = TcpProxy::start(nats).await;
+    let mut config = TestEdge::config(&bus, &api);
+    config.nats.url = format!("nats://{}", proxy.addr()).into();
+    config.options.topic_modes = "board*=latest,*=all".into();
+    let edge = TestEdge::start(config).await;
+    let client = api.client().await;
+    let publish = |n: u32| {
+        let mut client = client.clone();
+        async move {
+            client
+                .publish(tidings_proto::v1::PublishRequest {
+                    topic: "board".into(),
+                    event: String::new(),
+                    data_json: format!(r#"{{"rank":{n}}}"#),
+                })
+                .await
+                .unwrap();
+        }
+    };
+
+    let token = TestEdge::token("lena", &["board"], Duration::from_secs(600));
+    let auth = format!("Bearer {token}");
+    let mut s = connect(edge.addr, "/v1/stream?topics=board", &[("authorization", &auth)])
+        .await
+        .unwrap();
+    s.next_named("connected").await;
+    publish(1).await;
+    assert_eq!(s.next_named("board").await.json()["rank"], 1);
+
+    // The edge loses NATS; the value published meanwhile never reaches it live.
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publish(2).await;
+    proxy.restore();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let value = loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let event = s.next_within(left).await;
+        let event = event.expect("the resync brings the value published during the outage");
+        if event.event != "unread" {
+            break event;
+        }
+    };
+    assert_eq!(value.event, "board", "no reset, no other event first: {:?}", value.data);
+    assert_eq!(value.json()["rank"], 2);
+}
