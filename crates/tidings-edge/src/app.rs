@@ -269,6 +269,16 @@ impl StatsHandle {
         self.0.live.drop_next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Test hook: the next release of a live interest is lost, as on a full command
+    /// channel.
+    #[cfg(feature = "fault-injection")]
+    pub fn lose_next_release(&self) {
+        self.0
+            .live
+            .lose_next_release
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Test hook: the live task panics, as a bug in it would.
     #[cfg(feature = "fault-injection")]
     pub fn crash_live_task(&self) {

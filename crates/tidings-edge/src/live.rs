@@ -36,10 +36,16 @@ pub(crate) struct Live {
     /// Cancelled when the live task stopped (a panic) while the node was not shutting
     /// down: nothing is delivered any more, so the node drains and exits (`app.rs`).
     stopped: CancellationToken,
+    /// Notified when a release could not be queued (the command channel was full):
+    /// the live task then sweeps everything it holds against what the hub wants.
+    lost_release: Arc<tokio::sync::Notify>,
 
     /// Test hook: how many upcoming live messages to drop as if NATS lost them.
     #[cfg(feature = "fault-injection")]
     pub(crate) drop_next: Arc<std::sync::atomic::AtomicU64>,
+    /// Test hook: the next release is lost as on a full command channel.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) lose_next_release: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -61,7 +67,8 @@ impl Live {
         #[cfg(feature = "fault-injection")]
         let drop_next = node.drop_next.clone();
         let stopped = CancellationToken::new();
-        let task = std::panic::AssertUnwindSafe(run(node, rx, shutdown.clone())).catch_unwind();
+        let lost_release = Arc::new(tokio::sync::Notify::new());
+        let task = std::panic::AssertUnwindSafe(run(node, rx, lost_release.clone(), shutdown.clone())).catch_unwind();
         let supervisor = stopped.clone();
         tracker.spawn(async move {
             let outcome = task.await;
@@ -84,8 +91,11 @@ impl Live {
         Self {
             commands,
             stopped,
+            lost_release,
             #[cfg(feature = "fault-injection")]
             drop_next,
+            #[cfg(feature = "fault-injection")]
+            lose_next_release: Arc::default(),
         }
     }
 
@@ -112,10 +122,18 @@ impl Live {
     }
 
     pub(crate) fn release(&self, interests: Vec<Interest>) {
-        if !interests.is_empty() {
-            // Never block a closing connection; a lost release only delays the UNSUB
-            // until the next one.
-            let _ = self.commands.try_send(Command::Release(interests));
+        if interests.is_empty() {
+            return;
+        }
+        #[cfg(feature = "fault-injection")]
+        if self.lose_next_release.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            self.lost_release.notify_one();
+            return;
+        }
+        // Never block a closing connection. A release that finds the channel full is
+        // not lost: the live task sweeps everything it holds instead.
+        if self.commands.try_send(Command::Release(interests)).is_err() {
+            self.lost_release.notify_one();
         }
     }
 }
@@ -212,7 +230,12 @@ impl Subscriptions {
     }
 }
 
-async fn run(node: LiveDeps, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+async fn run(
+    node: LiveDeps,
+    mut commands: mpsc::Receiver<Command>,
+    lost_release: Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
     let LiveDeps { bus, hub, metrics, .. } = &node;
     let mut subscriptions = Subscriptions::default();
     let mut losses = bus.losses();
@@ -255,6 +278,17 @@ async fn run(node: LiveDeps, mut commands: mpsc::Receiver<Command>, shutdown: Ca
                     for reply in replies {
                         let _ = reply.send(result.clone());
                     }
+                }
+                metrics.interests.set(subscriptions.len() as i64);
+            }
+            () = lost_release.notified() => {
+                let stale: Vec<Interest> = subscriptions.held.keys().filter(|i| !hub.wants(i)).cloned().collect();
+                tracing::debug!(stale = stale.len(), "a release was lost; swept what is held");
+                for interest in &stale {
+                    subscriptions.remove(interest);
+                }
+                if let Err(e) = partitions_again(&node, &mut subscriptions).await {
+                    tracing::warn!(error = %e, "could not go back to partition subscriptions");
                 }
                 metrics.interests.set(subscriptions.len() as i64);
             }

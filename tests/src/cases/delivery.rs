@@ -80,6 +80,23 @@ async fn a_browser_resumes_on_the_other_edge_with_exactly_what_it_missed() {
     );
 }
 
+/// A release of a live interest that cannot be queued (the live task's command channel
+/// full, in a storm of closes) is not lost: the live task sweeps what it holds, and the
+/// node stops receiving what nobody on it wants.
+#[tokio::test]
+async fn a_lost_release_does_not_leave_a_subscription_behind() {
+    let cluster = TestCluster::start(1).await;
+    let mut s = cluster.stream(0, "once-here", "", None).await.unwrap();
+    s.next_named("connected").await;
+    assert_eq!(cluster.edges[0].stats().interests, 1);
+    cluster.edges[0].stats_handle().lose_next_release();
+    s.close();
+    tidings_testkit::eventually("the edge to drop the interest all the same", || async {
+        (cluster.edges[0].stats().interests == 0).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn an_edge_receives_only_the_traffic_of_what_is_connected_to_it() {
     let cluster = TestCluster::start(2).await;
