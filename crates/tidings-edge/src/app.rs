@@ -106,6 +106,8 @@ impl EdgeApp {
                 catch_ups: catch_up_queue,
                 #[cfg(feature = "fault-injection")]
                 drop_next: Arc::default(),
+                #[cfg(feature = "fault-injection")]
+                fail_next_confirm: Arc::default(),
             },
             shutdown.clone(),
             &background,
@@ -276,6 +278,16 @@ impl StatsHandle {
         self.0
             .live
             .lose_next_release
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Test hook: the next confirmation of the switch to (or from) one subscription
+    /// for every member partition fails, as when NATS times out.
+    #[cfg(feature = "fault-injection")]
+    pub fn fail_next_live_confirm(&self) {
+        self.0
+            .live
+            .fail_next_confirm
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 

@@ -46,6 +46,9 @@ pub(crate) struct Live {
     /// Test hook: the next release is lost as on a full command channel.
     #[cfg(feature = "fault-injection")]
     pub(crate) lose_next_release: Arc<std::sync::atomic::AtomicBool>,
+    /// Test hook: see [`LiveDeps::fail_next_confirm`].
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fail_next_confirm: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -66,6 +69,8 @@ impl Live {
         let (commands, rx) = mpsc::channel(1024);
         #[cfg(feature = "fault-injection")]
         let drop_next = node.drop_next.clone();
+        #[cfg(feature = "fault-injection")]
+        let fail_next_confirm = node.fail_next_confirm.clone();
         let stopped = CancellationToken::new();
         let lost_release = Arc::new(tokio::sync::Notify::new());
         let task = std::panic::AssertUnwindSafe(run(node, rx, lost_release.clone(), shutdown.clone())).catch_unwind();
@@ -96,6 +101,8 @@ impl Live {
             drop_next,
             #[cfg(feature = "fault-injection")]
             lose_next_release: Arc::default(),
+            #[cfg(feature = "fault-injection")]
+            fail_next_confirm,
         }
     }
 
@@ -160,6 +167,9 @@ pub(crate) struct LiveDeps {
     /// Test hook: how many upcoming live messages to drop as if NATS lost them.
     #[cfg(feature = "fault-injection")]
     pub(crate) drop_next: Arc<std::sync::atomic::AtomicU64>,
+    /// Test hook: the next confirmation of new subscriptions fails as if NATS timed out.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fail_next_confirm: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The node's live subscriptions, polled as one stream. Only subscriptions that have
@@ -405,7 +415,14 @@ async fn all_members(node: &LiveDeps, subscriptions: &mut Subscriptions) -> Resu
     let subscriber = node.bus.subscribe_live(LiveTarget::AllMembers).await?;
     let cancel = subscriptions.push(subscriber);
     subscriptions.all_members = Some(cancel);
-    node.bus.barrier().await?;
+    if let Err(e) = confirm(node).await {
+        // Unconfirmed: back to the partitions' own subscriptions, or every message
+        // would keep coming twice (the switch never runs again while this one is held).
+        if let Some(all) = subscriptions.all_members.take() {
+            all.cancel();
+        }
+        return Err(e);
+    }
     dispatch_waiting(node, subscriptions, Vec::new()).await;
     let partitions: Vec<Interest> = subscriptions
         .held
@@ -434,15 +451,21 @@ async fn partitions_again(node: &LiveDeps, subscriptions: &mut Subscriptions) ->
         return Ok(());
     }
     let needed = node.hub.partitions();
-    for p in &needed {
-        // Held already when an earlier attempt stopped half-way.
-        if subscriptions.held.contains_key(&Interest::Partition(*p)) {
-            continue;
+    let taken = async {
+        for p in &needed {
+            let subscriber = node.bus.subscribe_live(LiveTarget::Partition(*p)).await?;
+            subscriptions.insert(Interest::Partition(*p), subscriber);
         }
-        let subscriber = node.bus.subscribe_live(LiveTarget::Partition(*p)).await?;
-        subscriptions.insert(Interest::Partition(*p), subscriber);
+        confirm(node).await
+    };
+    if let Err(e) = taken.await {
+        // Unconfirmed: the subscription to every partition stays, alone, and the next
+        // release tries again.
+        for p in &needed {
+            subscriptions.remove(&Interest::Partition(*p));
+        }
+        return Err(e);
     }
-    node.bus.barrier().await?;
     dispatch_waiting(node, subscriptions, Vec::new()).await;
     if let Some(all) = subscriptions.all_members.take() {
         all.cancel();
@@ -453,6 +476,16 @@ async fn partitions_again(node: &LiveDeps, subscriptions: &mut Subscriptions) ->
         "member partitions subscribed one by one again"
     );
     Ok(())
+}
+
+/// Waits until the server has every subscription this node sent ([`Bus::barrier`]).
+async fn confirm(node: &LiveDeps) -> Result<(), BusError> {
+    #[cfg(feature = "fault-injection")]
+    if node.fail_next_confirm.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!("fault injection: failing a subscription confirmation");
+        return Err(BusError::TimedOut("confirm the subscription"));
+    }
+    node.bus.barrier().await
 }
 
 /// Runs `deliver` in an `sse.deliver` span that continues the trace of the event's

@@ -159,3 +159,48 @@ async fn an_edge_receives_only_the_traffic_of_what_is_connected_to_it() {
         "only the witness's message came in"
     );
 }
+
+/// The switch to one subscription for every member partition (taken once most
+/// partitions are needed) is undone when NATS cannot confirm it: otherwise the node
+/// would hold both, receive every message twice, and never finish the switch.
+#[tokio::test]
+async fn a_switch_to_all_members_that_nats_cannot_confirm_is_undone() {
+    let cluster = TestCluster::start_partitioned(1, 4).await;
+    // Members of three different partitions of four: the third reaches 3/4.
+    let mut members: Vec<String> = Vec::new();
+    for i in 0..1000 {
+        let m = format!("switch-{i}");
+        let p = MemberId::parse(&m).unwrap().partition(4);
+        if members.iter().all(|o| MemberId::parse(o).unwrap().partition(4) != p) {
+            members.push(m);
+        }
+        if members.len() == 3 {
+            break;
+        }
+    }
+    let mut streams = Vec::new();
+    for m in &members[..2] {
+        let mut s = cluster.stream(0, m, "", None).await.unwrap();
+        s.next_named("connected").await;
+        streams.push(s);
+    }
+    assert_eq!(cluster.edges[0].stats().interests, 2);
+
+    // The third member's connect takes the switch, which NATS does not confirm.
+    cluster.edges[0].stats_handle().fail_next_live_confirm();
+    // Without live interest the stream cannot open: refused, or closed at once.
+    if let Ok(mut failed) = cluster.stream(0, &members[2], "", None).await {
+        let events = failed.until_closed(Duration::from_secs(10)).await;
+        let events = events.expect("the stream is closed");
+        assert!(events.iter().all(|e| e.event != "notification"), "{events:?}");
+    }
+
+    // Again: the switch completes, and the node holds one subscription, not the two
+    // partitions' plus one to every partition.
+    let mut third = cluster.stream(0, &members[2], "", None).await.unwrap();
+    third.next_named("connected").await;
+    assert_eq!(cluster.edges[0].stats().interests, 1);
+    cluster.send(&[&members[2]], "once").await;
+    assert_eq!(third.next_named("notification").await.json()["content"], "once");
+    assert_eq!(cluster.edges[0].stats().live_received, 1, "received once, not twice");
+}
