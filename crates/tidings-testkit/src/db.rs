@@ -7,7 +7,9 @@ use crate::services::{Keepalive, services};
 /// (with any connections still open) when the value is dropped.
 #[derive(Debug)]
 pub struct TestDb {
-    /// `tidings_test_<uuid>`.
+    /// `tidings_test_<pid>_<uuid>`: the pid of the test process, so that a clean-up of
+    /// databases a crashed run left behind (`scripts/test`) can tell them from those of
+    /// a run still going on the same server.
     pub name: String,
     /// URL of this database, for role configs and child processes.
     pub url: String,
@@ -23,7 +25,7 @@ impl TestDb {
     pub async fn new() -> Self {
         let (urls, keep) = services().await;
         let admin_url = urls.database_url;
-        let name = format!("tidings_test_{}", uuid::Uuid::new_v4().simple());
+        let name = format!("tidings_test_{}_{}", std::process::id(), uuid::Uuid::new_v4().simple());
         let admin = connect(&admin_url).await;
         sqlx::query(sqlx::AssertSqlSafe(format!(r#"create database "{name}""#)))
             .execute(&admin)
