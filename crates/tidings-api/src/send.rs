@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::ApiError;
 use crate::payload::{self, Notification};
-use crate::state::ApiState;
+use crate::state::{ApiState, Fault};
 
 /// Most requests one batch (a SendStream's, or a group commit's) commits together,
 /// and most rows: one `unnest` insert of 10,000 rows stays in the tens of
@@ -72,12 +72,16 @@ impl ApiState {
         debug_assert_eq!(sends.len(), callers.len());
         let traces = Traces::of(callers);
         let outcomes = self.commit(sends, &traces).await?;
-        if self.crash_after_commit {
+        if self.fault == Fault::CrashAfterCommit {
             tracing::error!("fault injection: crashing between commit and publish");
             std::process::abort();
         }
         let epoch = self.bus.epoch();
         let published = self.publish(sends, &outcomes, &traces).await;
+        if self.fault == Fault::CrashAfterPublish && !published.is_empty() {
+            tracing::error!("fault injection: crashing between publish and record");
+            std::process::abort();
+        }
         Ok(Written {
             outcomes,
             published,
@@ -157,6 +161,10 @@ impl ApiState {
             .instrument(first(&spans))
             .await;
         self.metrics.stage_published.observe(started.elapsed().as_secs_f64());
+        if self.fault == Fault::LosePublishAcks {
+            tracing::error!("fault injection: losing the inline publish's acknowledgements");
+            return Vec::new();
+        }
         let mut published = Vec::with_capacity(fresh.len());
         for (f, result) in fresh.iter().zip(results) {
             match result {

@@ -28,8 +28,8 @@ pub(crate) struct ApiState {
     pub(crate) publish_timeout: Duration,
     /// Wakes the relay when an inline publish failed, instead of waiting for its poll.
     pub(crate) relay_wake: Arc<Notify>,
-    /// Test-only crash point between commit and publish (the `fault-injection` feature).
-    pub(crate) crash_after_commit: bool,
+    /// Test-only fault on the write path (the `fault-injection` feature).
+    pub(crate) fault: Fault,
     pub(crate) metrics: ApiMetrics,
 }
 
@@ -40,7 +40,7 @@ impl ApiState {
             bus,
             publish_timeout,
             relay_wake: Arc::new(Notify::new()),
-            crash_after_commit: crash_after_commit(),
+            fault: Fault::from_env(),
             metrics: ApiMetrics::new(),
         }
     }
@@ -53,12 +53,32 @@ impl ApiState {
     }
 }
 
-#[cfg(feature = "fault-injection")]
-fn crash_after_commit() -> bool {
-    std::env::var("TIDINGS_FAULT").is_ok_and(|f| f == "crash-after-commit")
+/// A fault the write path can be told to have, for tests of what survives it:
+/// `TIDINGS_FAULT` = `crash-after-commit` (abort between commit and publish),
+/// `crash-after-publish` (abort between publish and record), or `lose-publish-acks`
+/// (the inline publish's acknowledgements are lost: stored, but answered as if it
+/// timed out). Read only with the `fault-injection` feature, which only tests enable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    None,
+    CrashAfterCommit,
+    CrashAfterPublish,
+    LosePublishAcks,
 }
 
-#[cfg(not(feature = "fault-injection"))]
-fn crash_after_commit() -> bool {
-    false
+impl Fault {
+    #[cfg(feature = "fault-injection")]
+    fn from_env() -> Self {
+        match std::env::var("TIDINGS_FAULT").as_deref() {
+            Ok("crash-after-commit") => Self::CrashAfterCommit,
+            Ok("crash-after-publish") => Self::CrashAfterPublish,
+            Ok("lose-publish-acks") => Self::LosePublishAcks,
+            _ => Self::None,
+        }
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    fn from_env() -> Self {
+        Self::None
+    }
 }

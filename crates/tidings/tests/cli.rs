@@ -195,24 +195,30 @@ fn the_api_refuses_to_run_without_producer_keys() {
     assert!(text(&out).contains("TIDINGS_API_KEYS"), "{}", text(&out));
 }
 
-/// Guarantee 1: the process dies right after the commit, before publishing; another
-/// api's outbox relay delivers the notification, exactly once.
-#[tokio::test]
-async fn a_send_committed_by_an_api_killed_before_publishing_is_delivered_by_the_relay() {
-    let db = TestDb::new().await;
-    let bus = TestBus::new().await;
+/// An api binary with `TIDINGS_FAULT=<fault>` and a client of it; the api's relay
+/// waits `publish_timeout` × 2 before taking over an entry.
+async fn faulty_api(
+    db: &TestDb,
+    bus: &TestBus,
+    fault: &str,
+) -> (
+    std::process::Child,
+    NotificationServiceClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BearerKey>>,
+) {
     let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
     let env = [
         ("DATABASE_URL", db.url.as_str()),
         ("NATS_URL", bus.nats_url.as_str()),
         ("TIDINGS_STREAM", bus.settings.name.as_str()),
         ("TIDINGS_SUBJECT_PREFIX", bus.settings.prefix.as_str()),
         ("TIDINGS_API_KEYS", "test=test-key-0123456789"),
-        ("TIDINGS_API_LISTEN", &format!("127.0.0.1:{port}")),
+        ("TIDINGS_API_LISTEN", listen.as_str()),
         ("TIDINGS_API_HTTP_LISTEN", "127.0.0.1:0"),
-        ("TIDINGS_FAULT", "crash-after-commit"),
+        ("TIDINGS_PUBLISH_TIMEOUT", "500ms"),
+        ("TIDINGS_FAULT", fault),
     ];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+    let child = Command::new(env!("CARGO_BIN_EXE_tidings"))
         .arg("api")
         .env_clear()
         .envs(env)
@@ -228,15 +234,39 @@ async fn a_send_committed_by_an_api_killed_before_publishing_is_delivered_by_the
             .ok()
     })
     .await;
-    let mut client =
-        NotificationServiceClient::with_interceptor(channel, BearerKey(Some("test-key-0123456789".into())));
-    let request = tidings_proto::v1::SendRequest {
+    let client = NotificationServiceClient::with_interceptor(channel, BearerKey(Some("test-key-0123456789".into())));
+    (child, client)
+}
+
+fn paid() -> tidings_proto::v1::SendRequest {
+    tidings_proto::v1::SendRequest {
         member_ids: vec!["alice".into()],
         r#type: "order.paid".into(),
         content: "paid".into(),
         ..Default::default()
-    };
-    let status = client.send(request).await.unwrap_err();
+    }
+}
+
+/// The notification's one message in the stream: exactly one, carrying its id, at the
+/// sequence its row records.
+async fn stored_exactly_once(db: &TestDb, bus: &TestBus, id: uuid::Uuid) {
+    let seq = db.published_seq(id).await;
+    let mut stream = bus.bus.jetstream().get_stream(&bus.settings.name).await.unwrap();
+    assert_eq!(
+        stream.info().await.unwrap().state.messages,
+        1,
+        "exactly once in the stream"
+    );
+    let stored = stream.get_raw_message(seq).await.unwrap();
+    assert_eq!(stored.headers.get("Nats-Msg-Id").unwrap().as_str(), id.to_string());
+}
+
+#[tokio::test]
+async fn a_send_committed_by_an_api_killed_before_publishing_is_delivered_by_the_relay() {
+    let db = TestDb::new().await;
+    let bus = TestBus::new().await;
+    let (mut child, mut client) = faulty_api(&db, &bus, "crash-after-commit").await;
+    let status = client.send(paid()).await.unwrap_err();
     assert_ne!(status.code(), tonic::Code::Ok);
     let exit = child.wait().unwrap();
     assert!(!exit.success(), "the api crashed: {exit:?}");
@@ -249,12 +279,55 @@ async fn a_send_committed_by_an_api_killed_before_publishing_is_delivered_by_the
 
     // Another api (any replica) runs the relay.
     let api = TestApi::start(TestApi::config(&db, &bus), false).await;
-    let seq = db.published_seq(id).await;
-    let mut stream = bus.bus.jetstream().get_stream(&bus.settings.name).await.unwrap();
-    assert_eq!(stream.info().await.unwrap().state.messages, 1);
-    let stored = stream.get_raw_message(seq).await.unwrap();
-    assert_eq!(stored.headers.get("Nats-Msg-Id").unwrap().as_str(), id.to_string());
+    stored_exactly_once(&db, &bus, id).await;
     drop(api);
+}
+
+/// Killed after JetStream stored the message but before the row recorded it: the relay
+/// publishes again, JetStream recognises the Nats-Msg-Id, and the stream holds the
+/// notification once, at the sequence the row then records.
+#[tokio::test]
+async fn a_send_published_by_an_api_killed_before_recording_is_in_the_stream_once() {
+    let db = TestDb::new().await;
+    let bus = TestBus::new().await;
+    let (mut child, mut client) = faulty_api(&db, &bus, "crash-after-publish").await;
+    let status = client.send(paid()).await.unwrap_err();
+    assert_ne!(status.code(), tonic::Code::Ok);
+    let exit = child.wait().unwrap();
+    assert!(!exit.success(), "the api crashed: {exit:?}");
+
+    let (id, seq): (uuid::Uuid, Option<i64>) = sqlx::query_as("select id, stream_seq from notification")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(seq, None, "stored in the stream, never recorded");
+    let mut stream = bus.bus.jetstream().get_stream(&bus.settings.name).await.unwrap();
+    assert_eq!(
+        stream.info().await.unwrap().state.messages,
+        1,
+        "the crash came after the publish"
+    );
+
+    let api = TestApi::start(TestApi::config(&db, &bus), false).await;
+    stored_exactly_once(&db, &bus, id).await;
+    drop(api);
+}
+
+/// Stored by JetStream but its acknowledgement lost (a timeout): the Send succeeds
+/// without an event id, the same api's relay publishes again, and the stream holds the
+/// notification once.
+#[tokio::test]
+async fn a_send_whose_publish_ack_is_lost_is_in_the_stream_once() {
+    let db = TestDb::new().await;
+    let bus = TestBus::new().await;
+    let (mut child, mut client) = faulty_api(&db, &bus, "lose-publish-acks").await;
+    let response = client.send(paid()).await.unwrap().into_inner();
+    let delivery = &response.deliveries[0];
+    assert_eq!(delivery.event_id, "", "not acknowledged: left to the relay");
+    let id: uuid::Uuid = delivery.notification_id.parse().unwrap();
+    stored_exactly_once(&db, &bus, id).await;
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 fn free_port() -> u16 {
