@@ -290,6 +290,13 @@ async fn run(
                     }
                 }
                 metrics.interests.set(subscriptions.len() as i64);
+                // Commands come first (`biased`), and a connect storm keeps them coming:
+                // live messages already here go out after every batch of them, so a
+                // storm never starves delivery (nor fills the subscriptions' channels
+                // until NATS drops messages as a slow consumer).
+                if !subscriptions.is_empty() {
+                    dispatch_waiting(&node, &mut subscriptions, Vec::new()).await;
+                }
             }
             () = lost_release.notified() => {
                 let stale: Vec<Interest> = subscriptions.held.keys().filter(|i| !hub.wants(i)).cloned().collect();

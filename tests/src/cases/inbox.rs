@@ -27,7 +27,7 @@ async fn rest_and_unread_events_agree_with_the_api_across_edges() {
         );
         tab_b.next_named("notification").await;
     }
-    tidings_testkit::eventually("the badge to reach 3", || async { Some(()) }).await;
+    // The badge reaches 3 (counts of changes close together may be coalesced).
     let mut last_count = 0;
     while last_count != 3 {
         last_count = tab_b.next_named("unread").await.json()["unreadCount"].as_u64().unwrap();
