@@ -73,6 +73,46 @@ async fn an_exp_beyond_what_the_clock_holds_is_a_json_401_not_a_dropped_connecti
     assert_eq!(s.next().await.event, "connected");
 }
 
+/// Tokens an attacker or a careless issuer could present: `alg: none` (no signature at
+/// all), a signature by another algorithm's name, no `sub`, an empty `sub`, no `exp`.
+/// Each is a JSON 401 everywhere, and the node keeps serving.
+#[tokio::test]
+async fn unsigned_and_incomplete_tokens_are_a_json_401() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    let cluster = TestCluster::start(1).await;
+    let addr = cluster.edges[0].addr;
+    let now = expiry_in(Duration::ZERO);
+    let part = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let claims = json!({ "sub": "mallory", "exp": now + 600 });
+    let unsigned = format!(
+        "{}.{}.",
+        part(json!({ "alg": "none", "typ": "JWT" })),
+        part(claims.clone())
+    );
+    // A valid HS256 signature under a header that names another algorithm.
+    let valid = signed(&claims);
+    let signature = valid.rsplit('.').next().unwrap();
+    let relabelled = format!(
+        "{}.{}.{signature}",
+        part(json!({ "alg": "HS512", "typ": "JWT" })),
+        part(claims)
+    );
+    for token in [unsigned, relabelled] {
+        assert_refused_everywhere(addr, &token, "invalid").await;
+    }
+    for claims in [
+        json!({ "exp": now + 600 }),
+        json!({ "sub": "", "exp": now + 600 }),
+        json!({ "sub": "mallory" }),
+    ] {
+        assert_refused_everywhere(addr, &signed(&claims), "invalid").await;
+    }
+    let mut s = cluster.stream(0, "mallory", "", None).await.unwrap();
+    assert_eq!(s.next().await.event, "connected");
+}
+
 #[tokio::test]
 async fn a_token_before_its_nbf_is_a_json_401_and_after_it_opens_the_stream() {
     let cluster = TestCluster::start(1).await;
@@ -170,4 +210,42 @@ async fn bad_query_strings_get_a_json_400_naming_the_parameter() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// Floods in one request — hundreds of headers, a huge header, a huge query string, a
+/// query repeating one parameter thousands of times — are answered with a 4xx or a
+/// closed connection, and the node keeps serving everyone else.
+#[tokio::test]
+async fn header_and_query_floods_are_refused_and_the_node_keeps_serving() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let cluster = TestCluster::start(1).await;
+    let addr = cluster.edges[0].addr;
+    let many_headers: String = (0..500).map(|i| format!("x-flood-{i}: {i}\r\n")).collect();
+    let huge_header = format!("x-huge: {}\r\n", "a".repeat(1 << 20));
+    let huge_query = format!("/v1/stream?topics={}", "t,".repeat(40_000));
+    let repeated = format!("/v1/stream?{}", "access_token=x&".repeat(5_000));
+    let requests = [
+        format!("GET /v1/stream HTTP/1.1\r\nHost: e\r\n{many_headers}\r\n"),
+        format!("GET /v1/stream HTTP/1.1\r\nHost: e\r\n{huge_header}\r\n"),
+        format!("GET {huge_query} HTTP/1.1\r\nHost: e\r\n\r\n"),
+        format!("GET {repeated} HTTP/1.1\r\nHost: e\r\n\r\n"),
+    ];
+    for request in &requests {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // The server may stop reading (and close) before the whole flood is written.
+        let _ = socket.write_all(request.as_bytes()).await;
+        let mut answer = vec![0u8; 512];
+        let read = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut answer))
+            .await
+            .expect("an answer or a close within 10 s");
+        if let Ok(n) = read
+            && n > 0
+        {
+            let status = String::from_utf8_lossy(&answer[..n]);
+            assert!(status.starts_with("HTTP/1.1 4"), "{request:.80}: {status:.80}");
+        }
+    }
+    let mut s = cluster.stream(0, "flooded", "", None).await.unwrap();
+    assert_eq!(s.next().await.event, "connected");
 }

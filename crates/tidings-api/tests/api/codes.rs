@@ -72,14 +72,15 @@ async fn a_request_that_is_not_protobuf_is_invalid_argument() {
     let mut grpc = tonic::client::Grpc::new(channel);
     let garbage = vec![0xff, 0xff, 0xff, 0xff];
 
-    grpc.ready().await.unwrap();
-    let send = http::uri::PathAndQuery::from_static("/tidings.v1.NotificationService/Send");
-    let status = grpc
-        .unary(raw_request(&h, garbage.clone()), send, Raw)
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(status.message().contains("failed to decode"), "{}", status.message());
+    // Not protobuf at all; and a member id (field 1) that is not UTF-8.
+    let not_utf8 = vec![0x0a, 0x02, 0xff, 0xfe];
+    for bytes in [garbage.clone(), not_utf8] {
+        grpc.ready().await.unwrap();
+        let send = http::uri::PathAndQuery::from_static("/tidings.v1.NotificationService/Send");
+        let status = grpc.unary(raw_request(&h, bytes.clone()), send, Raw).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{bytes:?}: {status:?}");
+        assert!(status.message().contains("failed to decode"), "{}", status.message());
+    }
 
     grpc.ready().await.unwrap();
     let stream = http::uri::PathAndQuery::from_static("/tidings.v1.NotificationService/SendStream");
