@@ -93,11 +93,7 @@ async fn a_request_that_is_not_protobuf_is_invalid_argument() {
     let status = answers.message().await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 
-    let rows: i64 = sqlx::query_scalar("select count(*) from notification")
-        .fetch_one(&h.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(rows, 0);
+    assert_eq!(h.notification_rows().await, 0);
 }
 
 /// A SendStream message above the size limit gets RESOURCE_EXHAUSTED, as a unary Send

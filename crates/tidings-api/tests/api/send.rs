@@ -74,11 +74,7 @@ async fn a_retried_send_with_the_same_key_stores_and_delivers_once() {
     let second = client.send(request.clone()).await.unwrap().into_inner();
     assert_eq!(first, second, "same ids and event ids");
     assert_eq!(h.stream_messages().await, 3);
-    let rows: i64 = sqlx::query_scalar("select count(*) from notification")
-        .fetch_one(&h.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(rows, 3);
+    assert_eq!(h.notification_rows().await, 3);
 
     let other_members = pb::SendRequest {
         member_ids: vec!["a".into()],
@@ -164,11 +160,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         status.message()
     );
 
-    let rows: i64 = sqlx::query_scalar("select count(*) from notification")
-        .fetch_one(&h.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(rows, 0);
+    assert_eq!(h.notification_rows().await, 0);
     assert_eq!(h.stream_messages().await, 0);
     // The node is fine afterwards.
     client.send(send_to(&["a"])).await.unwrap();
@@ -190,11 +182,7 @@ async fn producers_must_present_a_known_key() {
             .unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated);
     }
-    let rows: i64 = sqlx::query_scalar("select count(*) from notification")
-        .fetch_one(&h.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(rows, 0);
+    assert_eq!(h.notification_rows().await, 0);
 }
 
 #[tokio::test]
@@ -218,11 +206,7 @@ async fn publish_to_a_topic_is_stored_for_replay_but_in_no_inbox() {
     );
     assert_eq!(stored.headers.get("Tidings-Event").unwrap().as_str(), "board");
     assert_eq!(stored.payload.as_ref(), b"[3,1,2]");
-    let rows: i64 = sqlx::query_scalar("select count(*) from notification")
-        .fetch_one(&h.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(rows, 0);
+    assert_eq!(h.notification_rows().await, 0);
 
     let spoof = pb::PublishRequest {
         topic: "ranking".into(),
@@ -456,11 +440,7 @@ async fn a_nul_in_one_send_fails_that_send_alone_never_the_sends_it_is_written_w
             _ => assert!(answer.is_ok(), "{i}: {answer:?}"),
         }
     }
-    let stored: i64 = sqlx::query_scalar("select count(*) from notification")
-        .fetch_one(&h.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(stored, 38);
+    assert_eq!(h.notification_rows().await, 38);
 }
 
 #[tokio::test]
@@ -498,9 +478,5 @@ async fn a_send_postgres_refuses_fails_alone_and_the_sends_batched_with_it_are_s
             assert!(answer.is_ok(), "{i}: {answer:?}");
         }
     }
-    let stored: i64 = sqlx::query_scalar("select count(*) from notification")
-        .fetch_one(&h.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(stored, 39);
+    assert_eq!(h.notification_rows().await, 39);
 }

@@ -29,6 +29,14 @@ impl Harness {
         stream.info().await.unwrap().state.messages
     }
 
+    /// Notification rows in the database.
+    pub(crate) async fn notification_rows(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from notification")
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
     pub(crate) async fn stored(&self, seq: u64) -> jetstream::message::StreamMessage {
         let stream = self
             .bus
