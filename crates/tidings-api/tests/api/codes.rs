@@ -64,11 +64,7 @@ fn raw_request<T>(h: &Harness, message: T) -> tonic::Request<T> {
 #[tokio::test]
 async fn a_request_that_is_not_protobuf_is_invalid_argument() {
     let h = Harness::start().await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", h.api.grpc_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = h.channel().await;
     let mut grpc = tonic::client::Grpc::new(channel);
     let garbage = vec![0xff, 0xff, 0xff, 0xff];
 

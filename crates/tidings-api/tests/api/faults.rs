@@ -7,15 +7,22 @@ use tonic::Code;
 use crate::send::reqwest_like_get;
 use crate::support::send_to;
 
-#[tokio::test]
-async fn nats_down_during_send_still_succeeds_and_the_relay_publishes_exactly_once() {
+/// An api on a nats-server of its own (so the test can kill it), with a short publish
+/// timeout: a failed inline publish is left to the relay within a second.
+async fn api_on_its_own_nats() -> (TestDb, NatsServer, TestBus, TestApi) {
     init_test_log();
     let db = TestDb::new().await;
-    let mut nats = NatsServer::start().await;
+    let nats = NatsServer::start().await;
     let bus = TestBus::on(nats.url()).await;
     let mut config = TestApi::config(&db, &bus);
     config.publish_timeout = Duration::from_millis(500);
     let api = TestApi::start(config, false).await;
+    (db, nats, bus, api)
+}
+
+#[tokio::test]
+async fn nats_down_during_send_still_succeeds_and_the_relay_publishes_exactly_once() {
+    let (db, mut nats, bus, api) = api_on_its_own_nats().await;
     let mut client = api.client().await;
 
     nats.kill();
@@ -68,13 +75,7 @@ async fn nats_down_during_send_still_succeeds_and_the_relay_publishes_exactly_on
 /// or oversized one is neither stored with the outbox row nor sent on with the message.
 #[tokio::test]
 async fn a_forged_traceparent_is_neither_stored_nor_published() {
-    init_test_log();
-    let db = TestDb::new().await;
-    let mut nats = NatsServer::start().await;
-    let bus = TestBus::on(nats.url()).await;
-    let mut config = TestApi::config(&db, &bus);
-    config.publish_timeout = Duration::from_millis(500);
-    let api = TestApi::start(config, false).await;
+    let (db, mut nats, bus, api) = api_on_its_own_nats().await;
     let mut client = api.client().await;
 
     // With NATS down the rows wait in the outbox, as stored.

@@ -219,11 +219,7 @@ async fn publish_to_a_topic_is_stored_for_replay_but_in_no_inbox() {
 #[tokio::test]
 async fn health_and_reflection_are_served() {
     let h = Harness::start().await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", h.api.grpc_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = h.channel().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let status = health
         .check(tonic_health::pb::HealthCheckRequest {

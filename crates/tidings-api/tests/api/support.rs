@@ -29,6 +29,15 @@ impl Harness {
         stream.info().await.unwrap().state.messages
     }
 
+    /// A plain gRPC channel to the api, for clients other than the generated one.
+    pub(crate) async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(format!("http://{}", self.api.grpc_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
     /// Notification rows in the database.
     pub(crate) async fn notification_rows(&self) -> i64 {
         sqlx::query_scalar("select count(*) from notification")
