@@ -34,6 +34,10 @@ use crate::{ApiConfig, http};
 /// bytes, 4 KiB content, 16 KiB data) is about 280 KiB.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 
+/// How often the api reads the stream's incarnation when no publish has shown it
+/// changing: the longest ids of a stream created anew could carry the old epoch.
+const INCARNATION_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A bound, connected api node. [`App::build`] connects and binds; [`App::run`] serves.
 #[derive(Debug)]
 pub struct App {
@@ -112,6 +116,16 @@ impl App {
         } = self;
         let tracker = TaskTracker::new();
         tracker.spawn(relay::run(state.clone(), relay, shutdown.clone()));
+        tracker.spawn({
+            // Sequences of a stream created anew must not get the old one's epoch.
+            let (bus, shutdown) = (state.bus.clone(), shutdown.clone());
+            async move {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = bus.check_incarnation(INCARNATION_CHECK) => {}
+                }
+            }
+        });
         tracker.spawn(http::serve(
             http,
             state.clone(),

@@ -1,7 +1,6 @@
 //! A member's inbox behind ListNotifications, MarkRead and GetUnreadCount: paging over
 //! the store, and the unread-change announcement after a MarkRead.
 
-use tidings_bus::Outgoing;
 use tidings_domain::MemberId;
 use tidings_store::{InboxItem, MarkRead};
 use uuid::Uuid;
@@ -58,20 +57,14 @@ impl ApiState {
 
     /// Tells every edge holding the member that its unread count changed (edges fetch
     /// the count itself, so concurrent changes can never leave a stale one behind).
-    /// Best effort: the read state is committed either way, and a stream's next
-    /// connect or notification refreshes the badge.
+    /// Best effort and not stored (see [`tidings_bus::Bus::announce_unread`]): the
+    /// read state is committed either way, and a stream's next connect or
+    /// notification refreshes the badge.
     async fn announce_unread_change(&self, member: &MemberId, unread_count: u64) {
         if !self.bus.is_connected() {
             return;
         }
-        let outgoing = Outgoing {
-            subject: self.bus.subjects().member(member),
-            msg_id: None,
-            event: Some(tidings_bus::UNREAD_EVENT.to_owned()),
-            traceparent: None,
-            payload: serde_json::json!({ "unreadCount": unread_count }).to_string().into(),
-        };
-        if let Some(Err(e)) = self.bus.publish_all(vec![outgoing], self.publish_timeout).await.pop() {
+        if let Err(e) = self.bus.announce_unread(member, unread_count).await {
             tracing::debug!(error = %e, "announcing an unread change failed");
         }
     }

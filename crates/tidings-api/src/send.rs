@@ -76,8 +76,9 @@ impl ApiState {
             tracing::error!("fault injection: crashing between commit and publish");
             std::process::abort();
         }
-        let epoch = self.bus.epoch();
         let published = self.publish(sends, &outcomes, &traces).await;
+        // Read after the publish, which checks it when sequences start over.
+        let epoch = self.bus.epoch();
         if self.fault == Fault::CrashAfterPublish && !published.is_empty() {
             tracing::error!("fault injection: crashing between publish and record");
             std::process::abort();

@@ -31,7 +31,12 @@ pub struct Bus {
     replicas: usize,
     /// The stream's per-subject message limit as the server holds it (≤ 0: none).
     max_msgs_per_subject: i64,
-    epoch: StreamEpoch,
+    /// The stream's incarnation as last read from the server: every STREAM.INFO this
+    /// process makes ([`Bus::extent`]) checks it, since the stream can be deleted and
+    /// created again under running nodes.
+    incarnation: Arc<Incarnation>,
+    /// Acknowledged sequences, to notice them starting over.
+    pub(crate) acks: Arc<crate::publish::Acks>,
     losses: watch::Receiver<u64>,
     connects: Arc<AtomicU64>,
     /// Bounds every Direct Get request (`TIDINGS_NATS_TIMEOUT`).
@@ -93,10 +98,17 @@ impl Bus {
                         // Core messages published while disconnected are never re-sent,
                         // and a slow subscription drops messages: either way live
                         // delivery may have a hole that consumers must replay over.
+                        // Signalled at the disconnect already, so consumers hold what
+                        // arrives after the reconnect until they have replayed the
+                        // outage (the `Connected` event may come after the first
+                        // messages of the new connection), and again once connected.
                         async_nats::Event::Connected | async_nats::Event::SlowConsumer(_) => {
                             losses_tx.send_modify(|n| *n += 1);
                         }
-                        async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!("disconnected from NATS");
+                            losses_tx.send_modify(|n| *n += 1);
+                        }
                         _ => {}
                     }
                 }
@@ -166,7 +178,7 @@ impl Bus {
                 source,
             },
         })?;
-        let epoch = StreamEpoch(info.created.timestamp_nanos_opt().unwrap_or_default().unsigned_abs());
+        let epoch = epoch_of(&info);
         tracing::debug!(stream = %settings.name, epoch = epoch.0, "stream ready");
         Ok(Self {
             client,
@@ -175,7 +187,8 @@ impl Bus {
             stream: settings.name.clone(),
             replicas: info.config.num_replicas.max(1),
             max_msgs_per_subject: info.config.max_messages_per_subject,
-            epoch,
+            incarnation: Arc::new(Incarnation::new(epoch)),
+            acks: Arc::default(),
             losses: watch::channel(0).1,
             connects: Arc::default(),
             timeout,
@@ -211,8 +224,8 @@ impl Bus {
         self.connects.load(Ordering::Relaxed).saturating_sub(1)
     }
 
-    /// Changes whenever live delivery may have lost messages: after every (re)connect
-    /// and every client-side slow-consumer drop.
+    /// Changes whenever live delivery may have lost messages: at every disconnect,
+    /// after every (re)connect and at every client-side slow-consumer drop.
     pub fn losses(&self) -> watch::Receiver<u64> {
         self.losses.clone()
     }
@@ -252,10 +265,67 @@ impl Bus {
         u64::try_from(self.max_msgs_per_subject).ok().filter(|n| *n > 0)
     }
 
-    /// The incarnation of the stream this bus ensured.
+    /// The incarnation of the stream, as last read from the server.
     pub fn epoch(&self) -> StreamEpoch {
-        self.epoch
+        StreamEpoch(self.incarnation.current.load(Ordering::Acquire))
     }
+
+    /// Changes whenever a read of the stream finds another incarnation than the last
+    /// one (the stream was deleted and created again); holds the new epoch.
+    pub fn incarnations(&self) -> watch::Receiver<StreamEpoch> {
+        self.incarnation.changes.subscribe()
+    }
+
+    /// Reads the stream's extent every `every`, never returning (run it beside a
+    /// shutdown signal): how a stream created anew is noticed while nothing else reads
+    /// the stream.
+    pub async fn check_incarnation(&self, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.extent().await {
+                tracing::debug!(error = %e, "checking the stream's incarnation failed");
+            }
+        }
+    }
+
+    /// Records the incarnation a STREAM.INFO answer names, and returns it.
+    pub(crate) fn note_incarnation(&self, info: &jetstream::stream::Info) -> StreamEpoch {
+        let epoch = epoch_of(info);
+        let previous = self.incarnation.current.swap(epoch.0, Ordering::AcqRel);
+        if previous != epoch.0 {
+            tracing::warn!(
+                stream = %self.stream,
+                previous,
+                epoch = epoch.0,
+                "the stream was deleted and created again: event ids of the old one are void"
+            );
+            self.incarnation.changes.send_replace(epoch);
+        }
+        epoch
+    }
+}
+
+/// The stream's incarnation: read on every event (an atomic), watched for changes.
+#[derive(Debug)]
+struct Incarnation {
+    current: AtomicU64,
+    changes: watch::Sender<StreamEpoch>,
+}
+
+impl Incarnation {
+    fn new(epoch: StreamEpoch) -> Self {
+        Self {
+            current: AtomicU64::new(epoch.0),
+            changes: watch::Sender::new(epoch),
+        }
+    }
+}
+
+/// A stream's incarnation: its creation time, which a re-created stream never shares.
+fn epoch_of(info: &jetstream::stream::Info) -> StreamEpoch {
+    StreamEpoch(info.created.timestamp_nanos_opt().unwrap_or_default().unsigned_abs())
 }
 
 /// The stream as DESIGN.md section 5 describes it.

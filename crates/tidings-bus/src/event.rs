@@ -38,7 +38,9 @@ pub const RESERVED_EVENT_NAMES: [&str; 7] = [
 /// One stored message of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusEvent {
-    /// Stream sequence: with the stream epoch, the SSE id.
+    /// Stream sequence: with the stream epoch, the SSE id. 0 (never a stream
+    /// sequence) for an unread announcement, which is not stored
+    /// ([`Bus::announce_unread`](crate::Bus::announce_unread)).
     pub seq: u64,
     /// Live only: the sequence of the previous message stored on the same subject
     /// (RePublish's `Nats-Last-Sequence`), 0 when none. How edges detect a gap.
@@ -54,14 +56,49 @@ pub struct BusEvent {
 }
 
 impl BusEvent {
-    /// Decodes a re-published live message; `None` for anything that is not one of ours
-    /// (foreign subject, missing headers, subject delete markers).
-    pub(crate) fn from_live(subjects: &Subjects, headers: Option<&HeaderMap>, payload: Bytes) -> Option<Self> {
+    /// Decodes a message of a live subject (`subject`, as received): a re-published
+    /// stored message, or an unread announcement. `None` for anything that is not one
+    /// of ours (foreign subject, missing headers, subject delete markers).
+    pub(crate) fn from_live(
+        subjects: &Subjects,
+        subject: &str,
+        headers: Option<&HeaderMap>,
+        payload: Bytes,
+    ) -> Option<Self> {
         let headers = headers?;
-        let seq = header_u64(headers, NATS_SEQUENCE.as_ref())?;
+        let Some(seq) = header_u64(headers, NATS_SEQUENCE.as_ref()) else {
+            return Self::announcement(subjects, subject, headers, payload);
+        };
         let previous = header_u64(headers, NATS_LAST_SEQUENCE.as_ref()).unwrap_or(0);
         let subject = headers.get_last(NATS_SUBJECT)?.as_str().to_owned();
         Self::decode(subjects, seq, Some(previous), subject, headers, payload)
+    }
+
+    /// An unread announcement: published straight to a member's live subject, so it
+    /// is in no history, no replay and no per-subject limit.
+    fn announcement(subjects: &Subjects, subject: &str, headers: &HeaderMap, payload: Bytes) -> Option<Self> {
+        if headers.get_last(EVENT)?.as_str() != UNREAD_EVENT {
+            return None;
+        }
+        let stored = subjects.stored_of_live(subject)?;
+        let target @ SubjectTarget::Member(_) = subjects.parse_stored(&stored)? else {
+            return None;
+        };
+        Some(Self {
+            seq: 0,
+            previous_on_subject: None,
+            target,
+            subject: stored,
+            kind: EventKind::UnreadChanged,
+            payload,
+            published_at: headers.get_last(PUBLISHED_AT).and_then(|v| v.as_str().parse().ok()),
+            traceparent: None,
+        })
+    }
+
+    /// Whether this is an unread announcement rather than a stored message.
+    pub fn is_announcement(&self) -> bool {
+        self.seq == 0
     }
 
     /// Decodes a message read from the stream by sequence (replay, Direct Get).

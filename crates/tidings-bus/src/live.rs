@@ -52,7 +52,10 @@ impl Stream for LiveSubscription {
             let Some(message) = futures::ready!(self.subscriber.poll_next_unpin(cx)) else {
                 return Poll::Ready(None);
             };
-            if let Some(event) = BusEvent::from_live(&self.subjects, message.headers.as_ref(), message.payload) {
+            let subjects = &self.subjects;
+            if let Some(event) =
+                BusEvent::from_live(subjects, &message.subject, message.headers.as_ref(), message.payload)
+            {
                 return Poll::Ready(Some(event));
             }
         }

@@ -9,7 +9,9 @@ use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
 use futures::future::join_all;
 
-use crate::Bus;
+use tidings_domain::MemberId;
+
+use crate::{Bus, BusError};
 
 /// Header carrying the publisher's wall clock (Unix nanoseconds) when it handed the
 /// message to NATS; edges measure publish → SSE write latency from it.
@@ -47,6 +49,8 @@ impl Bus {
     /// Publishes `messages` pipelined and waits for every acknowledgement, at most
     /// `deadline` overall. Results are in input order; a message whose ack did not come
     /// in time is an error and may or may not be stored (its `msg_id` makes a retry safe).
+    /// Acknowledged sequences lower than earlier ones make it read the stream's
+    /// incarnation ([`Bus::epoch`]) before it returns.
     pub async fn publish_all(&self, messages: Vec<Outgoing>, deadline: Duration) -> Vec<Result<Stored, PublishError>> {
         let count = messages.len();
         let work = async {
@@ -63,12 +67,42 @@ impl Bus {
             }))
             .await
         };
-        match tokio::time::timeout(deadline, work).await {
+        let results = match tokio::time::timeout(deadline, work).await {
             Ok(results) => results,
             Err(_) => (0..count)
                 .map(|_| Err(PublishError::new(PublishErrorKind::TimedOut)))
                 .collect(),
+        };
+        // A duplicate answers with the original's sequence: no step back.
+        let acked = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .filter(|s| !s.duplicate)
+            .map(|s| s.seq);
+        if self.acks.went_back(acked) {
+            // Maybe the stream was created anew: learn its incarnation before anyone
+            // mints an id from these sequences.
+            if let Err(e) = self.extent().await {
+                tracing::debug!(error = %e, "checking the stream's incarnation failed");
+            }
         }
+        results
+    }
+
+    /// Tells the edges holding `member` that its unread count is now `unread_count`:
+    /// a core NATS message on the member's live subject, not stored. Stored, every
+    /// MarkRead would take a place in the member's history — count against the replay
+    /// limit of a client that was away, and push its notifications out of a stream
+    /// that keeps a bounded number per subject. Edges re-read the count on every
+    /// connect anyway, so one lost announcement costs a stale badge until then.
+    pub async fn announce_unread(&self, member: &MemberId, unread_count: u64) -> Result<(), BusError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(EVENT, crate::UNREAD_EVENT);
+        let payload = serde_json::json!({ "unreadCount": unread_count }).to_string();
+        self.client
+            .publish_with_headers(self.subjects().live_member(member), headers, payload.into())
+            .await
+            .map_err(|e| BusError::failed("announce an unread count", e))
     }
 
     /// Whether the client is connected to a server right now. Publishing while
@@ -96,5 +130,32 @@ fn build(m: Outgoing) -> PublishMessage {
     match &m.msg_id {
         Some(id) => message.message_id(id),
         None => message,
+    }
+}
+
+/// The highest sequence this process had acknowledged, to notice sequences starting
+/// over (a stream created anew). Acknowledgements of concurrent publishes may be seen
+/// slightly out of order, so a step back asks the stream at most once a second.
+#[derive(Debug, Default)]
+pub(crate) struct Acks(std::sync::Mutex<(u64, Option<std::time::Instant>)>);
+
+impl Acks {
+    fn went_back(&self, acked: impl Iterator<Item = u64>) -> bool {
+        let mut state = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (highest, checked) = &mut *state;
+        let (mut lowest, mut batch_highest) = (u64::MAX, 0);
+        for seq in acked {
+            lowest = lowest.min(seq);
+            batch_highest = batch_highest.max(seq);
+        }
+        let back = lowest < *highest;
+        *highest = (*highest).max(batch_highest);
+        if !back || checked.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+            return false;
+        }
+        *checked = Some(std::time::Instant::now());
+        // From here on, sequences of the stream as it is now.
+        *highest = batch_highest;
+        true
     }
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use async_nats::jetstream::consumer::{Consumer, DeliverPolicy};
 use futures::StreamExt as _;
-use tidings_domain::Topic;
+use tidings_domain::{StreamEpoch, Topic};
 
 use crate::{Bus, BusEvent};
 
@@ -23,6 +23,8 @@ pub struct StreamExtent {
     pub first_seq: u64,
     /// Newest sequence stored.
     pub last_seq: u64,
+    /// The incarnation these sequences belong to.
+    pub epoch: StreamEpoch,
 }
 
 /// What a replay reads: every message on `subjects` from `from` on, up to `until` when
@@ -147,13 +149,15 @@ impl ReplayCounters {
 
 impl Bus {
     /// The stream's first and last sequence, from the stream leader: one STREAM.INFO
-    /// request (`get_stream` keeps the info it fetched).
+    /// request (`get_stream` keeps the info it fetched). Notes the stream's incarnation
+    /// ([`Bus::incarnations`]).
     pub async fn extent(&self) -> Result<StreamExtent, ReplayError> {
         let stream = self.js.get_stream(self.stream_name()).await.map_err(err)?;
-        let state = &stream.cached_info().state;
+        let info = stream.cached_info();
         Ok(StreamExtent {
-            first_seq: state.first_sequence,
-            last_seq: state.last_sequence,
+            first_seq: info.state.first_sequence,
+            last_seq: info.state.last_sequence,
+            epoch: self.note_incarnation(info),
         })
     }
 

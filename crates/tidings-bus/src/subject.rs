@@ -98,6 +98,12 @@ impl Subjects {
         format!("{}.live.topic.{}", self.prefix, topic.subject_token())
     }
 
+    /// The stored subject a live one re-publishes (`<prefix>.live.x` → `<prefix>.x`).
+    pub fn stored_of_live(&self, live: &str) -> Option<String> {
+        let rest = live.strip_prefix(&self.prefix)?.strip_prefix(".live.")?;
+        Some(format!("{}.{rest}", self.prefix))
+    }
+
     /// What a stored subject (e.g. a RePublish `Nats-Subject` header) names, if it is
     /// one of ours.
     pub fn parse_stored(&self, subject: &str) -> Option<SubjectTarget> {
@@ -133,6 +139,9 @@ mod tests {
             format!("tidings.live.member.{p}.{}", m.subject_token())
         );
         assert_eq!(s.live_partition(p), format!("tidings.live.member.{p}.*"));
+        assert_eq!(s.stored_of_live(&s.live_member(&m)), Some(subject));
+        assert_eq!(s.stored_of_live(&s.member(&m)), None, "a stored subject is not live");
+        assert_eq!(s.stored_of_live("other.live.member.1.YQ"), None);
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub struct EdgeStats {
     pub replays: tidings_bus::ReplayCounts,
     /// Resumes answered from a window read in one pass (a reconnect storm).
     pub replays_from_window: u64,
+    /// Open streams whose live events wait for a catch-up (a replay, a gap, a resync
+    /// after NATS may have lost messages).
+    pub catching_up: usize,
 }
 
 impl EdgeApp {
@@ -155,6 +158,15 @@ impl EdgeApp {
         background.spawn(sweep::run(state.clone()));
         background.spawn(sweep::drain(state.clone()));
         background.spawn(catch_ups.run(state.clone()));
+        background.spawn({
+            let (bus, shutdown) = (state.bus.clone(), state.lifecycle.shutdown.clone());
+            async move {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = bus.check_incarnation(crate::incarnation::CHECK_EVERY) => {}
+                }
+            }
+        });
         let router = routes::router(state.clone(), &o.cors_origins, o.demo);
         Ok(Self {
             listener,
@@ -312,6 +324,7 @@ impl StatsHandle {
             interests: usize::try_from(self.0.metrics.interests.get()).unwrap_or(0),
             replays: self.0.bus.replay_counts(),
             replays_from_window: self.0.resumes.answered_from_window(),
+            catching_up: self.0.hub.all().iter().filter(|c| c.delivery().catching_up()).count(),
         }
     }
 }

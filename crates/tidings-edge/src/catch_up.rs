@@ -95,7 +95,7 @@ async fn start(state: &EdgeState, conn: &Conn, resume: &LastEventId, interests: 
         tracing::warn!(error = %e, "cannot read the stream");
         Closed::Error
     })?;
-    let epoch = state.bus.epoch();
+    let epoch = extent.epoch;
 
     // Where to start, or why the history cannot be replayed.
     let (start, reset) = match resume {
@@ -402,7 +402,7 @@ async fn reset_to_now(state: &EdgeState, conn: &Conn, reason: &str) -> Result<()
         now
     };
     state.metrics.resets.with_label_values(&[reason]).inc();
-    write(state, conn, sse::reset(Some(&id_of(state.bus.epoch(), now)), reason)).await
+    write(state, conn, sse::reset(Some(&id_of(last.epoch, now)), reason)).await
 }
 
 /// Queues a control frame once there is room.

@@ -31,6 +31,8 @@ pub(crate) enum Closed {
     SlowConsumer,
     TokenExpired,
     Drain,
+    /// The stream was deleted and created again (`incarnation.rs`).
+    StreamReplaced,
     Error,
 }
 
@@ -41,6 +43,7 @@ impl Closed {
             Self::SlowConsumer => "slow_consumer",
             Self::TokenExpired => "token_expired",
             Self::Drain => "drain",
+            Self::StreamReplaced => "stream_replaced",
             Self::Error => "error",
         }
     }
@@ -358,6 +361,11 @@ impl Delivery {
         }
         self.wake();
         (Next::Live, delivered)
+    }
+
+    /// Whether live events wait for a catch-up (replay, gap, resync).
+    pub(crate) fn catching_up(&self) -> bool {
+        matches!(self.phase, Phase::CatchingUp { .. })
     }
 
     /// Live delivery may have lost messages: replay before going on.

@@ -302,39 +302,65 @@ impl Hub {
     /// Hands a live event to every connection that wants it. Never blocks on a
     /// connection; a full queue ends that connection as a slow consumer. The caller
     /// wakes `wakers` once it has dispatched its whole batch.
+    ///
+    /// The registry's lock is held only to take the list of connections (a board may
+    /// have 10,000 viewers here), never while offering: connects and disconnects on
+    /// other threads never wait for a whole topic's dispatch, and a connection whose
+    /// own lock is busy holds up this event only. Nothing is lost by offering outside
+    /// the lock: a connection that registers after the list was taken reads the stream
+    /// after this event was stored (its catch-up replays it), and one that left gets
+    /// an offer it ignores.
     pub(crate) fn dispatch(&self, out: &Arc<LiveEvent>, now: u32, wakers: &mut Vec<Waker>) -> Dispatched {
-        let s = self.state.lock().expect("invariant: never poisoned");
-        let mut dispatched = Dispatched::default();
-        let mut offer = |conn: &Arc<Conn>| match conn.offer(out, now, wakers) {
-            Step::Delivered => {
-                dispatched.reached += 1;
-                dispatched.delivered += u64::from(out.frame.is_some());
+        let conns: Vec<Arc<Conn>> = {
+            let s = self.state.lock().expect("invariant: never poisoned");
+            match &out.event.target {
+                SubjectTarget::Member(m) => s.members.get(m).cloned().unwrap_or_default(),
+                SubjectTarget::Topic(t) => s
+                    .topics
+                    .get(t)
+                    .map(|c| c.values().cloned().collect())
+                    .unwrap_or_default(),
             }
-            Step::Held => dispatched.reached += 1,
-            Step::Gap | Step::Late => {
-                dispatched.reached += 1;
-                dispatched.catch_up.push(conn.clone());
-            }
-            Step::Skipped | Step::Overflowed => {}
         };
-        match &out.event.target {
-            SubjectTarget::Member(m) => s.members.get(m).into_iter().flatten().for_each(&mut offer),
-            SubjectTarget::Topic(t) => s
-                .topics
-                .get(t)
-                .into_iter()
-                .flat_map(IndexMap::values)
-                .for_each(&mut offer),
+        let mut dispatched = Dispatched::default();
+        for conn in conns {
+            match conn.offer(out, now, wakers) {
+                Step::Delivered => {
+                    dispatched.reached += 1;
+                    dispatched.delivered += u64::from(out.frame.is_some());
+                }
+                Step::Held => dispatched.reached += 1,
+                Step::Gap | Step::Late => {
+                    dispatched.reached += 1;
+                    dispatched.catch_up.push(conn);
+                }
+                Step::Skipped | Step::Overflowed => {}
+            }
         }
         dispatched
     }
 
     /// Tells every connection of `member` its new unread count.
     pub(crate) fn unread(&self, member: &MemberId, frame: &Bytes, now: u32) {
-        let s = self.state.lock().expect("invariant: never poisoned");
-        for conn in s.members.get(member).into_iter().flatten() {
+        let tabs = self.tabs(member);
+        for conn in tabs {
             conn.delivery().push_unread(frame.clone(), now);
         }
+    }
+
+    /// Whether `member` has a connection on this node.
+    pub(crate) fn holds(&self, member: &MemberId) -> bool {
+        self.state
+            .lock()
+            .expect("invariant: never poisoned")
+            .members
+            .contains_key(member)
+    }
+
+    /// The member's connections on this node (taken under the lock, used outside it).
+    pub(crate) fn tabs(&self, member: &MemberId) -> Vec<Arc<Conn>> {
+        let s = self.state.lock().expect("invariant: never poisoned");
+        s.members.get(member).cloned().unwrap_or_default()
     }
 
     /// Asks every connection to replay what live delivery may have missed; returns
@@ -527,6 +553,35 @@ mod tests {
             !hub.wants(&Interest::Topic(topic("board"))),
             "the last one out drops the interest"
         );
+    }
+
+    #[test]
+    fn a_connection_busy_elsewhere_holds_up_neither_connects_nor_disconnects() {
+        let hub = Arc::new(Hub::default());
+        let busy = conn("a", 1, vec![(topic("board"), TopicMode::All)], 8);
+        hub.register(&busy, 10, 10).unwrap();
+        let held = busy.delivery();
+        // The live task offers a board message and waits for the busy connection.
+        let dispatching = {
+            let hub = hub.clone();
+            std::thread::spawn(move || hub.dispatch_now(&event(1, SubjectTarget::Topic(topic("board")), "board"), 0))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let (done, registered) = std::sync::mpsc::channel();
+        let joining = {
+            let hub = hub.clone();
+            std::thread::spawn(move || {
+                let newcomer = conn("b", 2, vec![(topic("board"), TopicMode::All)], 8);
+                let result = hub.register(&newcomer, 10, 10).map(|_| hub.unregister(&newcomer));
+                let _ = done.send(result.is_ok());
+            })
+        };
+        let joined = registered.recv_timeout(std::time::Duration::from_secs(5));
+        drop(held);
+        joining.join().unwrap();
+        assert_eq!(joined, Ok(true), "a connect waited for another connection's lock");
+        assert_eq!(dispatching.join().unwrap().delivered, 1);
+        assert_eq!(sent(&busy), "1;");
     }
 
     #[test]

@@ -29,6 +29,7 @@
 //! - `body.rs`: the SSE response body that drains a connection's queue; its drop
 //!   closes the books.
 //! - `sweep.rs`: the shared timers: heartbeats, reauth, expiry, stalled sockets, drain.
+//! - `incarnation.rs`: a stream deleted and created again: every open stream resets.
 //! - `error.rs`: `EdgeError` and its one mapping to HTTP.
 //! - `inbox.rs`: the inbox REST API over the api client.
 //! - `demo.rs`: the dev demo page and its development endpoints (dev mode only).
@@ -49,6 +50,7 @@ mod error;
 mod extent;
 mod hub;
 mod inbox;
+mod incarnation;
 mod kill_switch;
 mod live;
 mod metrics;

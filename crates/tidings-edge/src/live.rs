@@ -14,6 +14,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{FutureExt as _, StreamExt as _};
 use tidings_bus::{Bus, BusError, BusEvent, EventKind, LiveSubscription, LiveTarget, SubjectTarget};
@@ -186,13 +187,14 @@ pub(crate) struct LiveDeps {
 /// one by one; an edge that sees every member (round-robin balancing) holds one
 /// subscription, not 1,024 (each async-nats subscription allocates a ~6 KB channel
 /// block: ~6 MB per node, ~0.34 KiB per connection at 18,000).
-#[derive(Default)]
 struct Subscriptions {
     streams: futures::stream::SelectAll<futures::stream::BoxStream<'static, BusEvent>>,
     /// Dropping an interest cancels its stream, which then ends (and unsubscribes).
     held: std::collections::HashMap<Interest, CancellationToken>,
     /// The subscription to every member partition, when held.
     all_members: Option<CancellationToken>,
+    /// What their messages' sequences say about the stream.
+    sequences: Sequences,
 }
 
 /// The share of member partitions (numerator, denominator) from which the node takes
@@ -203,6 +205,15 @@ const ALL_MEMBERS_AT: (usize, usize) = (3, 4);
 const PARTITIONS_AGAIN_BELOW: (usize, usize) = (1, 2);
 
 impl Subscriptions {
+    fn new(sequences: Sequences) -> Self {
+        Self {
+            streams: futures::stream::SelectAll::new(),
+            held: std::collections::HashMap::new(),
+            all_members: None,
+            sequences,
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.held.is_empty() && self.all_members.is_none()
     }
@@ -247,7 +258,7 @@ async fn run(
     shutdown: CancellationToken,
 ) {
     let LiveDeps { bus, hub, metrics, .. } = &node;
-    let mut subscriptions = Subscriptions::default();
+    let mut subscriptions = Subscriptions::new(Sequences::new(bus.incarnations()));
     let mut losses = bus.losses();
     loop {
         tokio::select! {
@@ -315,6 +326,7 @@ async fn run(
                     node.catch_ups.push(conn);
                 }
             }
+            Ok(()) = subscriptions.sequences.incarnations.changed() => subscriptions.sequences.replaced(&node),
             Some(first) = subscriptions.streams.next(), if !subscriptions.is_empty() => {
                 dispatch_waiting(&node, &mut subscriptions, vec![first]).await;
             }
@@ -339,6 +351,19 @@ async fn dispatch_waiting(node: &LiveDeps, subscriptions: &mut Subscriptions, mu
     }
     node.metrics.live_received.inc_by(events.len() as u64);
     events.sort_by_key(|e| e.seq);
+    let sequences = &mut subscriptions.sequences;
+    if sequences.went_back(&events) {
+        // Maybe a stream created anew: ask before delivering its sequences as the old
+        // one's. On a new incarnation every stream resets, and these events are in the
+        // history each resumes from.
+        if let Err(e) = node.bus.extent().await {
+            tracing::debug!(error = %e, "checking the stream's incarnation failed");
+        }
+        if sequences.incarnations.has_changed().unwrap_or(false) {
+            sequences.replaced(node);
+            return;
+        }
+    }
     let mut wakers = Vec::new();
     for event in events {
         #[cfg(feature = "fault-injection")]
@@ -348,6 +373,57 @@ async fn dispatch_waiting(node: &LiveDeps, subscriptions: &mut Subscriptions, mu
         dispatch(node, event, &mut wakers);
     }
     wakers.into_iter().for_each(std::task::Waker::wake);
+}
+
+/// What the live task knows of the stream's sequences: the highest it has delivered,
+/// and the incarnation it has dealt with.
+struct Sequences {
+    incarnations: tokio::sync::watch::Receiver<tidings_domain::StreamEpoch>,
+    highest: u64,
+    /// When live sequences last went backwards and the stream was asked about it.
+    checked: Option<tokio::time::Instant>,
+}
+
+/// Live sequences going backwards ask the stream at most this often: across
+/// subscriptions they may, a little, without anything being wrong.
+const RECHECK_AFTER: Duration = Duration::from_secs(1);
+
+impl Sequences {
+    fn new(incarnations: tokio::sync::watch::Receiver<tidings_domain::StreamEpoch>) -> Self {
+        Self {
+            incarnations,
+            highest: 0,
+            checked: None,
+        }
+    }
+
+    /// Records a batch (sorted by sequence); true when it went below what was seen
+    /// before and the stream was not asked about that recently.
+    fn went_back(&mut self, events: &[BusEvent]) -> bool {
+        let Some(lowest) = events.iter().map(|e| e.seq).find(|seq| *seq > 0) else {
+            return false;
+        };
+        let highest = events.last().map_or(0, |e| e.seq);
+        let back = lowest < self.highest;
+        self.highest = self.highest.max(highest);
+        if !back || self.checked.is_some_and(|at| at.elapsed() < RECHECK_AFTER) {
+            return false;
+        }
+        self.checked = Some(tokio::time::Instant::now());
+        true
+    }
+
+    /// The stream is another incarnation now: every open stream resets to its start.
+    fn replaced(&mut self, node: &LiveDeps) {
+        let epoch = *self.incarnations.borrow_and_update();
+        self.highest = 0;
+        let reset = crate::incarnation::replaced(&node.hub, epoch, node.clock.now());
+        tracing::warn!(
+            streams = reset,
+            epoch = epoch.0,
+            "the stream was created anew; every stream resets"
+        );
+    }
 }
 
 /// Test hook: whether to drop `event` as if NATS had lost it.
@@ -366,6 +442,15 @@ fn fault_injection_drops(node: &LiveDeps, event: &BusEvent) -> bool {
 
 /// Hands one live event to the hub, shared by all its connections.
 fn dispatch(node: &LiveDeps, event: BusEvent, wakers: &mut Vec<std::task::Waker>) {
+    if event.is_announcement() {
+        // An unread change, in no history: no connection's position moves.
+        if let SubjectTarget::Member(member) = &event.target
+            && node.hub.holds(member)
+        {
+            node.unread.refresh(member.clone());
+        }
+        return;
+    }
     let frame = crate::sse::frame_of(&event, node.bus.epoch());
     let out = Arc::new(LiveEvent { event, frame });
     let event = &out.event;

@@ -109,7 +109,7 @@ impl EdgeMetrics {
             opened: counter("tidings_edge_connections_opened_total", "SSE streams opened"),
             closed: counter_vec(
                 "tidings_edge_connections_closed_total",
-                "SSE streams closed, by reason (client_gone, slow_consumer, drain, token_expired, error)",
+                "SSE streams closed, by reason (client_gone, slow_consumer, drain, token_expired, stream_replaced, error)",
                 "reason",
             ),
             refused: counter_vec(

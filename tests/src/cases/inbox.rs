@@ -108,3 +108,50 @@ async fn rest_and_unread_events_agree_with_the_api_across_edges() {
         assert!(answer.contains("\"error\""), "{answer}");
     }
 }
+
+/// A MarkRead is announced to the member's streams, never stored: marking read while
+/// away takes no place in the history a resume replays (a bounded replay would reset
+/// after as many marks as the replay limit) nor in the stream's per-subject limit.
+#[tokio::test]
+async fn marking_read_while_away_takes_no_place_in_the_history() {
+    let cluster = TestCluster::start_with(1, |c| c.options.replay_limit = 3).await;
+    let sent = cluster.send(&["rosa"], "one").await.deliveries[0].clone();
+    let stored = || async {
+        let mut stream = cluster
+            .bus
+            .bus
+            .jetstream()
+            .get_stream(&cluster.bus.settings.name)
+            .await
+            .unwrap();
+        stream.info().await.unwrap().state.messages
+    };
+    assert_eq!(stored().await, 1);
+
+    // An open tab watches its badge while the member marks the notification read.
+    let mut tab = cluster.stream(0, "rosa", "", None).await.unwrap();
+    tab.next_named("connected").await;
+    assert_eq!(tab.next_named("unread").await.json()["unreadCount"], 1);
+    let mark = tidings_proto::v1::MarkReadRequest {
+        member_id: "rosa".into(),
+        up_to: sent.notification_id.clone(),
+        ..Default::default()
+    };
+    for _ in 0..10 {
+        cluster.client.clone().mark_read(mark.clone()).await.unwrap();
+    }
+    assert_eq!(
+        tab.next_named("unread").await.json()["unreadCount"],
+        0,
+        "the announcement reaches the open tab"
+    );
+    drop(tab);
+    assert_eq!(stored().await, 1, "ten marks stored nothing");
+
+    // Away since the notification: the resume replays nothing, and no reset.
+    let mut back = cluster.stream(0, "rosa", "", Some(&sent.event_id)).await.unwrap();
+    assert_eq!(back.next_named("connected").await.json()["resumed"], true);
+    let next = back.next().await;
+    assert_eq!(next.event, "resumed", "{next:?}");
+    assert_eq!(next.json()["missed"], 0);
+}

@@ -186,3 +186,107 @@ async fn a_live_gap_whose_message_is_gone_is_a_reset_not_a_silent_hole() {
     cluster.send(&["hana"], "four").await;
     assert_eq!(notifications(&mut s, 1).await, ["four"], "live again after the reset");
 }
+
+/// An edge that loses NATS holds its streams' live delivery from the moment it notices
+/// (not from the reconnect, whose first messages may come before the edge hears it is
+/// connected again), and after the reconnect replays what was published meanwhile,
+/// then live events follow: in order, nothing missed, no `reset` (nothing is gone).
+#[tokio::test]
+async fn a_nats_blip_holds_live_delivery_from_the_disconnect_and_never_resets() {
+    use tidings_testkit::{TcpProxy, TestApi, TestBus, TestDb, TestEdge, eventually, init_test_log};
+
+    init_test_log();
+    let db = TestDb::new().await;
+    let bus = TestBus::new().await;
+    let api = TestApi::start(TestApi::config(&db, &bus), false).await;
+    let nats: std::net::SocketAddr = bus.nats_url.trim_start_matches("nats://").parse().unwrap();
+    let proxy = TcpProxy::start(nats).await;
+    let mut config = TestEdge::config(&bus, &api);
+    config.nats.url = format!("nats://{}", proxy.addr()).into();
+    let edge = TestEdge::start(config).await;
+    let client = api.client().await;
+    let send = |content: &'static str| {
+        let mut client = client.clone();
+        async move {
+            client
+                .send(tidings_proto::v1::SendRequest {
+                    member_ids: vec!["hana".into()],
+                    r#type: "test.event".into(),
+                    content: content.into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+    };
+    let token = TestEdge::token("hana", &[], std::time::Duration::from_secs(600));
+    let auth = format!("Bearer {token}");
+    let mut s = tidings_testkit::sse::connect(edge.addr, "/v1/stream", &[("authorization", &auth)])
+        .await
+        .unwrap();
+    s.next_named("connected").await;
+    send("before").await;
+    assert_eq!(notifications(&mut s, 1).await, ["before"]);
+    assert_eq!(edge.stats().catching_up, 0, "live");
+
+    proxy.cut();
+    eventually("the stream to hold live delivery while NATS is away", || async {
+        (edge.stats().catching_up == 1).then_some(())
+    })
+    .await;
+    send("during").await;
+    proxy.restore();
+    send("after").await;
+    assert_eq!(notifications(&mut s, 2).await, ["during", "after"]);
+    eventually("the stream to be live again", || async {
+        (edge.stats().catching_up == 0).then_some(())
+    })
+    .await;
+}
+
+/// A stream deleted and created again while the cluster runs starts its sequences
+/// over. The edge notices (here: live sequences going backwards) and ends every open
+/// stream with `reset` (`other_incarnation`) pointing at the new stream's start; the
+/// api mints ids of the new incarnation; a browser resuming from the reset's id gets
+/// exactly what the new stream holds. Without it, the new stream's live events were
+/// dropped as duplicates of what the browser had, or carried ids of the old one.
+#[tokio::test]
+async fn a_stream_created_anew_resets_every_stream_and_ids_follow_the_new_one() {
+    let cluster = TestCluster::start(1).await;
+    let old = cluster.bus.bus.epoch();
+    let mut s = cluster.stream(0, "ines", "", None).await.unwrap();
+    s.next_named("connected").await;
+    for content in ["old 1", "old 2", "old 3"] {
+        cluster.send(&["ines"], content).await;
+    }
+    assert_eq!(notifications(&mut s, 3).await, ["old 1", "old 2", "old 3"]);
+
+    // An operator deletes the stream and creates it again.
+    let js = cluster.bus.bus.jetstream();
+    js.delete_stream(&cluster.bus.settings.name).await.unwrap();
+    let recreated = tidings_bus::Bus::connect(&cluster.bus.nats_config(), &cluster.bus.settings, "operator")
+        .await
+        .unwrap();
+    let new = recreated.epoch();
+    assert_ne!(new, old);
+
+    let sent = cluster.send(&["ines"], "new 1").await.deliveries[0].event_id.clone();
+    assert_eq!(
+        EventId::parse(&sent).unwrap(),
+        EventId::new(new, 1),
+        "the api mints ids of the new incarnation"
+    );
+    let reset = s.next_named("reset").await;
+    assert_eq!(reset.json()["reason"], "other_incarnation");
+    assert_eq!(reset.id.as_deref(), Some(EventId::new(new, 0).to_string().as_str()));
+    assert!(
+        s.until_closed(std::time::Duration::from_secs(10)).await.is_some(),
+        "the stream ends after the reset"
+    );
+
+    let mut back = cluster.stream(0, "ines", "", reset.id.as_deref()).await.unwrap();
+    assert_eq!(back.next_named("connected").await.json()["resumed"], true);
+    let replayed = back.next_named("notification").await;
+    assert_eq!(replayed.json()["content"], "new 1");
+    assert_eq!(replayed.id.as_deref(), Some(sent.as_str()));
+}
