@@ -97,6 +97,19 @@ impl ApiConfig {
         if self.relay_poll < Duration::from_millis(10) {
             return Err(ConfigError::new("TIDINGS_RELAY_POLL", "must be at least 10ms"));
         }
+        // A Send the inline publish may have stored is relayed 2 × the publish timeout
+        // after its commit; that retry must fall well inside the window in which
+        // JetStream drops it as a duplicate (later ones look in the stream first).
+        let relayed_within = (self.publish_timeout * 2 + self.relay_poll) * 2;
+        if self.stream.duplicate_window < relayed_within {
+            return Err(ConfigError::new(
+                "TIDINGS_STREAM_DUPLICATE_WINDOW",
+                format!(
+                    "must be at least twice (2 × TIDINGS_PUBLISH_TIMEOUT + TIDINGS_RELAY_POLL), here {}",
+                    humantime::format_duration(relayed_within)
+                ),
+            ));
+        }
         Ok(())
     }
 

@@ -3,12 +3,14 @@
 //! the work through `for update skip locked`, and `Nats-Msg-Id` makes a re-publish of
 //! something already stored harmless.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tidings_bus::Outgoing;
 use tidings_domain::MemberId;
 use tidings_store::{PendingPublish, StoreError};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::payload::{self, Notification};
 use crate::state::ApiState;
@@ -74,10 +76,13 @@ async fn round(state: &ApiState, settings: &RelaySettings) -> Result<usize, Stor
     if entries.is_empty() {
         return Ok(0);
     }
+    let (already, mut failed) = stored_long_ago(state, &entries).await;
     let mut ids = Vec::with_capacity(entries.len());
     let mut messages = Vec::with_capacity(entries.len());
-    let mut failed = Vec::new();
     for entry in &entries {
+        if already.contains_key(&entry.id) || failed.contains(&entry.id) {
+            continue;
+        }
         match message(state, entry) {
             Some(m) => {
                 ids.push(entry.id);
@@ -96,7 +101,7 @@ async fn round(state: &ApiState, settings: &RelaySettings) -> Result<usize, Stor
         }
     }
     let results = state.bus.publish_all(messages, state.publish_timeout).await;
-    let mut published = Vec::with_capacity(ids.len());
+    let mut published: Vec<(Uuid, u64)> = already.into_iter().collect();
     for (id, result) in ids.into_iter().zip(results) {
         match result {
             Ok(stored) => published.push((id, stored.seq)),
@@ -121,6 +126,55 @@ async fn round(state: &ApiState, settings: &RelaySettings) -> Result<usize, Stor
     }
     Ok(entries.len())
 }
+
+/// Entries older than half the stream's duplicate window may be in the stream already
+/// (published before, the acknowledgement or the record lost) where JetStream no
+/// longer knows their `Nats-Msg-Id`: publishing them again would store a second copy,
+/// which browsers would receive twice. Looks for them in the stream (each member's
+/// subject since the oldest such entry was committed, less [`CLOCK_SLACK`]). Returns
+/// the ones found, with their sequences, and those it could not look for (retried
+/// later, never published blind).
+async fn stored_long_ago(state: &ApiState, entries: &[PendingPublish]) -> (HashMap<Uuid, u64>, Vec<Uuid>) {
+    let stale_before = chrono::Utc::now() - state.bus.duplicate_window() / 2;
+    let mut by_subject: HashMap<String, Vec<&PendingPublish>> = HashMap::new();
+    for entry in entries.iter().filter(|e| e.created_at < stale_before) {
+        if let Ok(member) = MemberId::parse(&entry.member_id) {
+            by_subject
+                .entry(state.bus.subjects().member(&member))
+                .or_default()
+                .push(entry);
+        }
+    }
+    let (mut found, mut unknown) = (HashMap::new(), Vec::new());
+    for (subject, stale) in by_subject {
+        let ids: HashSet<String> = stale.iter().map(|e| e.id.to_string()).collect();
+        let since = stale.iter().map(|e| e.created_at).min().unwrap_or(stale_before) - CLOCK_SLACK;
+        match state.bus.find_stored(&subject, since, &ids).await {
+            Ok(stored) => {
+                for entry in stale {
+                    if let Some(seq) = stored.get(&entry.id.to_string()) {
+                        found.insert(entry.id, *seq);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(subject, error = %e, "cannot tell whether old outbox entries are stored; retrying later");
+                unknown.extend(stale.iter().map(|e| e.id));
+            }
+        }
+    }
+    if !found.is_empty() {
+        tracing::info!(
+            entries = found.len(),
+            "outbox entries past the duplicate window were already in the stream; recorded, not published again"
+        );
+    }
+    (found, unknown)
+}
+
+/// How far the api's clock and the NATS servers' may disagree: the search for an entry
+/// starts this long before its commit.
+const CLOCK_SLACK: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 
 /// The entry's message, as the inline publish would have built it; `None` for a member
 /// id that no longer parses.

@@ -31,6 +31,8 @@ pub struct Bus {
     replicas: usize,
     /// The stream's per-subject message limit as the server holds it (≤ 0: none).
     max_msgs_per_subject: i64,
+    /// The stream's `Nats-Msg-Id` dedupe window, as the server holds it.
+    pub(crate) duplicate_window: Duration,
     /// The stream's incarnation as last read from the server: every STREAM.INFO this
     /// process makes ([`Bus::extent`]) checks it, since the stream can be deleted and
     /// created again under running nodes.
@@ -187,6 +189,7 @@ impl Bus {
             stream: settings.name.clone(),
             replicas: info.config.num_replicas.max(1),
             max_msgs_per_subject: info.config.max_messages_per_subject,
+            duplicate_window: info.config.duplicate_window,
             incarnation: Arc::new(Incarnation::new(epoch)),
             acks: Arc::default(),
             losses: watch::channel(0).1,

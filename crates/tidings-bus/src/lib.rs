@@ -21,6 +21,8 @@
 //! - `direct.rs`: the batch Direct Get path of [`Bus::replay`] (nats-server >= 2.11).
 //! - `scan.rs`: [`Bus::read_range`]: a range of the stream in one pass, for the many
 //!   resumes of a reconnect storm.
+//! - `stored.rs`: [`Bus::find_stored`]: messages the stream holds by `Nats-Msg-Id`, for
+//!   a re-publish past the duplicate window.
 //! - `error.rs`: [`BusError`].
 
 mod bus;
@@ -32,6 +34,7 @@ mod live;
 mod publish;
 mod replay;
 mod scan;
+mod stored;
 mod subject;
 mod ticket;
 

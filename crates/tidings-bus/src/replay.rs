@@ -231,13 +231,24 @@ impl Bus {
         from: u64,
         read: impl AsyncFnOnce(Consumer<OrderedConfig>) -> Result<T, ReplayError>,
     ) -> Result<T, ReplayError> {
+        let start = DeliverPolicy::ByStartSequence {
+            start_sequence: from.max(1),
+        };
+        self.with_consumer_at(subjects, start, read).await
+    }
+
+    /// [`Bus::with_consumer`] from any start (a sequence, a time).
+    pub(crate) async fn with_consumer_at<T>(
+        &self,
+        subjects: Vec<String>,
+        deliver_policy: DeliverPolicy,
+        read: impl AsyncFnOnce(Consumer<OrderedConfig>) -> Result<T, ReplayError>,
+    ) -> Result<T, ReplayError> {
         let stream = self.js.get_stream_no_info(self.stream_name()).await.map_err(err)?;
         let consumer = stream
             .create_consumer(OrderedConfig {
                 filter_subjects: subjects,
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: from.max(1),
-                },
+                deliver_policy,
                 ..Default::default()
             })
             .await

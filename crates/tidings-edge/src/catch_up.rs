@@ -124,7 +124,7 @@ async fn start(state: &EdgeState, conn: &Conn, resume: &LastEventId, interests: 
     // Catch up: replay after the start (a resume), and the newest value of each
     // `latest` topic.
     let from = resumed.then_some(start + 1);
-    let replayed = replay(state, conn, from, Some(extent.last_seq), true).await?;
+    let replayed = replay(state, conn, from, extent.last_seq).await?;
     if resumed && let Some(missed) = replayed {
         // The replay is written: clients can tell "caught up, n missed" from live.
         write(state, conn, sse::resumed(missed)).await?;
@@ -149,10 +149,14 @@ async fn settle(state: &EdgeState, conn: &Conn) -> Result<(), Closed> {
             Next::Resync { from } => {
                 // Up to the stream's end as read now, with the newest value of each
                 // `latest` topic up to there (lost live like anything else); later
-                // ones come live. Without the extent the replay asks the stream
-                // leader itself, and `latest` values wait for their next update.
-                let end = state.extents.read().await.ok().map(|e| e.last_seq);
-                Box::pin(replay(state, conn, Some(from), end, end.is_some())).await?;
+                // ones come live. With the end known the replay goes through the
+                // node's resumes, so a whole node resyncing at once (a NATS reconnect)
+                // is read in one pass like a reconnect storm.
+                let end = match state.extents.read().await {
+                    Ok(extent) => extent.last_seq,
+                    Err(e) => retry(state, conn, "extent", e, || state.extents.read()).await?.last_seq,
+                };
+                Box::pin(replay(state, conn, Some(from), end)).await?;
             }
             Next::Heal {
                 subject,
@@ -173,24 +177,18 @@ async fn settle(state: &EdgeState, conn: &Conn) -> Result<(), Closed> {
     }
 }
 
-/// Replays everything after `from` on the connection's replayed subjects (bounded;
-/// complete at least up to `at_least`), plus, when `latest`, the newest message of
-/// each `latest` topic; delivers it in sequence order. Returns how many events it
+/// Replays everything after `from` on the connection's replayed subjects up to `until`
+/// (the stream's end as read after live interest was in place; bounded), plus the
+/// newest message of each `latest` topic; delivers it in sequence order. Returns how many events it
 /// delivered after the connection's position, or `None` when it reset the connection
 /// instead (more missed than the bound).
-async fn replay(
-    state: &EdgeState,
-    conn: &Conn,
-    from: Option<u64>,
-    at_least: Option<u64>,
-    latest: bool,
-) -> Result<Option<u64>, Closed> {
+async fn replay(state: &EdgeState, conn: &Conn, from: Option<u64>, until: u64) -> Result<Option<u64>, Closed> {
     let mut events: Vec<BusEvent> = Vec::new();
     if let Some(from) = from {
-        let read = Read::Missed { from, at_least };
+        let read = Read::Missed { from, until };
         let replayed = match read.once(state, conn).await {
             Ok(replayed) => replayed,
-            Err(e) => Box::pin(retry_read(state, conn, &read, e)).await?,
+            Err(e) => Box::pin(retry(state, conn, read.name(), e, || read.once(state, conn))).await?,
         };
         match replayed {
             Replay::Events(replayed) => {
@@ -203,21 +201,19 @@ async fn replay(
             }
         }
     }
-    if latest {
-        for (topic, mode) in &conn.topics {
-            if *mode != TopicMode::Latest {
-                continue;
+    for (topic, mode) in &conn.topics {
+        if *mode != TopicMode::Latest {
+            continue;
+        }
+        match Box::pin(state.bus.latest(topic)).await {
+            // A resumed client already has anything at or below its position, and
+            // anything after `until` comes live: delivered here with its id, it would
+            // move the position past live events still pending.
+            Ok(Some(event)) if from.is_none_or(|f| event.seq >= f) && event.seq <= until => {
+                events.push(event);
             }
-            match Box::pin(state.bus.latest(topic)).await {
-                // A resumed client already has anything at or below its position, and
-                // anything after `at_least` comes live: delivered here with its id, it
-                // would move the position past live events still pending.
-                Ok(Some(event)) if from.is_none_or(|f| event.seq >= f) && at_least.is_none_or(|a| event.seq <= a) => {
-                    events.push(event);
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(topic = %topic, error = %e, "reading the newest topic value failed"),
-            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(topic = %topic, error = %e, "reading the newest topic value failed"),
         }
     }
     events.sort_by_key(|e| e.seq);
@@ -280,7 +276,7 @@ async fn heal(
     };
     let fetched = match read.once(state, conn).await {
         Ok(fetched) => fetched,
-        Err(e) => retry_read(state, conn, &read, e).await?,
+        Err(e) => retry(state, conn, read.name(), e, || read.once(state, conn)).await?,
     };
     let delivered = conn.delivery().cursor.delivered;
     match fetched {
@@ -297,12 +293,12 @@ async fn heal(
     }
 }
 
-/// A read of the stream a catch-up makes, which [`retry_read`] can make again.
+/// A read of the stream a catch-up makes, which [`retry`] can make again.
 #[derive(Debug)]
 enum Read<'a> {
-    /// What the connection missed after `from` on its replayed subjects, complete up
-    /// to `at_least` when given (a resume, which may be read together with others).
-    Missed { from: u64, at_least: Option<u64> },
+    /// What the connection missed after `from` on its replayed subjects, up to
+    /// `until` (read through the node's resumes, together with others).
+    Missed { from: u64, until: u64 },
     /// The messages of `subject` strictly between `known` and `before`: a live gap.
     Gap { subject: &'a str, known: u64, before: u64 },
 }
@@ -329,19 +325,12 @@ impl Read<'_> {
             return Err(ReplayError::TimedOut("reading the stream (fault injection)"));
         }
         match *self {
-            Self::Missed { from, at_least } => {
+            Self::Missed { from, until } => {
                 let subjects = replayed_subjects(state, conn);
                 if subjects.is_empty() {
                     return Ok(Replay::Events(Vec::new()));
                 }
-                match at_least {
-                    Some(until) => state.resumes.replay(subjects, from, until).await,
-                    None => {
-                        let _permit = state.replays.acquire().await.map_err(|_| ReplayError::Stopped)?;
-                        let range = ReplayRange::from(subjects, from);
-                        Box::pin(state.bus.replay(range, state.limits.replay_limit)).await
-                    }
-                }
+                state.resumes.replay(subjects, from, until).await
             }
             Self::Gap { subject, known, before } => {
                 let _permit = state.replays.acquire().await.map_err(|_| ReplayError::Stopped)?;
@@ -352,14 +341,23 @@ impl Read<'_> {
     }
 }
 
-/// Retries a read of the stream that failed for a reason that passes — no stream
-/// leader yet, a timeout, a NATS reconnect — with backoff, for at most
+/// Retries a read of the stream (`again`) that failed for a reason that passes — no
+/// stream leader yet, a timeout, a NATS reconnect — with backoff, for at most
 /// [`RETRY_READS_FOR`], while the stream stays open (heartbeats keep it so; live events
 /// wait, bounded by the queue). A failure is never a `reset`: history that is really
 /// gone is answered as such by a read that succeeds. Past the bound the stream closes
 /// and the browser resumes by Last-Event-ID after its `retry:`.
-async fn retry_read(state: &EdgeState, conn: &Conn, read: &Read<'_>, first: ReplayError) -> Result<Replay, Closed> {
-    let what = read.name();
+async fn retry<T, F, Fut>(
+    state: &EdgeState,
+    conn: &Conn,
+    what: &str,
+    first: ReplayError,
+    mut again: F,
+) -> Result<T, Closed>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ReplayError>>,
+{
     let deadline = tokio::time::Instant::now() + RETRY_READS_FOR;
     let mut pause = FIRST_RETRY;
     let mut error = first;
@@ -379,8 +377,8 @@ async fn retry_read(state: &EdgeState, conn: &Conn, read: &Read<'_>, first: Repl
         if let Some(closed) = conn.delivery().ended() {
             return Err(closed);
         }
-        match read.once(state, conn).await {
-            Ok(replay) => return Ok(replay),
+        match again().await {
+            Ok(answer) => return Ok(answer),
             Err(e) => error = e,
         }
         pause = (pause * 2).min(MAX_RETRY_PAUSE);

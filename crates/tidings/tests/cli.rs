@@ -134,6 +134,15 @@ fn bad_configuration_exits_64_naming_the_variable_without_echoing_secrets() {
         ("api", &[("TIDINGS_LOG_FORMAT", "xml")], "TIDINGS_LOG_FORMAT"),
         ("api", &[("TIDINGS_API_KEYS", "billing=short")], "TIDINGS_API_KEYS"),
         ("api", &[("TIDINGS_PUBLISH_TIMEOUT", "0s")], "TIDINGS_PUBLISH_TIMEOUT"),
+        // Ordinary relay retries could outlive JetStream's duplicate window.
+        (
+            "api",
+            &[
+                ("TIDINGS_PUBLISH_TIMEOUT", "10s"),
+                ("TIDINGS_STREAM_DUPLICATE_WINDOW", "30s"),
+            ],
+            "TIDINGS_STREAM_DUPLICATE_WINDOW",
+        ),
         // A resume could miss more than the stream keeps of a subject, silently.
         (
             "edge",
@@ -195,16 +204,22 @@ fn the_api_refuses_to_run_without_producer_keys() {
     assert!(text(&out).contains("TIDINGS_API_KEYS"), "{}", text(&out));
 }
 
-/// An api binary with `TIDINGS_FAULT=<fault>` and a client of it; the api's relay
-/// waits `publish_timeout` × 2 before taking over an entry.
-async fn faulty_api(
-    db: &TestDb,
-    bus: &TestBus,
-    fault: &str,
-) -> (
-    std::process::Child,
-    NotificationServiceClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BearerKey>>,
-) {
+/// A child process killed when dropped: a failing test leaves no process behind.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+type Client =
+    NotificationServiceClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BearerKey>>;
+
+/// An api binary with `TIDINGS_FAULT=<fault>` (and `more` variables) and a client of
+/// it; the api's relay waits `publish_timeout` × 2 before taking over an entry.
+async fn faulty_api(db: &TestDb, bus: &TestBus, fault: &str, more: &[(&str, &str)]) -> (Killed, Client) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let env = [
@@ -222,10 +237,12 @@ async fn faulty_api(
         .arg("api")
         .env_clear()
         .envs(env)
+        .envs(more.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    let child = Killed(child);
     let channel = eventually("the api to listen", || async move {
         tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
             .ok()?
@@ -264,10 +281,10 @@ async fn stored_exactly_once(db: &TestDb, bus: &TestBus, id: uuid::Uuid) {
 /// Sends through an api that `fault` makes crash mid-Send; the call fails, the process
 /// is gone, and the row was committed without a recorded sequence. Returns its id.
 async fn send_to_an_api_that_crashes(db: &TestDb, bus: &TestBus, fault: &str) -> uuid::Uuid {
-    let (mut child, mut client) = faulty_api(db, bus, fault).await;
+    let (mut child, mut client) = faulty_api(db, bus, fault, &[]).await;
     let status = client.send(paid()).await.unwrap_err();
     assert_ne!(status.code(), tonic::Code::Ok);
-    let exit = child.wait().unwrap();
+    let exit = child.0.wait().unwrap();
     assert!(!exit.success(), "the api crashed: {exit:?}");
     let (id, seq): (uuid::Uuid, Option<i64>) = sqlx::query_as("select id, stream_seq from notification")
         .fetch_one(&db.pool)
@@ -322,14 +339,47 @@ async fn a_send_published_by_an_api_killed_before_recording_is_in_the_stream_onc
 async fn a_send_whose_publish_ack_is_lost_is_in_the_stream_once() {
     let db = TestDb::new().await;
     let bus = TestBus::new().await;
-    let (mut child, mut client) = faulty_api(&db, &bus, "lose-publish-acks").await;
+    let (_api, mut client) = faulty_api(&db, &bus, "lose-publish-acks", &[]).await;
     let response = client.send(paid()).await.unwrap().into_inner();
     let delivery = &response.deliveries[0];
     assert_eq!(delivery.event_id, "", "not acknowledged: left to the relay");
     let id: uuid::Uuid = delivery.notification_id.parse().unwrap();
     stored_exactly_once(&db, &bus, id).await;
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// The same, but the api is cut off from NATS right after the Send, for longer than
+/// the stream's duplicate window: when the relay gets to the entry, JetStream no
+/// longer knows its `Nats-Msg-Id` and would store a second copy. The relay looks in
+/// the stream first, finds it, and records it: the stream holds it once.
+#[tokio::test]
+async fn a_send_relayed_after_the_duplicate_window_is_in_the_stream_once() {
+    let db = TestDb::new().await;
+    let bus = TestBus::new().await;
+    let nats: std::net::SocketAddr = bus.nats_url.trim_start_matches("nats://").parse().unwrap();
+    let proxy = tidings_testkit::TcpProxy::start(nats).await;
+    let through_proxy = format!("nats://{}", proxy.addr());
+    let more = [
+        ("NATS_URL", through_proxy.as_str()),
+        ("TIDINGS_STREAM_DUPLICATE_WINDOW", "3s"),
+        ("TIDINGS_RELAY_POLL", "100ms"),
+    ];
+    let (_api, mut client) = faulty_api(&db, &bus, "lose-publish-acks", &more).await;
+    let response = client.send(paid()).await.unwrap().into_inner();
+    proxy.cut();
+    let id: uuid::Uuid = response.deliveries[0].notification_id.parse().unwrap();
+    let mut stream = bus.bus.jetstream().get_stream(&bus.settings.name).await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 1, "stored, ack lost");
+
+    // Past the window, the entry still waits for its relay.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let (seq,): (Option<i64>,) = sqlx::query_as("select stream_seq from notification where id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(seq, None, "not relayed while cut off");
+    proxy.restore();
+    stored_exactly_once(&db, &bus, id).await;
 }
 
 fn free_port() -> u16 {

@@ -249,3 +249,230 @@ async fn header_and_query_floods_are_refused_and_the_node_keeps_serving() {
     let mut s = cluster.stream(0, "flooded", "", None).await.unwrap();
     assert_eq!(s.next().await.event, "connected");
 }
+
+/// One member's token never reaches another member's notifications: not on its stream,
+/// not by resuming from a position between the other's events, not in its inbox, not
+/// by marking the other's notifications read (by id or as an `up_to` position).
+#[tokio::test]
+async fn one_members_token_never_reads_or_changes_anothers_notifications() {
+    let cluster = TestCluster::start(1).await;
+    let addr = cluster.edges[0].addr;
+    let first = cluster.send(&["alice"], "alice 1").await.deliveries[0].clone();
+    let bobs = cluster.send(&["bob"], "for bob only").await.deliveries[0].clone();
+    cluster.send(&["alice"], "alice 2").await;
+
+    // Resuming from before bob's event replays alice's only; live, bob's never comes.
+    let mut s = cluster.stream(0, "alice", "", Some(&first.event_id)).await.unwrap();
+    assert_eq!(s.next_named("notification").await.json()["content"], "alice 2");
+    cluster.send(&["bob"], "bob live").await;
+    cluster.send(&["alice"], "sentinel").await;
+    assert_eq!(s.next_named("notification").await.json()["content"], "sentinel");
+
+    let auth = format!("Bearer {}", TestEdge::token("alice", &[], Duration::from_secs(600)));
+    let (status, body) = http_request(addr, "GET", "/v1/notifications", &[("authorization", &auth)], None).await;
+    assert_eq!(status, 200, "{body}");
+    let listed: Vec<String> = serde_json::from_str::<Value>(&body).unwrap()["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["content"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, ["sentinel", "alice 2", "alice 1"]);
+
+    let by_id = json!({ "ids": [bobs.notification_id] }).to_string();
+    let (status, body) = http_request(
+        addr,
+        "POST",
+        "/v1/notifications/read",
+        &[("authorization", &auth)],
+        Some(by_id),
+    )
+    .await;
+    assert_eq!(
+        (
+            status,
+            serde_json::from_str::<Value>(&body).unwrap()["unreadCount"].clone()
+        ),
+        (200, json!(3)),
+        "{body}"
+    );
+    let up_to = json!({ "up_to": bobs.notification_id }).to_string();
+    let (status, body) = http_request(
+        addr,
+        "POST",
+        "/v1/notifications/read",
+        &[("authorization", &auth)],
+        Some(up_to),
+    )
+    .await;
+    assert_eq!(
+        status, 404,
+        "bob's notification is no position in alice's inbox: {body}"
+    );
+    assert_eq!(json_error(status, &body).0, "not_found", "{body}");
+    let unread = |member: &str| {
+        let mut client = cluster.client.clone();
+        let member = member.to_owned();
+        async move {
+            client
+                .get_unread_count(tidings_proto::v1::GetUnreadCountRequest {
+                    member_id: member,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .unread_count
+        }
+    };
+    assert_eq!((unread("bob").await, unread("alice").await), (2, 3), "nothing changed");
+}
+
+/// Every hostile request of this file and of the api's tests, thrown at one running
+/// cluster together, panics no task (a panicking request task would only drop its
+/// connection, so panics are counted), and leaves every node ready and serving: a
+/// member streams, a producer sends, the notification arrives.
+#[tokio::test]
+async fn a_hostile_barrage_leaves_every_node_ready_and_serving() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    // Under nextest each test runs in its own process: the hook sees this test's panics.
+    static PANICS: AtomicUsize = AtomicUsize::new(0);
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::SeqCst);
+        default_hook(info);
+    }));
+
+    let cluster = TestCluster::start(2).await;
+    let mut producer = cluster.client.clone();
+    let mut half_sent = Vec::new();
+    let now = expiry_in(Duration::from_secs(600));
+    let tokens = [
+        signed(&json!({ "sub": "mallory", "exp": u64::MAX })),
+        signed(&json!({ "sub": "mallory", "exp": now, "nbf": now + 3600 })),
+        signed(&json!({ "sub": "", "exp": now })),
+        signed(&json!({ "exp": now })),
+        "not.a.token".to_owned(),
+        "a".repeat(64 * 1024),
+    ];
+    for edge in &cluster.edges {
+        for token in &tokens {
+            let auth = format!("Bearer {token}");
+            let _ = connect(edge.addr, "/v1/stream", &[("authorization", &auth)]).await;
+            let _ = http_request(
+                edge.addr,
+                "GET",
+                "/v1/notifications?limit=-1",
+                &[("authorization", &auth)],
+                None,
+            )
+            .await;
+        }
+        let good = TestEdge::token("mallory", &[], Duration::from_secs(600));
+        let auth = format!("Bearer {good}");
+        for id in [
+            "",
+            "x",
+            "ffffffffffffffff-18446744073709551615",
+            "0-0",
+            &"9".repeat(10_000),
+        ] {
+            let _ = connect(
+                edge.addr,
+                "/v1/stream",
+                &[("authorization", &auth), ("last-event-id", id)],
+            )
+            .await;
+        }
+        let not_text: &[u8] = b"\xff\xfe";
+        let _ = connect_raw(
+            edge.addr,
+            "/v1/stream",
+            &[("authorization", auth.as_bytes()), ("last-event-id", not_text)],
+        )
+        .await;
+        for body in [
+            "{",
+            "null",
+            &format!("{{\"ids\":[{}]}}", "\"x\",".repeat(5000) + "\"x\""),
+            &"[".repeat(100_000),
+        ] {
+            let _ = http_request(
+                edge.addr,
+                "POST",
+                "/v1/notifications/read",
+                &[("authorization", &auth)],
+                Some(body.to_owned()),
+            )
+            .await;
+        }
+        // Half-sent requests, left open.
+        for _ in 0..20 {
+            let mut socket = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+            socket
+                .write_all(b"GET /v1/stream HTTP/1.1\r\nHost: e\r\nX-Slow: ")
+                .await
+                .unwrap();
+            half_sent.push(socket);
+        }
+        let mut socket = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+        let _ = socket.write_all(&vec![0xffu8; 1 << 16]).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut [0u8; 64])).await;
+    }
+    for request in [
+        tidings_proto::v1::SendRequest {
+            member_ids: (0..10_000).map(|i| format!("m{i}")).collect(),
+            r#type: "t".into(),
+            content: "c".into(),
+            ..Default::default()
+        },
+        tidings_proto::v1::SendRequest {
+            member_ids: vec!["m".into()],
+            r#type: "t".into(),
+            content: "x".repeat(10 << 20),
+            ..Default::default()
+        },
+        tidings_proto::v1::SendRequest {
+            member_ids: vec!["m".into()],
+            r#type: "t".into(),
+            data_json: format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)),
+            ..Default::default()
+        },
+        tidings_proto::v1::SendRequest {
+            member_ids: vec!["m\0".into(), ">".into(), "*".into()],
+            r#type: "t".into(),
+            content: "nul \0".into(),
+            ..Default::default()
+        },
+    ] {
+        let status = producer.send(request).await.expect_err("refused");
+        assert!(
+            matches!(
+                status.code(),
+                tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted
+            ),
+            "{status:?}"
+        );
+    }
+
+    for edge in &cluster.edges {
+        let (status, body) = http_request(edge.addr, "GET", "/readyz", &[], None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, _) = http_request(cluster.api.http_addr, "GET", "/readyz", &[], None).await;
+    assert_eq!(status, 200);
+    let mut streams = Vec::new();
+    for edge in 0..cluster.edges.len() {
+        let mut s = cluster.stream(edge, "survivor", "", None).await.unwrap();
+        s.next_named("connected").await;
+        streams.push(s);
+    }
+    cluster.send(&["survivor"], "still here").await;
+    for s in &mut streams {
+        assert_eq!(s.next_named("notification").await.json()["content"], "still here");
+    }
+    drop(half_sent);
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "no task panicked");
+}

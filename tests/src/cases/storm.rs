@@ -135,3 +135,60 @@ async fn a_reconnect_storm_replays_exactly_what_each_of_1200_browsers_missed() {
     }
     tracing::info!(?caught_up, members = MEMBERS, "reconnect storm caught up");
 }
+
+/// An edge that loses NATS resyncs every stream it holds at once when it is back: that
+/// is a reconnect storm of its own, and it takes the storm path (the waiting resyncs
+/// answered from one pass over the stream), never one replay per stream — nor a `reset`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_node_resync_after_a_nats_blip_is_read_in_one_pass() {
+    use tidings_testkit::{TcpProxy, TestApi, TestBus, TestDb, TestEdge, eventually, init_test_log};
+
+    const VIEWERS: usize = 300;
+    init_test_log();
+    let db = TestDb::new().await;
+    let bus = TestBus::new().await;
+    let api = TestApi::start(TestApi::config(&db, &bus), false).await;
+    let nats: std::net::SocketAddr = bus.nats_url.trim_start_matches("nats://").parse().unwrap();
+    let proxy = TcpProxy::start(nats).await;
+    let mut config = TestEdge::config(&bus, &api);
+    config.nats.url = format!("nats://{}", proxy.addr()).into();
+    let edge = TestEdge::start(config).await;
+    let mut client = api.client().await;
+    let members: Vec<String> = (0..VIEWERS).map(|i| format!("blip-{i}")).collect();
+    let mut streams = Vec::new();
+    for member in &members {
+        let token = TestEdge::token(member, &[], std::time::Duration::from_secs(600));
+        let auth = format!("Bearer {token}");
+        let mut s = tidings_testkit::sse::connect(edge.addr, "/v1/stream", &[("authorization", &auth)])
+            .await
+            .unwrap();
+        s.next_named("connected").await;
+        streams.push(s);
+    }
+
+    proxy.cut();
+    eventually("every stream to hold live delivery", || async {
+        (edge.stats().catching_up == VIEWERS).then_some(())
+    })
+    .await;
+    let request = tidings_proto::v1::SendRequest {
+        member_ids: members.clone(),
+        r#type: "test.event".into(),
+        content: "during the blip".into(),
+        ..Default::default()
+    };
+    let sent = client.send(request).await.unwrap().into_inner().deliveries;
+    proxy.restore();
+
+    for (s, member) in streams.iter_mut().zip(&members) {
+        let mut after = 0;
+        let id = next_notification(member, s, &mut after).await;
+        let expected = sent.iter().find(|d| &d.member_id == member).unwrap();
+        assert_eq!(id, expected.notification_id, "{member}");
+    }
+    let stats = edge.stats();
+    assert!(
+        stats.replays_from_window >= (VIEWERS / 2) as u64 && stats.replays.direct < (VIEWERS / 4) as u64,
+        "most resyncs answered from one pass, few read one by one: {stats:?}"
+    );
+}
