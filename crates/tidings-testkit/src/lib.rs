@@ -44,7 +44,7 @@ pub use db::TestDb;
 pub use edge::{TEST_JWT_SECRET, TestEdge};
 pub use eventually::{eventually, patience};
 pub use log::init_test_log;
-pub use nats_server::{NatsCluster, NatsServer, nats_server_binary};
+pub use nats_server::{NatsCluster, NatsServer, free_port, nats_server_binary};
 pub use nginx::Nginx;
 pub use proxy::TcpProxy;
 pub use services::{MissingService, ServiceUrls, locate_services};
