@@ -119,6 +119,11 @@ impl fmt::Display for Report {
     }
 }
 
+/// A position spelled as an event id.
+fn show(p: Pos) -> String {
+    EventId::new(tidings_domain::StreamEpoch(p.0), p.1).to_string()
+}
+
 fn pos(id: &str) -> Option<Pos> {
     EventId::parse(id).ok().map(|e| (e.epoch.0, e.seq))
 }
@@ -244,7 +249,8 @@ pub(crate) fn check(book: &Book, rows: &[Row], allowed_resets: &[&str]) -> Repor
                         Some(p) => {
                             if let Some(prev) = last.filter(|prev| p <= *prev) {
                                 report.misordered += 1;
-                                report.failures.push(format!("{name}: {key} at {id} after {prev:?}"));
+                                let prev = show(prev);
+                                report.failures.push(format!("{name}: {key} at {id} after {prev}"));
                             }
                             last = Some(last.map_or(p, |prev| prev.max(p)));
                         }
@@ -281,21 +287,22 @@ pub(crate) fn check(book: &Book, rows: &[Row], allowed_resets: &[&str]) -> Repor
                 }
                 None => {
                     report.lost += 1;
-                    lost_here.push(format!(
-                        "{} ({} at {:?})",
-                        ack.key,
-                        if ack.event_id.is_empty() {
-                            "relayed"
-                        } else {
-                            &ack.event_id
-                        },
-                        row_pos.get(ack.notification_id.as_str()).copied().flatten()
-                    ));
+                    let stored = row_pos
+                        .get(ack.notification_id.as_str())
+                        .copied()
+                        .flatten()
+                        .map_or_else(|| "nowhere".to_owned(), show);
+                    let acked_as = if ack.event_id.is_empty() {
+                        "relayed"
+                    } else {
+                        &ack.event_id
+                    };
+                    lost_here.push(format!("{} (acked as {acked_as}, row at {stored})", ack.key));
                 }
             }
         }
         if !lost_here.is_empty() {
-            let shown: Vec<_> = lost_here.iter().take(5).cloned().collect();
+            let shown: Vec<_> = lost_here.iter().take(3).cloned().collect();
             report.failures.push(format!(
                 "{name}: lost {} acknowledged, e.g. {}",
                 lost_here.len(),

@@ -5,12 +5,14 @@
 //! it was. Three proxies the test controls sit in the paths a scenario may cut: Postgres
 //! for both apis, and NATS for `api 0` and for `edge 0` (one proxy per node each; the
 //! nats-servers do not advertise each other's addresses, so a role behind proxies cannot
-//! route around a cut). Everything else talks to the servers directly.
+//! route around a cut). Behind `api 0`'s proxies sit [`ReplyProxy`]s, which can lose
+//! what the servers answer while its publishes still arrive. Everything else talks to
+//! the servers directly.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tidings_testkit::{NatsCluster, TEST_JWT_SECRET, TcpProxy, TestBus, TestDb, free_port};
+use tidings_testkit::{NatsCluster, ReplyProxy, TEST_JWT_SECRET, TcpProxy, TestBus, TestDb, free_port};
 
 use crate::process::Proc;
 
@@ -56,8 +58,9 @@ pub(crate) struct Cluster {
     edge_addrs: Vec<SocketAddr>,
     /// Postgres for both apis.
     pub(crate) pg_proxy: TcpProxy,
-    /// NATS for `api 0`, one per node.
+    /// NATS for `api 0`, one per node, each in front of a [`ReplyProxy`].
     api0_nats: Vec<TcpProxy>,
+    api0_replies: Vec<ReplyProxy>,
     /// NATS for `edge 0`, one per node.
     edge0_nats: Vec<TcpProxy>,
     pub(crate) bus: TestBus,
@@ -73,9 +76,12 @@ impl Cluster {
         let db = TestDb::new().await;
         let pg_proxy = TcpProxy::start("127.0.0.1:5432".parse().expect("invariant: an address")).await;
         let mut api0_nats = Vec::new();
+        let mut api0_replies = Vec::new();
         let mut edge0_nats = Vec::new();
         for node in nats.nodes() {
-            api0_nats.push(TcpProxy::start(node.addr()).await);
+            let replies = ReplyProxy::start(node.addr()).await;
+            api0_nats.push(TcpProxy::start(replies.addr()).await);
+            api0_replies.push(replies);
             edge0_nats.push(TcpProxy::start(node.addr()).await);
         }
         let proxied = |proxies: &[TcpProxy]| {
@@ -169,6 +175,7 @@ impl Cluster {
             edge_addrs,
             pg_proxy,
             api0_nats,
+            api0_replies,
             edge0_nats,
             bus,
             nats,
@@ -242,6 +249,14 @@ impl Cluster {
     pub(crate) fn partition_api0(&self, cut: bool) {
         for proxy in &self.api0_nats {
             if cut { proxy.cut() } else { proxy.restore() }
+        }
+    }
+
+    /// Loses (or passes again) everything NATS answers `api 0`: its publishes are
+    /// stored, their acknowledgements and the PONGs to its pings never arrive.
+    pub(crate) fn mute_api0_replies(&self, muted: bool) {
+        for proxy in &self.api0_replies {
+            proxy.mute(muted);
         }
     }
 
