@@ -74,7 +74,12 @@ impl Cluster {
         let nats = NatsCluster::start_unadvertised(3).await;
         let bus = TestBus::replicated(nats.urls(), 3).await;
         let db = TestDb::new().await;
-        let pg_proxy = TcpProxy::start("127.0.0.1:5432".parse().expect("invariant: an address")).await;
+        let postgres = authority(&db.url);
+        let upstream = std::net::ToSocketAddrs::to_socket_addrs(postgres)
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .unwrap_or_else(|| panic!("the database URL's host {postgres} has no address"));
+        let pg_proxy = TcpProxy::start(upstream).await;
         let mut api0_nats = Vec::new();
         let mut api0_replies = Vec::new();
         let mut edge0_nats = Vec::new();
@@ -91,8 +96,7 @@ impl Cluster {
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        let db_url = db.url.replace("127.0.0.1:5432", &pg_proxy.addr().to_string());
-        assert_ne!(db_url, db.url, "the database URL names 127.0.0.1:5432: {}", db.url);
+        let db_url = db.url.replacen(postgres, &pg_proxy.addr().to_string(), 1);
         let logs = tempfile::Builder::new()
             .prefix("tidings-chaos-")
             .tempdir()
@@ -309,6 +313,13 @@ impl Cluster {
         }
         out
     }
+}
+
+/// `host:port` of a `postgres://user@host:port/db` URL.
+fn authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, rest)| rest);
+    rest.split(['/', '?']).next().unwrap_or(rest)
 }
 
 /// A notification row: `(id, member, epoch, seq, idempotency key)`.
