@@ -103,6 +103,14 @@ impl Run {
         println!("chaos: {n} acknowledged {what}");
     }
 
+    /// Stops the producers now (the fault's aftermath then gets no further Sends).
+    pub(crate) async fn stop_load(&mut self) {
+        if let Some(producers) = self.producers.take() {
+            producers.stop().await;
+        }
+        self.mark("load stopped");
+    }
+
     /// Stops the producers, waits (up to `settle`) until every client has what it is
     /// owed and the outbox is empty, stops the clients, and checks. Prints the report.
     pub(crate) async fn finish(&mut self, settle: Duration, allowed_resets: &[&str]) -> Report {

@@ -43,6 +43,30 @@ async fn sigkill_the_stream_leader_then_another_node() {
     assert_clean(run.name, &report);
 }
 
+/// SIGKILL the stream leader and stop sending half a second later: a live message
+/// lost in the leader change is then followed by no other on its subject, so only a
+/// resync after the leader change (not the next message's `Nats-Last-Sequence`) can
+/// bring it. Every acknowledged notification must still arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "targets hole A3 (a RePublish lost in a leader change is never re-replayed); run with --run-ignored all"]
+async fn sigkill_the_stream_leader_as_the_load_ends() {
+    let load = Load {
+        members: 40,
+        clients_per_member: 1,
+        ..Load::default()
+    };
+    let mut run = Run::start("sigkill-leader-at-the-end", Options::default(), load).await;
+    run.steady(Duration::from_secs(3)).await;
+    let leader = run.cluster.stream_leader().await;
+    let kill = run.mark(format!("SIGKILL the stream leader {leader}"));
+    run.cluster.nats.node_mut(&leader).kill();
+    run.steady(Duration::from_millis(500)).await;
+    run.stop_load().await;
+    run.assert_acked_between(run.started, kill, "before the kill");
+    let report = run.finish(SETTLE, &[]).await;
+    assert_clean(run.name, &report);
+}
+
 /// SIGSTOP the stream leader for longer than three pings: its connections are dead but
 /// open. Roles notice by their pings and move; a new leader is elected; nothing is lost
 /// and nobody is reset.
