@@ -9,7 +9,8 @@
 //! - [`TestEdge`], [`TestCluster`]: real edges, and a whole cluster (db, namespace, api,
 //!   edges); [`sse`]: an EventSource-like client over real HTTP.
 //! - [`Nginx`]: the project's nginx config in front of real edges.
-//! - [`TcpProxy`]: a loopback proxy whose connections a test can cut, for outages.
+//! - [`TcpProxy`]: a loopback proxy whose connections a test can cut, for outages;
+//!   [`ReplyProxy`]: one that loses the server's answers only (asymmetric partition).
 //! - [`eventually`]: the one way to wait for something; tests never sleep.
 //!
 //! Shared services come from `DATABASE_URL` and `NATS_URL`. When those are unset and a
@@ -20,7 +21,7 @@
 //!
 //! Layout: `services.rs` (finding Postgres and NATS), `containers.rs` (the Docker
 //! fallback), `db.rs`, `bus.rs`, `nats_server.rs`, `api.rs`, `edge.rs`, `cluster.rs`,
-//! `sse.rs`, `nginx.rs`, `proxy.rs`, `eventually.rs`, `log.rs`.
+//! `sse.rs`, `nginx.rs`, `proxy.rs`, `reply_proxy.rs`, `eventually.rs`, `log.rs`.
 
 mod api;
 mod bus;
@@ -34,6 +35,7 @@ mod log;
 mod nats_server;
 mod nginx;
 mod proxy;
+mod reply_proxy;
 mod services;
 pub mod sse;
 
@@ -44,7 +46,8 @@ pub use db::TestDb;
 pub use edge::{TEST_JWT_SECRET, TestEdge};
 pub use eventually::{eventually, patience};
 pub use log::init_test_log;
-pub use nats_server::{NatsCluster, NatsServer, nats_server_binary};
+pub use nats_server::{NatsCluster, NatsServer, free_port, nats_server_binary};
 pub use nginx::Nginx;
 pub use proxy::TcpProxy;
+pub use reply_proxy::ReplyProxy;
 pub use services::{MissingService, ServiceUrls, locate_services};

@@ -56,6 +56,9 @@ pub struct NatsServer {
 struct ClusterPorts {
     port: u16,
     routes: Vec<u16>,
+    /// `--no_advertise`: clients learn no other node's address from this one, so a
+    /// client behind a [`crate::TcpProxy`] cannot route around a cut proxy.
+    no_advertise: bool,
 }
 
 impl NatsServer {
@@ -94,6 +97,16 @@ impl NatsServer {
 
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// The process id while it runs, to signal it or read its `/proc` entry.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The client port's socket address, e.g. for a [`crate::TcpProxy`] in front of it.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     /// SIGKILL: the server dies as in a crash; what it stored stays on disk.
@@ -159,6 +172,9 @@ impl NatsServer {
             cmd.args(["--cluster_name", "tidings-test"])
                 .args(["--cluster", &format!("nats://127.0.0.1:{}", cluster.port)])
                 .args(["--routes", &routes.join(",")]);
+            if cluster.no_advertise {
+                cmd.arg("--no_advertise");
+            }
         }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning nats-server: {e}"));
         self.child = Some(child);
@@ -192,6 +208,17 @@ impl NatsCluster {
     /// Starts `size` nodes and waits until every one reports JetStream healthy, which
     /// means a meta leader has been elected.
     pub async fn start(size: usize) -> Self {
+        Self::start_with(size, false).await
+    }
+
+    /// Like [`NatsCluster::start`], but no node tells its clients the other nodes'
+    /// addresses: a client reaches only the URLs it was given, so proxies in front of
+    /// the nodes can partition it (otherwise it would reconnect around them).
+    pub async fn start_unadvertised(size: usize) -> Self {
+        Self::start_with(size, true).await
+    }
+
+    async fn start_with(size: usize, no_advertise: bool) -> Self {
         assert!(size >= 1, "a cluster needs at least one node");
         let ports: Vec<[u16; 3]> = (0..size).map(|_| free_ports()).collect();
         let cluster_ports: Vec<u16> = ports.iter().map(|p| p[2]).collect();
@@ -204,7 +231,11 @@ impl NatsCluster {
                     format!("n{i}"),
                     *port,
                     *monitor,
-                    Some(ClusterPorts { port: *cluster, routes }),
+                    Some(ClusterPorts {
+                        port: *cluster,
+                        routes,
+                        no_advertise,
+                    }),
                 )
             })
             .collect();
@@ -232,6 +263,14 @@ impl NatsCluster {
             .find(|n| n.name == name)
             .unwrap_or_else(|| panic!("no cluster node named {name}"))
     }
+}
+
+/// A free loopback port below the kernel's ephemeral range (see [`free_ports`]), for a
+/// child process that must listen on a port known before it starts and keep it across
+/// restarts.
+pub fn free_port() -> u16 {
+    let [port] = free_ports();
+    port
 }
 
 /// `N` distinct free loopback ports. All are held open until every one is chosen, so

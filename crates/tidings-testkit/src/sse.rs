@@ -46,6 +46,25 @@ pub struct Refusal {
     pub body: String,
 }
 
+/// Why [`try_connect`] got no stream.
+#[derive(Debug, Clone)]
+pub enum ConnectError {
+    /// The server answered, with another status than 200.
+    Refused(Refusal),
+    /// No answer: nothing listens, the connection broke, or the request failed.
+    Failed(String),
+}
+
+/// What [`SseStream::next_or_closed`] saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    Event(SseEvent),
+    /// The server ended the stream, or the connection broke.
+    Closed,
+    /// Nothing within the wait; the stream is still open.
+    Quiet,
+}
+
 /// An open stream.
 #[derive(Debug)]
 pub struct SseStream {
@@ -69,7 +88,37 @@ pub async fn connect(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> 
 /// [`connect`] with header values as bytes, for values HTTP allows but that are not
 /// text: `obs-text` (bytes 0x80–0xFF), as a client or proxy may send.
 pub async fn connect_raw(addr: SocketAddr, path: &str, headers: &[(&str, &[u8])]) -> Result<SseStream, Refusal> {
-    let mut sender = handshake(addr).await;
+    let sender = handshake(addr).await;
+    match open(sender, addr, path, headers).await {
+        Ok(stream) => Ok(stream),
+        Err(ConnectError::Refused(refusal)) => Err(refusal),
+        Err(ConnectError::Failed(e)) => panic!("GET {path}: {e}"),
+    }
+}
+
+/// [`connect`] for a client that meets faults, as a browser does: a server that is
+/// gone or a connection that breaks is an error to handle (reconnect), not a panic.
+pub async fn try_connect(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<SseStream, ConnectError> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| ConnectError::Failed(format!("connecting to {addr}: {e}")))?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| ConnectError::Failed(format!("HTTP handshake with {addr}: {e}")))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let raw: Vec<(&str, &[u8])> = headers.iter().map(|(name, value)| (*name, value.as_bytes())).collect();
+    open(sender, addr, path, &raw).await
+}
+
+/// Sends the stream request on an established connection and starts reading events.
+async fn open(
+    mut sender: hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &[u8])],
+) -> Result<SseStream, ConnectError> {
     let mut request = http::Request::get(path)
         .header("host", addr.to_string())
         .header("accept", "text/event-stream");
@@ -84,15 +133,15 @@ pub async fn connect_raw(addr: SocketAddr, path: &str, headers: &[(&str, &[u8])]
     let response = sender
         .send_request(request)
         .await
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        .map_err(|e| ConnectError::Failed(e.to_string()))?;
     let (parts, mut body) = response.into_parts();
     if parts.status != http::StatusCode::OK {
         let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        return Err(Refusal {
+        return Err(ConnectError::Refused(Refusal {
             status: parts.status.as_u16(),
             headers: parts.headers,
             body: String::from_utf8_lossy(&bytes).into_owned(),
-        });
+        }));
     }
     let (tx, events) = mpsc::channel(100_000);
     let (retry_tx, retry_rx) = tokio::sync::watch::channel(None);
@@ -175,6 +224,23 @@ impl SseStream {
                 Err(_) => return None,
             }
         }
+    }
+
+    /// The next event within `wait`, telling a closed stream from a quiet one (what a
+    /// client that reconnects must know).
+    pub async fn next_or_closed(&mut self, wait: Duration) -> Next {
+        let next = match tokio::time::timeout(wait, self.events.recv()).await {
+            Err(_) => Next::Quiet,
+            Ok(None) => Next::Closed,
+            Ok(Some(event)) => {
+                if let Some(id) = &event.id {
+                    self.last_event_id = Some(id.clone());
+                }
+                Next::Event(event)
+            }
+        };
+        self.retry = *self.retry_rx.borrow();
+        next
     }
 
     /// Heartbeat comments received so far.
