@@ -122,7 +122,7 @@ impl App {
             async move {
                 tokio::select! {
                     () = shutdown.cancelled() => {}
-                    () = bus.check_incarnation(INCARNATION_CHECK) => {}
+                    () = bus.watch_stream(INCARNATION_CHECK) => {}
                 }
             }
         });

@@ -40,6 +40,8 @@ pub struct Bus {
     /// Acknowledged sequences, to notice them starting over.
     pub(crate) acks: Arc<crate::publish::Acks>,
     losses: watch::Receiver<u64>,
+    /// Signals [`Bus::losses`] from outside the client's events (advisories).
+    signal_losses: Option<Arc<watch::Sender<u64>>>,
     connects: Arc<AtomicU64>,
     /// Bounds every Direct Get request (`TIDINGS_NATS_TIMEOUT`).
     timeout: Duration,
@@ -86,6 +88,8 @@ impl Bus {
         nats.validate().map_err(config_to_connect)?;
         let urls = nats.server_urls().map_err(config_to_connect)?;
         let (losses_tx, losses) = watch::channel(0u64);
+        let losses_tx = Arc::new(losses_tx);
+        let signal = losses_tx.clone();
         let connects = Arc::new(AtomicU64::new(0));
         let counted = connects.clone();
         let client = async_nats::ConnectOptions::new()
@@ -124,6 +128,7 @@ impl Bus {
             .map_err(BusError::Connect)?;
         let mut bus = Self::ensure(client, nats.timeout, settings, access).await?;
         bus.losses = losses;
+        bus.signal_losses = Some(signal);
         bus.connects = connects;
         Ok(bus)
     }
@@ -193,6 +198,7 @@ impl Bus {
             incarnation: Arc::new(Incarnation::new(epoch)),
             acks: Arc::default(),
             losses: watch::channel(0).1,
+            signal_losses: None,
             connects: Arc::default(),
             timeout,
             direct_get: supports_batch_direct_get(&server),
@@ -228,7 +234,8 @@ impl Bus {
     }
 
     /// Changes whenever live delivery may have lost messages: at every disconnect,
-    /// after every (re)connect and at every client-side slow-consumer drop.
+    /// after every (re)connect, at every client-side slow-consumer drop, and when the
+    /// stream elects a leader ([`Bus::follow_advisories`]).
     pub fn losses(&self) -> watch::Receiver<u64> {
         self.losses.clone()
     }
@@ -279,10 +286,22 @@ impl Bus {
         self.incarnation.changes.subscribe()
     }
 
-    /// Reads the stream's extent every `every`, never returning (run it beside a
-    /// shutdown signal): how a stream created anew is noticed while nothing else reads
-    /// the stream.
-    pub async fn check_incarnation(&self, every: Duration) {
+    /// Watches the stream, never returning (run it beside a shutdown signal): follows
+    /// its advisories ([`Bus::follow_advisories`]) and reads its extent every `every`,
+    /// how a stream created anew is noticed while nothing else reads the stream (and
+    /// where advisories are not allowed to this client).
+    pub async fn watch_stream(&self, every: Duration) {
+        let advisories = async {
+            if let Err(e) = self.follow_advisories().await {
+                tracing::warn!(error = %e, "cannot follow the stream's advisories; relying on periodic reads");
+            }
+            std::future::pending::<()>().await;
+        };
+        tokio::join!(advisories, self.check_incarnation(every));
+    }
+
+    /// Reads the stream's extent every `every`, never returning.
+    async fn check_incarnation(&self, every: Duration) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -291,6 +310,40 @@ impl Bus {
                 tracing::debug!(error = %e, "checking the stream's incarnation failed");
             }
         }
+    }
+
+    /// Follows the stream's JetStream advisories until the client closes. A new stream
+    /// leader may not have re-published what the old one stored last (RePublish is
+    /// done by the leader, after storing): that is a possible loss for live delivery
+    /// ([`Bus::losses`]), which a gap on a subject that gets no further message would
+    /// never reveal. A stream created, deleted or updated is read at once, so a new
+    /// incarnation is noticed without waiting for the periodic check.
+    pub async fn follow_advisories(&self) -> Result<(), BusError> {
+        use futures::StreamExt as _;
+
+        let subject = format!("$JS.EVENT.ADVISORY.STREAM.*.{}", self.stream);
+        let mut advisories = self
+            .client
+            .subscribe(subject)
+            .await
+            .map_err(|e| BusError::failed("subscribe to the stream's advisories", e))?;
+        while let Some(advisory) = advisories.next().await {
+            match advisory.subject.split('.').nth(4) {
+                Some("LEADER_ELECTED") => {
+                    tracing::info!(stream = %self.stream, "the stream elected a leader; live delivery may have missed messages");
+                    if let Some(signal) = &self.signal_losses {
+                        signal.send_modify(|n| *n += 1);
+                    }
+                }
+                Some("CREATED" | "DELETED" | "UPDATED") => {
+                    if let Err(e) = self.extent().await {
+                        tracing::debug!(error = %e, "reading the stream after an advisory failed");
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Records the incarnation a STREAM.INFO answer names, and returns it.

@@ -163,7 +163,7 @@ impl EdgeApp {
             async move {
                 tokio::select! {
                     () = shutdown.cancelled() => {}
-                    () = bus.check_incarnation(crate::incarnation::CHECK_EVERY) => {}
+                    () = bus.watch_stream(crate::incarnation::CHECK_EVERY) => {}
                 }
             }
         });

@@ -290,3 +290,52 @@ async fn a_stream_created_anew_resets_every_stream_and_ids_follow_the_new_one() 
     assert_eq!(replayed.json()["content"], "new 1");
     assert_eq!(replayed.id.as_deref(), Some(sent.as_str()));
 }
+
+/// A live message lost around a stream leader change (RePublish is done by the
+/// leader, after it stores; a new leader does not re-publish what the old one may not
+/// have) on a subject that gets no further message: no `Nats-Last-Sequence` will ever
+/// reveal the gap, only the stream's leader-elected advisory can. The edge resyncs its
+/// streams after each election, and the message arrives. (The loss is made by the
+/// edge's fault hook, the election by a leader step-down on a 3-node cluster.)
+#[tokio::test]
+async fn a_message_lost_live_around_a_leader_election_arrives_after_it() {
+    use tidings_testkit::{NatsCluster, TestApi, TestBus, TestDb, TestEdge, init_test_log};
+
+    init_test_log();
+    let nats = NatsCluster::start(3).await;
+    let bus = TestBus::replicated(nats.urls(), 3).await;
+    let db = TestDb::new().await;
+    let api = TestApi::start(TestApi::config(&db, &bus), false).await;
+    let edge = TestEdge::start(TestEdge::config(&bus, &api)).await;
+    let client = api.client().await;
+    let send = |content: &'static str| {
+        let mut client = client.clone();
+        async move {
+            client
+                .send(tidings_proto::v1::SendRequest {
+                    member_ids: vec!["lior".into()],
+                    r#type: "test.event".into(),
+                    content: content.into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+    };
+    let token = TestEdge::token("lior", &[], std::time::Duration::from_secs(600));
+    let auth = format!("Bearer {token}");
+    let mut s = tidings_testkit::sse::connect(edge.addr, "/v1/stream", &[("authorization", &auth)])
+        .await
+        .unwrap();
+    s.next_named("connected").await;
+    send("one").await;
+    assert_eq!(notifications(&mut s, 1).await, ["one"]);
+
+    edge.stats_handle().drop_next_live_message();
+    send("two (lost live)").await;
+    let stepdown = format!("$JS.API.STREAM.LEADER.STEPDOWN.{}", bus.settings.name);
+    let answer = bus.bus.client().request(stepdown, "".into()).await.unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&answer.payload).unwrap();
+    assert_eq!(answer["success"], true, "{answer}");
+    assert_eq!(notifications(&mut s, 1).await, ["two (lost live)"]);
+}

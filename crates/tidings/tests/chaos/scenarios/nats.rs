@@ -48,7 +48,6 @@ async fn sigkill_the_stream_leader_then_another_node() {
 /// resync after the leader change (not the next message's `Nats-Last-Sequence`) can
 /// bring it. Every acknowledged notification must still arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "targets hole A3 (a RePublish lost in a leader change is never re-replayed); run with --run-ignored all"]
 async fn sigkill_the_stream_leader_as_the_load_ends() {
     let load = Load {
         members: 40,
@@ -71,7 +70,6 @@ async fn sigkill_the_stream_leader_as_the_load_ends() {
 /// open. Roles notice by their pings and move; a new leader is elected; nothing is lost
 /// and nobody is reset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "outside the fast subset (holes A6/A7, A3: passed every run so far); run with --run-ignored all"]
 async fn sigstop_a_nats_server() {
     let mut run = Run::start("sigstop-nats", Options::default(), Load::default()).await;
     run.steady(Duration::from_secs(3)).await;
@@ -91,7 +89,6 @@ async fn sigstop_a_nats_server() {
 /// edge0 cut off from every NATS node for 6 s, twice its dead-connection time (3 pings
 /// of 1 s): its browsers stay or move, and get everything once, without `reset`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "outside the fast subset (hole A7: passed every run so far); run with --run-ignored all"]
 async fn partition_an_edge_from_nats() {
     let mut run = Run::start("partition-edge", Options::default(), Load::default()).await;
     run.steady(Duration::from_secs(3)).await;
@@ -114,7 +111,6 @@ async fn partition_an_edge_from_nats() {
 /// window at 3 s: what the relays republish after the window must still be stored and
 /// delivered once (DESIGN §7.6).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "outside the fast subset (about 25 s; passed every run so far); run with --run-ignored all"]
 async fn partition_an_api_from_nats_past_the_duplicate_window() {
     let options = Options {
         duplicate_window: "3s",
@@ -140,7 +136,7 @@ async fn partition_an_api_from_nats_past_the_duplicate_window() {
 /// it published are stored while its rows stay in the outbox, so a relay publishes them
 /// again after the window: each must still be stored and delivered once (DESIGN §7.6).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails today: hole A2 (a relay republishing after the duplicate window stores a second copy, delivered twice)"]
+#[ignore = "fails today (issue 15 A2, open): 2-3 Sends of the muted api are stored twice past the duplicate window by a path the relay's lookup does not cover (likely a publish its NATS client buffered through the reconnect); run with --run-ignored all"]
 async fn lose_nats_replies_to_an_api_past_the_duplicate_window() {
     let options = Options {
         duplicate_window: "3s",
@@ -164,7 +160,6 @@ async fn lose_nats_replies_to_an_api_past_the_duplicate_window() {
 /// `reset` saying so is allowed (and re-baselines the client) — but every notification
 /// acknowledged after that must arrive, and none silently vanish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails today: hole A4 (a re-created stream is not detected; the api records the old epoch, edges drop live events silently)"]
 async fn delete_and_recreate_the_stream_while_edges_run() {
     let mut run = Run::start("recreate-stream", Options::default(), Load::default()).await;
     run.steady(Duration::from_secs(3)).await;

@@ -72,7 +72,6 @@ async fn postgres_cut_off_from_the_apis_under_load() {
 /// Every edge, then every api, gets SIGTERM and is started again, one at a time, under
 /// steady load: drained browsers resume elsewhere with nothing lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "outside the fast subset (about 25 s; passed every run so far); run with --run-ignored all"]
 async fn rolling_restart_of_every_edge_and_api() {
     let mut run = Run::start("rolling-restart", Options::default(), Load::default()).await;
     run.steady(Duration::from_secs(3)).await;
