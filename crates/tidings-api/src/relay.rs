@@ -76,11 +76,21 @@ async fn round(state: &ApiState, settings: &RelaySettings) -> Result<usize, Stor
     if entries.is_empty() {
         return Ok(0);
     }
-    let (already, mut failed) = stored_long_ago(state, &entries).await;
+    let looked = stored_long_ago(state, &entries).await;
+    let mut failed = looked.unknown;
+    // Looking took time: an entry that was young when the round began may be past
+    // half the window now. It waits for the next round, which looks for it.
+    let stale_now = chrono::Utc::now() - state.bus.duplicate_window() / 2;
+    let turned_stale: Vec<Uuid> = entries
+        .iter()
+        .filter(|e| e.created_at < stale_now && !looked.checked.contains(&e.id))
+        .map(|e| e.id)
+        .collect();
+    let already = looked.found;
     let mut ids = Vec::with_capacity(entries.len());
     let mut messages = Vec::with_capacity(entries.len());
     for entry in &entries {
-        if already.contains_key(&entry.id) || failed.contains(&entry.id) {
+        if already.contains_key(&entry.id) || failed.contains(&entry.id) || turned_stale.contains(&entry.id) {
             continue;
         }
         match message(state, entry) {
@@ -117,6 +127,10 @@ async fn round(state: &ApiState, settings: &RelaySettings) -> Result<usize, Stor
         .store
         .outbox_retry_later(&failed, settings.backoff, settings.max_backoff)
         .await?;
+    state
+        .store
+        .outbox_retry_later(&turned_stale, Duration::ZERO, Duration::ZERO)
+        .await?;
     if !published.is_empty() {
         tracing::info!(
             published = published.len(),
@@ -131,10 +145,8 @@ async fn round(state: &ApiState, settings: &RelaySettings) -> Result<usize, Stor
 /// (published before, the acknowledgement or the record lost) where JetStream no
 /// longer knows their `Nats-Msg-Id`: publishing them again would store a second copy,
 /// which browsers would receive twice. Looks for them in the stream (each member's
-/// subject since the oldest such entry was committed, less [`CLOCK_SLACK`]). Returns
-/// the ones found, with their sequences, and those it could not look for (retried
-/// later, never published blind).
-async fn stored_long_ago(state: &ApiState, entries: &[PendingPublish]) -> (HashMap<Uuid, u64>, Vec<Uuid>) {
+/// subject since the oldest such entry was committed, less [`CLOCK_SLACK`]).
+async fn stored_long_ago(state: &ApiState, entries: &[PendingPublish]) -> Looked {
     let stale_before = chrono::Utc::now() - state.bus.duplicate_window() / 2;
     let mut by_subject: HashMap<String, Vec<&PendingPublish>> = HashMap::new();
     for entry in entries.iter().filter(|e| e.created_at < stale_before) {
@@ -145,31 +157,43 @@ async fn stored_long_ago(state: &ApiState, entries: &[PendingPublish]) -> (HashM
                 .push(entry);
         }
     }
-    let (mut found, mut unknown) = (HashMap::new(), Vec::new());
+    let mut looked = Looked::default();
     for (subject, stale) in by_subject {
         let ids: HashSet<String> = stale.iter().map(|e| e.id.to_string()).collect();
         let since = stale.iter().map(|e| e.created_at).min().unwrap_or(stale_before) - CLOCK_SLACK;
         match state.bus.find_stored(&subject, since, &ids).await {
             Ok(stored) => {
                 for entry in stale {
+                    looked.checked.insert(entry.id);
                     if let Some(seq) = stored.get(&entry.id.to_string()) {
-                        found.insert(entry.id, *seq);
+                        looked.found.insert(entry.id, *seq);
                     }
                 }
             }
             Err(e) => {
                 tracing::warn!(subject, error = %e, "cannot tell whether old outbox entries are stored; retrying later");
-                unknown.extend(stale.iter().map(|e| e.id));
+                looked.unknown.extend(stale.iter().map(|e| e.id));
             }
         }
     }
-    if !found.is_empty() {
+    if !looked.found.is_empty() {
         tracing::info!(
-            entries = found.len(),
+            entries = looked.found.len(),
             "outbox entries past the duplicate window were already in the stream; recorded, not published again"
         );
     }
-    (found, unknown)
+    looked
+}
+
+/// What [`stored_long_ago`] found out.
+#[derive(Debug, Default)]
+struct Looked {
+    /// Looked for (found or not).
+    checked: HashSet<Uuid>,
+    /// Found in the stream, at these sequences: recorded, not published again.
+    found: HashMap<Uuid, u64>,
+    /// Could not be looked for: retried later, never published blind.
+    unknown: Vec<Uuid>,
 }
 
 /// How far the api's clock and the NATS servers' may disagree: the search for an entry

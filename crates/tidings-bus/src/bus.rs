@@ -108,8 +108,16 @@ impl Bus {
                         // arrives after the reconnect until they have replayed the
                         // outage (the `Connected` event may come after the first
                         // messages of the new connection), and again once connected.
-                        async_nats::Event::Connected | async_nats::Event::SlowConsumer(_) => {
+                        async_nats::Event::SlowConsumer(_) => losses_tx.send_modify(|n| *n += 1),
+                        // Once now, and once the resubscriptions have surely reached
+                        // every server of a cluster (a message the stream leader
+                        // re-published before its server knew of them is missed).
+                        async_nats::Event::Connected => {
                             losses_tx.send_modify(|n| *n += 1);
+                            tokio::spawn(async move {
+                                tokio::time::sleep(crate::INTEREST_PROPAGATION).await;
+                                losses_tx.send_modify(|n| *n += 1);
+                            });
                         }
                         async_nats::Event::Disconnected => {
                             tracing::warn!("disconnected from NATS");

@@ -42,7 +42,7 @@ pub use bus::{BATCH_DIRECT_GET_VERSION, Bus, MIN_SERVER_VERSION};
 pub use config::{NatsConfig, StreamSettings};
 pub use error::BusError;
 pub use event::{BusEvent, EventKind, RESERVED_EVENT_NAMES, UNREAD_EVENT};
-pub use live::{LiveSubscription, LiveTarget};
+pub use live::{INTEREST_PROPAGATION, LiveSubscription, LiveTarget};
 pub use publish::{EVENT, Outgoing, PUBLISHED_AT, Stored, TRACEPARENT};
 pub use replay::{Replay, ReplayCounts, ReplayError, ReplayRange, StreamExtent};
 pub use subject::{SubjectTarget, Subjects};

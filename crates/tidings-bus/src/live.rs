@@ -18,6 +18,14 @@ use tidings_domain::Topic;
 
 use crate::{Bus, BusError, BusEvent, Subjects};
 
+/// How long a new subscription may take to reach every server of a NATS cluster: the
+/// server this client is connected to has it at once ([`Bus::flush`]), but the stream
+/// leader that re-publishes may sit on another server, which learns of the interest
+/// over a route — possibly after it answered a STREAM.INFO sent next (routes are
+/// pooled, so the interest and the request may travel apart). A consumer that took new
+/// interest reads the stream once more after this long.
+pub const INTEREST_PROPAGATION: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// What a live subscription receives.
 #[derive(Debug, Clone, Copy)]
 pub enum LiveTarget<'a> {

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use crate::cursor::Cursor;
 use crate::delivery::{Closed, Next, Step};
 use crate::hub::{CatchUpQueue, Conn, Interest};
-use crate::live::traced;
+use crate::live::{PROPAGATION, traced};
 use crate::queue::Path;
 use crate::sse;
 use crate::state::EdgeState;
@@ -85,12 +85,15 @@ async fn catch_up(state: Arc<EdgeState>, conn: Arc<Conn>) {
 }
 
 async fn start(state: &EdgeState, conn: &Conn, resume: &LastEventId, interests: Vec<Interest>) -> Result<(), Closed> {
-    if let Err(e) = state.live.ensure(interests).await {
-        // NATS is down or partitioned: nothing is lost, so no `reset`. The stream
-        // closes, and the browser resumes by Last-Event-ID after its `retry:`.
-        tracing::warn!(error = %e, "cannot take live interest; closing the stream");
-        return Err(Closed::Error);
-    }
+    let taken = match state.live.ensure(interests).await {
+        Ok(taken) => taken,
+        Err(e) => {
+            // NATS is down or partitioned: nothing is lost, so no `reset`. The stream
+            // closes, and the browser resumes by Last-Event-ID after its `retry:`.
+            tracing::warn!(error = %e, "cannot take live interest; closing the stream");
+            return Err(Closed::Error);
+        }
+    };
     let extent = state.extents.read().await.map_err(|e| {
         tracing::warn!(error = %e, "cannot read the stream");
         Closed::Error
@@ -132,7 +135,19 @@ async fn start(state: &EdgeState, conn: &Conn, resume: &LastEventId, interests: 
     if let Some(inbox) = &conn.inbox {
         state.unread.refresh(inbox.member.clone());
     }
-    settle(state, conn).await
+    settle(state, conn).await?;
+    if let Some(at) = taken.recently {
+        // Live now; once the new interest has surely reached every server of the
+        // cluster, replay what may have slipped between (see `live::PROPAGATION`).
+        tokio::select! {
+            () = tokio::time::sleep_until(at + PROPAGATION) => {}
+            () = state.lifecycle.shutdown.cancelled() => return Ok(()),
+        }
+        if conn.delivery().resync() {
+            settle(state, conn).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Hands pending live events over until the connection is live, healing gaps and

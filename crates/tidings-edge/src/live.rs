@@ -57,7 +57,7 @@ enum Command {
     /// Subscribe to whichever of these the hub still wants and the node lacks; answer
     /// once the server has the subscriptions (an error when NATS cannot take them in
     /// time: down or partitioned).
-    Ensure(Vec<Interest>, oneshot::Sender<Result<(), Arc<BusError>>>),
+    Ensure(Vec<Interest>, oneshot::Sender<Result<Taken, Arc<BusError>>>),
     /// Drop whichever of these the hub no longer wants.
     Release(Vec<Interest>),
     /// Test hook: the task panics, as a bug in it would.
@@ -108,8 +108,9 @@ impl Live {
     }
 
     /// Returns once every interest is subscribed on the server, so that anything
-    /// published from now on reaches this node live.
-    pub(crate) async fn ensure(&self, interests: Vec<Interest>) -> Result<(), LiveError> {
+    /// published from now on reaches this node live — from the server it is connected
+    /// to; see [`Taken`] for the rest of a cluster.
+    pub(crate) async fn ensure(&self, interests: Vec<Interest>) -> Result<Taken, LiveError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Ensure(interests, tx))
@@ -144,6 +145,19 @@ impl Live {
             self.lost_release.notify_one();
         }
     }
+}
+
+/// How long after taking new interest a connection replays once more: a message the
+/// stream leader stored before its server learned of the interest is neither in the
+/// first replay nor live ([`tidings_bus::INTEREST_PROPAGATION`] says why).
+pub(crate) const PROPAGATION: Duration = tidings_bus::INTEREST_PROPAGATION;
+
+/// What [`Live::ensure`] tells a connection about its interest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Taken {
+    /// When the newest subscription it relies on was taken, if within
+    /// [`PROPAGATION`]: the connection replays once more after that.
+    pub(crate) recently: Option<tokio::time::Instant>,
 }
 
 /// Why live interest could not be taken.
@@ -195,6 +209,9 @@ struct Subscriptions {
     all_members: Option<CancellationToken>,
     /// What their messages' sequences say about the stream.
     sequences: Sequences,
+    /// When interests were subscribed, while that is recent ([`PROPAGATION`]); the
+    /// subscription to every partition under [`Interest::Partition`]s' own key `None`.
+    added: std::collections::HashMap<Option<Interest>, tokio::time::Instant>,
 }
 
 /// The share of member partitions (numerator, denominator) from which the node takes
@@ -211,7 +228,35 @@ impl Subscriptions {
             held: std::collections::HashMap::new(),
             all_members: None,
             sequences,
+            added: std::collections::HashMap::new(),
         }
+    }
+
+    /// Records that `interest` (`None`: every partition) was just subscribed.
+    fn added(&mut self, interest: Option<Interest>) {
+        let now = tokio::time::Instant::now();
+        self.added.retain(|_, at| now.duration_since(*at) < PROPAGATION);
+        self.added.insert(interest, now);
+    }
+
+    /// When the newest subscription serving `interests` was taken, if that is recent.
+    fn taken(&self, interests: &[Interest]) -> Taken {
+        let now = tokio::time::Instant::now();
+        let recent = |key: &Option<Interest>| {
+            self.added
+                .get(key)
+                .copied()
+                .filter(|at| now.duration_since(*at) < PROPAGATION)
+        };
+        let newest = interests
+            .iter()
+            .filter_map(|i| {
+                let own = recent(&Some(i.clone()));
+                let all = matches!(i, Interest::Partition(_)).then(|| recent(&None)).flatten();
+                own.max(all)
+            })
+            .max();
+        Taken { recently: newest }
     }
 
     fn is_empty(&self) -> bool {
@@ -238,6 +283,7 @@ impl Subscriptions {
     }
 
     fn insert(&mut self, interest: Interest, subscriber: LiveSubscription) {
+        self.added(Some(interest.clone()));
         let cancel = self.push(subscriber);
         if let Some(replaced) = self.held.insert(interest, cancel) {
             replaced.cancel();
@@ -272,8 +318,8 @@ async fn run(
                 while let Some(command) = next.take() {
                     match command {
                         Command::Ensure(interests, reply) => {
-                            wanted.extend(interests);
-                            replies.push(reply);
+                            wanted.extend(interests.iter().cloned());
+                            replies.push((interests, reply));
                         }
                         Command::Release(interests) => released.extend(interests),
                         #[cfg(feature = "fault-injection")]
@@ -296,8 +342,8 @@ async fn run(
                 }
                 if !replies.is_empty() {
                     let result = ensure(&node, &mut subscriptions, wanted).await.map_err(Arc::new);
-                    for reply in replies {
-                        let _ = reply.send(result.clone());
+                    for (interests, reply) in replies {
+                        let _ = reply.send(result.clone().map(|()| subscriptions.taken(&interests)));
                     }
                 }
                 metrics.interests.set(subscriptions.len() as i64);
@@ -507,6 +553,7 @@ async fn all_members(node: &LiveDeps, subscriptions: &mut Subscriptions) -> Resu
     let subscriber = node.bus.subscribe_live(LiveTarget::AllMembers).await?;
     let cancel = subscriptions.push(subscriber);
     subscriptions.all_members = Some(cancel);
+    subscriptions.added(None);
     if let Err(e) = confirm(node).await {
         // Unconfirmed: back to the partitions' own subscriptions, or every message
         // would keep coming twice (the switch never runs again while this one is held).
@@ -591,5 +638,37 @@ pub(crate) fn traced<T>(event: &BusEvent, path: &'static str, deliver: impl FnOn
             span.in_scope(deliver)
         }
         _ => deliver(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subscriptions() -> Subscriptions {
+        let (_, incarnations) = tokio::sync::watch::channel(tidings_domain::StreamEpoch(1));
+        Subscriptions::new(Sequences::new(incarnations))
+    }
+
+    /// A connection relying on a subscription taken within [`PROPAGATION`] is told so
+    /// (it replays once more after it); one taken earlier, or another interest's, does
+    /// not count; the subscription to every partition counts for each partition.
+    #[tokio::test]
+    async fn a_connection_learns_when_its_interest_is_fresh() {
+        let mut subs = subscriptions();
+        let (p1, p2) = (Interest::Partition(1), Interest::Partition(2));
+        subs.added(Some(p1.clone()));
+        assert!(subs.taken(std::slice::from_ref(&p1)).recently.is_some());
+        assert_eq!(subs.taken(std::slice::from_ref(&p2)).recently, None, "not its interest");
+
+        tokio::time::sleep(PROPAGATION).await;
+        assert_eq!(subs.taken(std::slice::from_ref(&p1)).recently, None, "long enough ago");
+
+        subs.added(None);
+        assert!(
+            subs.taken(&[p2, p1]).recently.is_some(),
+            "the subscription to every partition"
+        );
+        assert_eq!(subs.added.len(), 1, "old entries are dropped");
     }
 }

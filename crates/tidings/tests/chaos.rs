@@ -6,13 +6,11 @@
 //! counts (acked, delivered, duplicates, misordered, lost, cross-member, resets, max
 //! recovery time).
 //!
-//! The fast subset (an edge, an api and the stream leader killed, Postgres cut off, a
-//! short soak: about 100 s) runs by default; the rest are ignored with the reason (two
-//! fail today on known holes of issue 15 part A: A2 and A4) and run with
-//! `cargo nextest run -p tidings --test chaos --run-ignored all`
-//! (`TIDINGS_CHAOS_SOAK_SECS` lengthens the soak). Needs `DATABASE_URL` (Postgres on
-//! 127.0.0.1:5432) and `TIDINGS_NATS_SERVER` (or nats-server ≥ 2.10 on PATH), as
-//! `scripts/test` sets them.
+//! Every scenario runs with the workspace's tests (about 5 minutes; each takes the
+//! machine to itself, `.config/nextest.toml`); alone:
+//! `cargo nextest run -p tidings --test chaos` (`TIDINGS_CHAOS_SOAK_SECS` lengthens the
+//! soak). Needs `DATABASE_URL` (Postgres on 127.0.0.1:5432) and `TIDINGS_NATS_SERVER`
+//! (or nats-server ≥ 2.10 on PATH), as `scripts/test` sets them.
 //!
 //! Layout: `process.rs` (a role as a guarded child process), `cluster.rs` (the
 //! topology, its proxies and faults), `record.rs`, `producer.rs`, `client.rs` (WHATWG
