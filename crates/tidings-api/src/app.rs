@@ -1,5 +1,17 @@
-//! The api process: bind, serve gRPC and the health endpoints, run the outbox relay,
-//! and stop in order on shutdown.
+//! The api process: bind, serve gRPC and the HTTP/JSON API on one port and the health
+//! endpoints on another, run the outbox relay, and stop in order on shutdown.
+//!
+//! The producer port (`TIDINGS_API_LISTEN`) serves both transports, so a producer needs
+//! one address whichever it speaks: tonic's server accepts HTTP/1.1 as well as HTTP/2,
+//! and one router sends gRPC's paths (`/tidings.v1.NotificationService/…`, health,
+//! reflection) to the gRPC services and `/v1/…` to the JSON API (`rest.rs`); what
+//! matches neither gets UNIMPLEMENTED if it is gRPC, a JSON 404 otherwise. tonic's own
+//! server stays in charge of connections, so gRPC is served exactly as before: the same
+//! HTTP/2 settings, [`StatusCodesLayer`] (which changes only answers that carry a
+//! `grpc-status`, and deadlines only of calls that send `grpc-timeout`), graceful
+//! shutdown. HTTP/1.1 connections get hyper's 30 s header-read timeout (tonic sets the
+//! timer hyper needs to enforce it), the slowloris guard of the ops port. `/metrics`,
+//! `/healthz` and `/readyz` stay on `TIDINGS_API_HTTP_LISTEN` only, for operators.
 //!
 //! [`App::build`] connects and binds and starts nothing; [`App::run`] starts every task
 //! of the role on one `TaskTracker` — the relay, the health endpoints, the group-commit
@@ -20,10 +32,12 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::service::Routes;
 
 use crate::auth::ApiKeys;
 use crate::group_commit::GroupCommit;
 use crate::relay::{self, RelaySettings};
+use crate::rest;
 use crate::send_stream::SendStreams;
 use crate::service::Service;
 use crate::state::ApiState;
@@ -148,16 +162,22 @@ impl App {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .context("building gRPC reflection")?;
+        let json_api = rest::router(service.clone(), MAX_REQUEST_BYTES);
         let notifications = NotificationServiceServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES);
+        let routes = Routes::new(health_service)
+            .add_service(reflection)
+            .add_service(notifications)
+            .into_axum_router()
+            .merge(json_api)
+            .fallback(rest::fallback);
 
         let stopping = shutdown.clone();
         let readiness = health.clone();
         let server = tonic::transport::Server::builder()
-            .trace_fn(tidings_telemetry::propagation::grpc_server_span)
+            .accept_http1(true)
+            .trace_fn(rest::server_span)
             .layer(StatusCodesLayer)
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(notifications)
+            .add_routes(Routes::from(routes))
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
                 stopping.cancelled().await;
                 readiness.set_not_serving::<NotificationServiceServer<Service>>().await;

@@ -13,7 +13,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// `tidings api --help` is the reference.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApiConfig {
-    /// Address of the gRPC server.
+    /// Address producers call: the gRPC server and the HTTP/JSON API, on one port.
     #[arg(long = "listen", env = "TIDINGS_API_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
 

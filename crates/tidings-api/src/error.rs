@@ -1,7 +1,15 @@
-//! [`ApiError`], everything a call can fail with, and its one mapping to gRPC.
+//! [`ApiError`], everything a call can fail with, and its mappings to the transports:
+//! a gRPC status, and, derived from that status, the HTTP/JSON API's answer.
+//!
+//! The HTTP answer is made from the gRPC status, never beside it: the same message, its
+//! code's name in snake case as `error.code`, and the HTTP status a REST client expects
+//! for that code (README, "HTTP/JSON API"). One mapping to maintain, no way for the two
+//! transports to disagree on what a failure is.
 
 use std::sync::Arc;
 
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use tidings_bus::BusError;
 use tidings_store::StoreError;
 
@@ -105,6 +113,109 @@ impl ApiError {
     }
 }
 
+/// The JSON body of every HTTP/JSON API failure: `{"error":{"code","message"}}`, as on
+/// the edge's REST.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct ErrorBody {
+    pub(crate) error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct ErrorDetail {
+    /// The gRPC code's name in snake case: `invalid_argument`, `unauthenticated`, ….
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+}
+
+/// How long a client should wait before retrying an outage (`Retry-After`, seconds):
+/// about one Postgres acquire or publish timeout, short enough to recover quickly.
+const RETRY_AFTER_SECS: &str = "2";
+
+impl ApiError {
+    /// The HTTP status and JSON body for this failure, logged like the gRPC mapping's.
+    pub(crate) fn into_http(self) -> (StatusCode, ErrorBody) {
+        let status = tonic::Status::from(self);
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code_name(status.code()),
+                message: status.message().to_owned(),
+            },
+        };
+        (http_status(status.code()), body)
+    }
+}
+
+/// The HTTP status a REST client expects for a gRPC code. RESOURCE_EXHAUSTED is a size
+/// or count over its limit here (the api has no rate limit), so 413, not 429; ABORTED
+/// (a write that lost to a concurrent one, nothing stored) is 409 like a conflict, but
+/// with `Retry-After`.
+pub(crate) fn http_status(code: tonic::Code) -> StatusCode {
+    use tonic::Code;
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => StatusCode::BAD_REQUEST,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::ResourceExhausted => StatusCode::PAYLOAD_TOO_LARGE,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Cancelled | Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A gRPC code's name in snake case, the JSON `error.code`.
+pub(crate) fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown",
+        Code::InvalidArgument => "invalid_argument",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::NotFound => "not_found",
+        Code::AlreadyExists => "already_exists",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out_of_range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data_loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
+}
+
+/// A JSON error response; `Retry-After` on what is worth retrying as is (503, 409
+/// aborted), `WWW-Authenticate` on 401.
+pub(crate) fn error_response(status: StatusCode, body: ErrorBody) -> Response {
+    let retry = status == StatusCode::SERVICE_UNAVAILABLE || body.error.code == "aborted";
+    let unauthenticated = status == StatusCode::UNAUTHORIZED;
+    let mut response = (status, axum::Json(body)).into_response();
+    if retry {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+    }
+    if unauthenticated {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.into_http();
+        error_response(status, body)
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -142,5 +253,39 @@ mod tests {
         assert_eq!(status.message(), "internal error", "details stay in the log");
         let status = tonic::Status::from(ApiError::ShuttingDown);
         assert_eq!(status.code(), tonic::Code::Unavailable);
+    }
+
+    #[test]
+    fn http_answers_carry_the_grpc_message_and_the_expected_status() {
+        let cases = [
+            (ApiError::invalid("type", "bad"), 400, "invalid_argument"),
+            (ApiError::TooLarge("content: big".into()), 413, "resource_exhausted"),
+            (
+                ApiError::Unauthenticated("unknown api key".into()),
+                401,
+                "unauthenticated",
+            ),
+            (ApiError::NotFound("up_to: none".into()), 404, "not_found"),
+            (
+                ApiError::Conflict("idempotency_key: used".into()),
+                409,
+                "already_exists",
+            ),
+            (ApiError::BusUnavailable("down".into()), 503, "unavailable"),
+            (ApiError::ShuttingDown, 503, "unavailable"),
+            (ApiError::Internal(anyhow::anyhow!("secret detail")), 500, "internal"),
+        ];
+        for (error, http, code) in cases {
+            let grpc_message = error.to_string();
+            let (status, body) = error.into_http();
+            assert_eq!((status.as_u16(), body.error.code), (http, code), "{grpc_message}");
+            assert!(!body.error.message.contains("secret"), "details stay in the log");
+        }
+        let (status, body) = ApiError::invalid("member_ids[3]", "member id is empty").into_http();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body.error.message, "member_ids[3]: member id is empty",
+            "the gRPC message"
+        );
     }
 }

@@ -7,7 +7,10 @@
 //! files below it, so the module graph has no cycle.
 //! - `lib.rs`: this map and the public surface.
 //! - `app.rs`: [`App`]: build (connect, migrate, bind) and run (every task tracked, ordered shutdown).
-//! - `service.rs`: the tonic `NotificationService`: authenticate, convert, call, convert back, timed.
+//! - `rest.rs`: the HTTP/JSON producer API on the gRPC port: authenticate, JSON → protobuf, the same operations.
+//! - `rest_body.rs`: the HTTP/JSON API's request and response bodies (camelCase, unknown fields refused).
+//! - `service.rs`: the tonic `NotificationService`: authenticate, convert, call, convert back, timed;
+//!   the operations both transports call (`handle_*`).
 //! - `convert.rs`: protobuf ↔ the api's types: request validation with the contract's limits, responses.
 //! - `group_commit.rs`: front-end for unary Sends: those that arrive together share one batch.
 //! - `send_stream.rs`: front-end for SendStream: one worker per call, batches of what has arrived.
@@ -23,7 +26,7 @@
 //! - `auth.rs`: producer API keys.
 //! - `status_codes.rs`: the codes clients expect where tonic answers otherwise (oversize,
 //!   undecodable request, passed deadline): a tower layer and SendStream's inbound errors.
-//! - `error.rs`: [`ApiError`] and its one mapping to `tonic::Status`.
+//! - `error.rs`: [`ApiError`], its one mapping to `tonic::Status`, and the HTTP answer made from that status.
 
 mod app;
 mod auth;
@@ -36,6 +39,8 @@ mod inbox;
 mod metrics;
 pub mod payload;
 mod relay;
+mod rest;
+mod rest_body;
 mod send;
 mod send_stream;
 mod service;

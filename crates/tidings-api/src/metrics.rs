@@ -9,6 +9,8 @@ pub(crate) struct ApiMetrics {
     pub(crate) registry: Registry,
     requests: IntCounterVec,
     duration: HistogramVec,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
     pub(crate) stored: IntCounter,
     pub(crate) published_inline: IntCounter,
     pub(crate) published_relay: IntCounter,
@@ -58,6 +60,20 @@ impl ApiMetrics {
             "gRPC call latency, by method",
             "method",
         );
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "tidings_api_http_requests_total",
+                "HTTP/JSON API requests, by operation (the gRPC method's name) and HTTP status",
+            ),
+            &["operation", "status"],
+        )
+        .expect("invariant: valid metric");
+        register(Box::new(http_requests.clone()));
+        let http_duration = latency(
+            "tidings_api_http_request_duration_seconds",
+            "HTTP/JSON API request latency, by operation",
+            "operation",
+        );
         let stages = latency(
             "tidings_api_send_stage_seconds",
             "Where Sends spend their time: queued (a unary Send waiting for a group-commit writer), stored (a batch's insert and commit), published (a batch's JetStream publish until acknowledged)",
@@ -87,6 +103,8 @@ impl ApiMetrics {
         Self {
             requests,
             duration,
+            http_requests,
+            http_duration,
             stored: counter(
                 "tidings_api_notifications_stored_total",
                 "Notification rows committed to Postgres",
@@ -112,6 +130,18 @@ impl ApiMetrics {
         self.requests.with_label_values(&[method, code_name(code)]).inc();
         self.duration
             .with_label_values(&[method])
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+impl ApiMetrics {
+    /// Records one HTTP/JSON API request's status and latency.
+    pub(crate) fn observe_http(&self, operation: &str, started: Instant, status: u16) {
+        self.http_requests
+            .with_label_values(&[operation, &status.to_string()])
+            .inc();
+        self.http_duration
+            .with_label_values(&[operation])
             .observe(started.elapsed().as_secs_f64());
     }
 }

@@ -41,9 +41,9 @@ impl Service {
     async fn send_inner(&self, request: Request<pb::SendRequest>) -> Result<Response<pb::SendResponse>, Status> {
         let producer = self.caller(&request)?;
         let trace = traceparent(&request);
-        let send = convert::send_request(request.into_inner(), &producer, trace)?;
-        let receipt = self.group_commit.send(send).await?;
-        Ok(Response::new(convert::send_response(receipt)))
+        Ok(Response::new(
+            self.handle_send(request.into_inner(), &producer, trace).await?,
+        ))
     }
 
     async fn send_stream_inner(
@@ -68,11 +68,7 @@ impl Service {
     ) -> Result<Response<pb::PublishResponse>, Status> {
         self.caller(&request)?;
         let trace = traceparent(&request);
-        let message = convert::publish_request(request.into_inner())?;
-        let event_id = self.state.publish_topic(message, trace).await?;
-        Ok(Response::new(pb::PublishResponse {
-            event_id: event_id.to_string(),
-        }))
+        Ok(Response::new(self.handle_publish(request.into_inner(), trace).await?))
     }
 
     async fn list_notifications_inner(
@@ -80,12 +76,7 @@ impl Service {
         request: Request<pb::ListNotificationsRequest>,
     ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
         self.caller(&request)?;
-        let req = request.into_inner();
-        let member = convert::member("member_id", &req.member_id)?;
-        let limit = convert::page_limit(req.limit)?;
-        let before = convert::decode_cursor(&req.cursor)?;
-        let page = self.state.page(&member, before, limit, req.unread_only).await?;
-        Ok(Response::new(convert::list_response(page)))
+        Ok(Response::new(self.handle_list(request.into_inner()).await?))
     }
 
     async fn mark_read_inner(
@@ -93,13 +84,7 @@ impl Service {
         request: Request<pb::MarkReadRequest>,
     ) -> Result<Response<pb::MarkReadResponse>, Status> {
         self.caller(&request)?;
-        let req = request.into_inner();
-        let member = convert::member("member_id", &req.member_id)?;
-        let which = convert::mark_read(&req)?;
-        match self.state.mark_read(&member, &which).await? {
-            Some(unread_count) => Ok(Response::new(pb::MarkReadResponse { unread_count })),
-            None => Err(ApiError::NotFound(format!("up_to: no notification {} for this member", req.up_to)).into()),
-        }
+        Ok(Response::new(self.handle_mark_read(request.into_inner()).await?))
     }
 
     async fn get_unread_count_inner(
@@ -107,8 +92,65 @@ impl Service {
         request: Request<pb::GetUnreadCountRequest>,
     ) -> Result<Response<pb::GetUnreadCountResponse>, Status> {
         self.caller(&request)?;
-        let (members, many) = convert::unread_members(request.get_ref())?;
-        Ok(Response::new(if many {
+        Ok(Response::new(self.handle_unread_count(request.into_inner()).await?))
+    }
+
+    /// The operations, shared by both transports: the gRPC handlers above and the
+    /// HTTP/JSON API (`rest.rs`) call these with protobuf requests, so validation, limits,
+    /// messages and the write path are one code, whichever way a producer came in.
+    /// The caller has authenticated already.
+    pub(crate) async fn handle_send(
+        &self,
+        request: pb::SendRequest,
+        producer: &Producer,
+        trace: Option<String>,
+    ) -> Result<pb::SendResponse, ApiError> {
+        let send = convert::send_request(request, producer, trace)?;
+        let receipt = self.group_commit.send(send).await?;
+        Ok(convert::send_response(receipt))
+    }
+
+    pub(crate) async fn handle_publish(
+        &self,
+        request: pb::PublishRequest,
+        trace: Option<String>,
+    ) -> Result<pb::PublishResponse, ApiError> {
+        let message = convert::publish_request(request)?;
+        let event_id = self.state.publish_topic(message, trace).await?;
+        Ok(pb::PublishResponse {
+            event_id: event_id.to_string(),
+        })
+    }
+
+    pub(crate) async fn handle_list(
+        &self,
+        req: pb::ListNotificationsRequest,
+    ) -> Result<pb::ListNotificationsResponse, ApiError> {
+        let member = convert::member("member_id", &req.member_id)?;
+        let limit = convert::page_limit(req.limit)?;
+        let before = convert::decode_cursor(&req.cursor)?;
+        let page = self.state.page(&member, before, limit, req.unread_only).await?;
+        Ok(convert::list_response(page))
+    }
+
+    pub(crate) async fn handle_mark_read(&self, req: pb::MarkReadRequest) -> Result<pb::MarkReadResponse, ApiError> {
+        let member = convert::member("member_id", &req.member_id)?;
+        let which = convert::mark_read(&req)?;
+        match self.state.mark_read(&member, &which).await? {
+            Some(unread_count) => Ok(pb::MarkReadResponse { unread_count }),
+            None => Err(ApiError::NotFound(format!(
+                "up_to: no notification {} for this member",
+                req.up_to
+            ))),
+        }
+    }
+
+    pub(crate) async fn handle_unread_count(
+        &self,
+        req: pb::GetUnreadCountRequest,
+    ) -> Result<pb::GetUnreadCountResponse, ApiError> {
+        let (members, many) = convert::unread_members(&req)?;
+        Ok(if many {
             pb::GetUnreadCountResponse {
                 unread_count: 0,
                 unread_counts: self.state.unread_counts(&members).await?,
@@ -118,7 +160,7 @@ impl Service {
                 unread_count: self.state.unread_count(&members[0]).await?,
                 unread_counts: Vec::new(),
             }
-        }))
+        })
     }
 
     fn caller<T>(&self, request: &Request<T>) -> Result<Producer, ApiError> {

@@ -24,7 +24,8 @@ const TONIC_OVERSIZE: &str = "Error, decoded message length too large";
 const PROST_DECODE: &str = "failed to decode Protobuf message";
 /// How much earlier than tonic's own timeout this layer answers a passed deadline.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(2);
-const OVERSIZE_MESSAGE: &str = "request is larger than the api accepts (1 MiB)";
+/// Also the HTTP/JSON API's message for a body over the limit (`rest.rs`).
+pub(crate) const OVERSIZE_MESSAGE: &str = "request is larger than the api accepts (1 MiB)";
 
 /// A status from SendStream's inbound stream, with the code a client expects.
 pub(crate) fn inbound(status: Status) -> Status {

@@ -7,7 +7,8 @@
 //!   loopback ports, for tests that kill, restart or partition NATS; killed on drop.
 //! - [`TestApi`]: a real api node in-process on OS-chosen ports, with a typed client.
 //! - [`TestEdge`], [`TestCluster`]: real edges, and a whole cluster (db, namespace, api,
-//!   edges); [`sse`]: an EventSource-like client over real HTTP.
+//!   edges); [`sse`]: an EventSource-like client over real HTTP; [`http_call`]: a plain
+//!   HTTP/1.1 client for the REST APIs.
 //! - [`Nginx`]: the project's nginx config in front of real edges.
 //! - [`TcpProxy`]: a loopback proxy whose connections a test can cut, for outages;
 //!   [`ReplyProxy`]: one that loses the server's answers only (asymmetric partition).
@@ -21,7 +22,7 @@
 //!
 //! Layout: `services.rs` (finding Postgres and NATS), `containers.rs` (the Docker
 //! fallback), `db.rs`, `bus.rs`, `nats_server.rs`, `api.rs`, `edge.rs`, `cluster.rs`,
-//! `sse.rs`, `nginx.rs`, `proxy.rs`, `reply_proxy.rs`, `eventually.rs`, `log.rs`.
+//! `sse.rs`, `rest_client.rs`, `nginx.rs`, `proxy.rs`, `reply_proxy.rs`, `eventually.rs`, `log.rs`.
 
 mod api;
 mod bus;
@@ -36,6 +37,7 @@ mod nats_server;
 mod nginx;
 mod proxy;
 mod reply_proxy;
+mod rest_client;
 mod services;
 pub mod sse;
 
@@ -50,4 +52,5 @@ pub use nats_server::{NatsCluster, NatsServer, free_port, nats_server_binary};
 pub use nginx::Nginx;
 pub use proxy::TcpProxy;
 pub use reply_proxy::ReplyProxy;
+pub use rest_client::{HttpReply, http_call};
 pub use services::{MissingService, ServiceUrls, locate_services};

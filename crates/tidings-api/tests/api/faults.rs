@@ -167,7 +167,7 @@ async fn postgres_down_answers_unavailable_in_bounded_time_and_recovers() {
     assert_eq!(rows, 2, "nothing was half-stored during the outage");
 }
 
-fn url_of(database_url: &str) -> std::net::SocketAddr {
+pub(crate) fn url_of(database_url: &str) -> std::net::SocketAddr {
     let rest = database_url
         .split('@')
         .nth(1)

@@ -5,6 +5,7 @@
 mod codes;
 mod faults;
 mod inbox;
+mod rest;
 mod send;
 mod send_stream;
 mod support;

@@ -1,0 +1,326 @@
+//! The HTTP/JSON producer API: the gRPC operations for producers that do not speak gRPC,
+//! served on the gRPC port (HTTP/1.1 or h2c; `app.rs` routes by path: gRPC's
+//! `/tidings.v1.NotificationService/…` to tonic, `/v1/…` here).
+//!
+//! Each handler authenticates (the same API keys, `Authorization: Bearer <key>`),
+//! turns its JSON into the protobuf request (`rest_body.rs`), calls the same operation
+//! as the gRPC handler (`Service::handle_*` in `service.rs`: validation, limits, group
+//! commit, outbox, publish), and turns the answer back into JSON. There is no second
+//! write path and no second set of rules; failures are [`ApiError`]s mapped by
+//! `error.rs` from their gRPC status.
+//!
+//! - Authentication comes first, before the body is read: an unknown caller cannot
+//!   make the api buffer a megabyte.
+//! - A body is read up to [`crate::MAX_REQUEST_BYTES`] and no further: a larger
+//!   `Content-Length` is refused at once, a chunked body as soon as it passes the limit
+//!   (413 either way).
+//! - A body that is not JSON, or has an unknown or mistyped field, is a 400 naming it.
+//! - A batch is many Sends answered in order, each through group commit as concurrent
+//!   unary Sends are (they are submitted together, so they share transactions); an
+//!   invalid item fails alone. Only when every item failed for an outage is the whole
+//!   request answered with it (503): nothing was stored, so a retry is the answer.
+//! - There is no deadline header over HTTP: each call is bounded by the configured
+//!   timeouts (`TIDINGS_DB_ACQUIRE_TIMEOUT`, `TIDINGS_PUBLISH_TIMEOUT`).
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use serde::de::DeserializeOwned;
+use tidings_proto::v1 as pb;
+
+use crate::ApiError;
+use crate::auth::Producer;
+use crate::error::{ErrorBody, ErrorDetail, error_response};
+use crate::rest_body::{
+    BatchBody, BatchReply, BatchResult, ListQuery, ListReply, MarkReadBody, PublishBody, PublishReply, SendBody,
+    SendReply, UnreadReply,
+};
+use crate::send::MAX_BATCH_REQUESTS;
+use crate::service::Service;
+use crate::status_codes::OVERSIZE_MESSAGE;
+
+/// The routes; each is counted under the gRPC method it is the HTTP form of (the
+/// `operation` label of `tidings_api_http_requests_total`).
+const SEND: &str = "/v1/notifications";
+const SEND_BATCH: &str = "/v1/notifications/batch";
+const PUBLISH: &str = "/v1/topics/{topic}/messages";
+const LIST: &str = "/v1/members/{member}/notifications";
+const UNREAD_COUNT: &str = "/v1/members/{member}/unread-count";
+const MARK_READ: &str = "/v1/members/{member}/notifications/read";
+
+/// The JSON API's routes over the gRPC service's operations; bodies up to `max_body`.
+pub(crate) fn router(service: Service, max_body: usize) -> Router {
+    let observed = |operation: &'static str, route: MethodRouter<Service>| {
+        route
+            .route_layer(middleware::from_fn_with_state(max_body, declared_length))
+            .route_layer(middleware::from_fn_with_state((service.clone(), operation), observed))
+    };
+    Router::new()
+        .route(SEND, observed("Send", post(send)))
+        .route(SEND_BATCH, observed("SendBatch", post(send_batch)))
+        .route(PUBLISH, observed("Publish", post(publish)))
+        .route(LIST, observed("ListNotifications", get(list)))
+        .route(UNREAD_COUNT, observed("GetUnreadCount", get(unread_count)))
+        .route(MARK_READ, observed("MarkRead", post(mark_read)))
+        .layer(DefaultBodyLimit::max(max_body))
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(service)
+}
+
+/// What the combined router answers for a path neither transport has: gRPC's
+/// UNIMPLEMENTED to a gRPC client (what tonic's router answers), a JSON 404 to others.
+pub(crate) async fn fallback(request: Request) -> Response {
+    if is_grpc(request.headers()) {
+        return tonic::Status::unimplemented("").into_http::<axum::body::Body>();
+    }
+    ApiError::NotFound(format!("no route {} {}", request.method(), request.uri().path())).into_response()
+}
+
+/// The span of one request on the shared port: `grpc.request` for gRPC, as before the
+/// HTTP API existed, `http.request` for the rest; both continue the caller's
+/// `traceparent`.
+pub(crate) fn server_span(request: &http::Request<()>) -> tracing::Span {
+    if is_grpc(request.headers()) {
+        return tidings_telemetry::propagation::grpc_server_span(request);
+    }
+    let span = tracing::info_span!(
+        "http.request",
+        otel.kind = "server",
+        http.request.method = %request.method(),
+        http.route = %request.uri().path(),
+    );
+    let traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
+    tidings_telemetry::propagation::set_remote_parent(&span, traceparent);
+    span
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// The authenticated producer, from `Authorization: Bearer <key>`; extracted before
+/// the body, so an unauthenticated request is refused unread.
+struct Caller(Producer);
+
+impl FromRequestParts<Service> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, service: &Service) -> Result<Self, ApiError> {
+        let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        service.keys.authenticate(authorization).map(Caller)
+    }
+}
+
+async fn send(
+    State(service): State<Service>,
+    Caller(producer): Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<SendReply>, ApiError> {
+    let mut body: SendBody = json(body)?;
+    if let Some(key) = headers.get("idempotency-key") {
+        if body.idempotency_key.is_some() {
+            return Err(ApiError::invalid(
+                "idempotency_key",
+                "give it in the Idempotency-Key header or in the body, not both",
+            ));
+        }
+        let key = std::str::from_utf8(key.as_bytes())
+            .map_err(|_| ApiError::invalid("idempotency_key", "the Idempotency-Key header is not UTF-8"))?;
+        body.idempotency_key = Some(key.to_owned());
+    }
+    let response = service
+        .handle_send(body.into_request(), &producer, traceparent(&headers))
+        .await?;
+    Ok(Json(response.into()))
+}
+
+async fn send_batch(
+    State(service): State<Service>,
+    Caller(producer): Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<BatchReply>, ApiError> {
+    let body: BatchBody = json(body)?;
+    let n = body.notifications.len();
+    if n == 0 {
+        return Err(ApiError::invalid(
+            "notifications",
+            "at least one notification is required",
+        ));
+    }
+    if n > MAX_BATCH_REQUESTS {
+        return Err(ApiError::TooLarge(format!(
+            "notifications: {n} given; at most {MAX_BATCH_REQUESTS} per request"
+        )));
+    }
+    let trace = traceparent(&headers);
+    // Polled together, so every valid item is queued for the group-commit writers
+    // before any of them is answered: they share transactions like concurrent Sends.
+    let calls = body
+        .notifications
+        .into_iter()
+        .map(|item| service.handle_send(item.into_request(), &producer, trace.clone()));
+    let answers = futures::future::join_all(calls).await;
+    if answers.iter().all(|a| a.as_ref().is_err_and(ApiError::is_outage)) {
+        let first = answers.into_iter().find_map(Result::err);
+        return Err(first.unwrap_or_else(|| ApiError::Internal(anyhow::anyhow!("invariant: a batch is not empty"))));
+    }
+    let results = answers
+        .into_iter()
+        .map(|answer| match answer {
+            Ok(response) => BatchResult::Sent(response.into()),
+            Err(e) => BatchResult::Failed(e.into_http().1),
+        })
+        .collect();
+    Ok(Json(BatchReply { results }))
+}
+
+async fn publish(
+    State(service): State<Service>,
+    Caller(_): Caller,
+    headers: HeaderMap,
+    topic: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<PublishReply>, ApiError> {
+    let Path(topic) = topic.map_err(path_error)?;
+    let body: PublishBody = json(body)?;
+    let response = service
+        .handle_publish(body.into_request(topic), traceparent(&headers))
+        .await?;
+    Ok(Json(PublishReply {
+        event_id: response.event_id,
+    }))
+}
+
+async fn list(
+    State(service): State<Service>,
+    Caller(_): Caller,
+    member: Result<Path<String>, PathRejection>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<ListReply>, ApiError> {
+    let Path(member_id) = member.map_err(path_error)?;
+    let Query(query) = query.map_err(query_error)?;
+    let request = pb::ListNotificationsRequest {
+        member_id,
+        cursor: query.cursor.unwrap_or_default(),
+        limit: query.limit.unwrap_or(0),
+        unread_only: query.unread_only.unwrap_or(false),
+    };
+    Ok(Json(service.handle_list(request).await?.into()))
+}
+
+async fn unread_count(
+    State(service): State<Service>,
+    Caller(_): Caller,
+    member: Result<Path<String>, PathRejection>,
+) -> Result<Json<UnreadReply>, ApiError> {
+    let Path(member_id) = member.map_err(path_error)?;
+    let request = pb::GetUnreadCountRequest {
+        member_id,
+        member_ids: Vec::new(),
+    };
+    let response = service.handle_unread_count(request).await?;
+    Ok(Json(UnreadReply {
+        unread_count: response.unread_count,
+    }))
+}
+
+async fn mark_read(
+    State(service): State<Service>,
+    Caller(_): Caller,
+    member: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<UnreadReply>, ApiError> {
+    let Path(member_id) = member.map_err(path_error)?;
+    let body: MarkReadBody = json(body)?;
+    let response = service.handle_mark_read(body.into_request(member_id)).await?;
+    Ok(Json(UnreadReply {
+        unread_count: response.unread_count,
+    }))
+}
+
+/// A body read within the limit and parsed as `T`; serde's message names the field at
+/// fault (`unknown field `groupID``, `invalid type: string "a", expected a sequence`).
+fn json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(OVERSIZE_MESSAGE.into())
+        } else {
+            ApiError::invalid("body", rejection.body_text())
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid("body", e))
+}
+
+fn path_error(rejection: PathRejection) -> ApiError {
+    ApiError::invalid("path", rejection.body_text())
+}
+
+/// axum's text is "Failed to deserialize query string: <cause>"; the cause names the
+/// parameter.
+fn query_error(rejection: QueryRejection) -> ApiError {
+    let cause = std::error::Error::source(&rejection).map_or_else(|| rejection.body_text(), ToString::to_string);
+    ApiError::invalid("query string", cause)
+}
+
+fn traceparent(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(tidings_telemetry::propagation::canonical_traceparent)
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    let message = format!("{} is not allowed on {}", request.method(), request.uri().path());
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: "unimplemented",
+            message,
+        },
+    };
+    error_response(StatusCode::METHOD_NOT_ALLOWED, body)
+}
+
+/// Refuses a body whose `Content-Length` is over `max_body` before reading any of it
+/// (the body limit alone would read up to the limit first, and a client that sends
+/// nothing more would hold the request open).
+async fn declared_length(State(max_body): State<usize>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_body as u64) {
+        return ApiError::TooLarge(OVERSIZE_MESSAGE.into()).into_response();
+    }
+    next.run(request).await
+}
+
+/// Counts and times every answer of a route, refusals included, by operation and
+/// HTTP status.
+async fn observed(
+    State((service, operation)): State<(Service, &'static str)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let response = next.run(request).await;
+    service
+        .state
+        .metrics
+        .observe_http(operation, started, response.status().as_u16());
+    response
+}
