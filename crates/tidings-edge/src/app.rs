@@ -111,6 +111,10 @@ impl EdgeApp {
                 drop_next: Arc::default(),
                 #[cfg(feature = "fault-injection")]
                 fail_next_confirm: Arc::default(),
+                #[cfg(feature = "fault-injection")]
+                blind_for_ms: Arc::default(),
+                #[cfg(feature = "fault-injection")]
+                blinded: Arc::default(),
             },
             shutdown.clone(),
             &background,
@@ -281,6 +285,20 @@ impl StatsHandle {
     #[cfg(feature = "fault-injection")]
     pub fn drop_next_live_message(&self) {
         self.0.live.drop_next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Test hook: live messages of an interest this node subscribed less than
+    /// `blind_for` ago are dropped, as when the stream leader sits on another server of
+    /// a cluster that has not learned of the interest yet. Returns how many it dropped
+    /// so far (`Duration::ZERO` leaves the window as it is).
+    #[cfg(feature = "fault-injection")]
+    pub fn blind_new_interest(&self, blind_for: Duration) -> u64 {
+        use std::sync::atomic::Ordering;
+        if !blind_for.is_zero() {
+            let ms = u64::try_from(blind_for.as_millis()).unwrap_or(u64::MAX);
+            self.0.live.blind_for_ms.store(ms, Ordering::Relaxed);
+        }
+        self.0.live.blinded.load(Ordering::Relaxed)
     }
 
     /// Test hook: the next release of a live interest is lost, as on a full command

@@ -50,6 +50,11 @@ pub(crate) struct Live {
     /// Test hook: see [`LiveDeps::fail_next_confirm`].
     #[cfg(feature = "fault-injection")]
     pub(crate) fail_next_confirm: Arc<std::sync::atomic::AtomicBool>,
+    /// Test hooks: see [`LiveDeps::blind_for_ms`].
+    #[cfg(feature = "fault-injection")]
+    pub(crate) blind_for_ms: Arc<std::sync::atomic::AtomicU64>,
+    #[cfg(feature = "fault-injection")]
+    pub(crate) blinded: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Debug)]
@@ -72,6 +77,8 @@ impl Live {
         let drop_next = node.drop_next.clone();
         #[cfg(feature = "fault-injection")]
         let fail_next_confirm = node.fail_next_confirm.clone();
+        #[cfg(feature = "fault-injection")]
+        let (blind_for_ms, blinded) = (node.blind_for_ms.clone(), node.blinded.clone());
         let stopped = CancellationToken::new();
         let lost_release = Arc::new(tokio::sync::Notify::new());
         let task = std::panic::AssertUnwindSafe(run(node, rx, lost_release.clone(), shutdown.clone())).catch_unwind();
@@ -104,6 +111,10 @@ impl Live {
             lose_next_release: Arc::default(),
             #[cfg(feature = "fault-injection")]
             fail_next_confirm,
+            #[cfg(feature = "fault-injection")]
+            blind_for_ms,
+            #[cfg(feature = "fault-injection")]
+            blinded,
         }
     }
 
@@ -185,6 +196,13 @@ pub(crate) struct LiveDeps {
     /// Test hook: the next confirmation of new subscriptions fails as if NATS timed out.
     #[cfg(feature = "fault-injection")]
     pub(crate) fail_next_confirm: Arc<std::sync::atomic::AtomicBool>,
+    /// Test hook: live messages of an interest subscribed less than this many
+    /// milliseconds ago are dropped, as when the stream leader's server has not
+    /// learned of the interest yet; the count of those dropped.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) blind_for_ms: Arc<std::sync::atomic::AtomicU64>,
+    #[cfg(feature = "fault-injection")]
+    pub(crate) blinded: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The node's live subscriptions, polled as one stream. Only subscriptions that have
@@ -413,7 +431,7 @@ async fn dispatch_waiting(node: &LiveDeps, subscriptions: &mut Subscriptions, mu
     let mut wakers = Vec::new();
     for event in events {
         #[cfg(feature = "fault-injection")]
-        if fault_injection_drops(node, &event) {
+        if fault_injection_drops(node, &subscriptions.added, &event) {
             continue;
         }
         dispatch(node, event, &mut wakers);
@@ -474,7 +492,11 @@ impl Sequences {
 
 /// Test hook: whether to drop `event` as if NATS had lost it.
 #[cfg(feature = "fault-injection")]
-fn fault_injection_drops(node: &LiveDeps, event: &BusEvent) -> bool {
+fn fault_injection_drops(
+    node: &LiveDeps,
+    added: &std::collections::HashMap<Option<Interest>, tokio::time::Instant>,
+    event: &BusEvent,
+) -> bool {
     use std::sync::atomic::Ordering;
     let dropping = node
         .drop_next
@@ -482,8 +504,24 @@ fn fault_injection_drops(node: &LiveDeps, event: &BusEvent) -> bool {
         .is_ok();
     if dropping {
         tracing::warn!(seq = event.seq, "fault injection: dropping a live message");
+        return true;
     }
-    dropping
+    let blind_for = Duration::from_millis(node.blind_for_ms.load(Ordering::Relaxed));
+    let interest = match &event.target {
+        SubjectTarget::Member(m) => Interest::Partition(node.bus.subjects().partition_of(m)),
+        SubjectTarget::Topic(t) => Interest::Topic(t.clone()),
+    };
+    let is_partition = matches!(interest, Interest::Partition(_));
+    let fresh = |at: &tokio::time::Instant| at.elapsed() < blind_for;
+    let blind = added.get(&Some(interest)).is_some_and(fresh) || (is_partition && added.get(&None).is_some_and(fresh));
+    if blind {
+        node.blinded.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            seq = event.seq,
+            "fault injection: the interest is too new; dropping a live message"
+        );
+    }
+    blind
 }
 
 /// Hands one live event to the hub, shared by all its connections.
