@@ -43,12 +43,29 @@ impl Default for RelaySettings {
 
 /// Runs until `shutdown`. Errors are logged and retried; the loop never ends early.
 /// An inline publish that failed wakes it (`ApiState::relay_wake`) before its poll.
+///
+/// Publishes that fail (no stream leader during an election, a slow server) are backed
+/// off per entry, up to `max_backoff`. So that an election does not cost each entry
+/// its whole backoff, the relay asks the stream at every poll while any are backed
+/// off: once the stream answers (it has a leader), they are all due at once.
 pub(crate) async fn run(state: ApiState, settings: RelaySettings, shutdown: CancellationToken) {
+    let mut backing_off = false;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = state.relay_wake.notified() => {}
             () = tokio::time::sleep(settings.poll) => {}
+        }
+        if backing_off && state.bus.is_connected() && state.bus.extent().await.is_ok() {
+            backing_off = false;
+            match state.store.outbox_due_now().await {
+                Ok(0) => {}
+                Ok(entries) => tracing::info!(
+                    entries,
+                    "the stream answers again; backed-off outbox entries are due now"
+                ),
+                Err(e) => tracing::warn!(error = %e, "could not make backed-off outbox entries due"),
+            }
         }
         // Drain everything due, a batch at a time.
         loop {
@@ -56,8 +73,12 @@ pub(crate) async fn run(state: ApiState, settings: RelaySettings, shutdown: Canc
                 break;
             }
             match round(&state, &settings).await {
-                Ok(claimed) if claimed < settings.batch as usize => break,
-                Ok(_) => {}
+                Ok(done) => {
+                    backing_off |= done.failed > 0;
+                    if done.claimed < settings.batch as usize {
+                        break;
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox relay round failed");
                     break;
@@ -67,14 +88,24 @@ pub(crate) async fn run(state: ApiState, settings: RelaySettings, shutdown: Canc
     }
 }
 
-/// One round: lease, publish, record. Returns how many entries were leased.
-async fn round(state: &ApiState, settings: &RelaySettings) -> Result<usize, StoreError> {
+/// What one round did.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    /// Entries leased.
+    claimed: usize,
+    /// Entries backed off after a failed publish or lookup (not the unbuildable,
+    /// which no answering stream helps).
+    failed: usize,
+}
+
+/// One round: lease, publish, record.
+async fn round(state: &ApiState, settings: &RelaySettings) -> Result<Round, StoreError> {
     // Longer than any publish of the round can take: an entry comes due again only
     // when its relay died (or its record failed), and another relay takes it over.
     let lease = state.publish_timeout * 2 + LEASE_MARGIN;
     let entries = state.store.lease_outbox(settings.batch, lease).await?;
     if entries.is_empty() {
-        return Ok(0);
+        return Ok(Round { claimed: 0, failed: 0 });
     }
     let looked = stored_long_ago(state, &entries).await;
     let mut failed = looked.unknown;
@@ -87,6 +118,7 @@ async fn round(state: &ApiState, settings: &RelaySettings) -> Result<usize, Stor
         .map(|e| e.id)
         .collect();
     let already = looked.found;
+    let mut unbuildable = 0;
     let mut ids = Vec::with_capacity(entries.len());
     let mut messages = Vec::with_capacity(entries.len());
     for entry in &entries {
@@ -107,6 +139,7 @@ async fn round(state: &ApiState, settings: &RelaySettings) -> Result<usize, Stor
                     "outbox entry cannot be published: its member id is not valid; backing off"
                 );
                 failed.push(entry.id);
+                unbuildable += 1;
             }
         }
     }
@@ -138,7 +171,10 @@ async fn round(state: &ApiState, settings: &RelaySettings) -> Result<usize, Stor
             "outbox relay published"
         );
     }
-    Ok(entries.len())
+    Ok(Round {
+        claimed: entries.len(),
+        failed: failed.len() - unbuildable,
+    })
 }
 
 /// Entries older than half the stream's duplicate window may be in the stream already

@@ -85,6 +85,18 @@ impl Store {
         Ok(())
     }
 
+    /// Makes every entry backed off after a failed publish due now (the stream
+    /// answers again); returns how many. Entries never tried keep their time.
+    pub async fn outbox_due_now(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "update outbox set next_attempt_at = now()
+             where attempts > 0 and next_attempt_at > now()",
+        )
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
         let (entries, oldest): (i64, Option<DateTime<Utc>>) =
             sqlx::query_as("select count(*), min(enqueued_at) from outbox")

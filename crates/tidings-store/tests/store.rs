@@ -377,6 +377,15 @@ async fn relays_claim_disjoint_due_entries_and_back_off_failures() {
         .await
         .unwrap();
     assert_eq!(attempts, 4);
+
+    // The stream answers again: the backed-off entries are due at once, the one never
+    // tried (still in its grace period) is not.
+    assert_eq!(store.outbox_due_now().await.unwrap(), 4);
+    let retried = store.lease_outbox(100, lease).await.unwrap();
+    assert_eq!(
+        retried.iter().map(|e| e.id).collect::<HashSet<_>>(),
+        failed.iter().copied().collect::<HashSet<_>>()
+    );
     let stored: i64 = count(
         &db,
         "select count(*) from notification where stream_seq is not null and stream_epoch = 3",

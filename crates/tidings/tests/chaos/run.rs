@@ -16,6 +16,8 @@ pub(crate) struct Load {
     pub(crate) members: usize,
     pub(crate) clients_per_member: usize,
     pub(crate) producers: usize,
+    /// How many of the producers send over SendStream.
+    pub(crate) streaming: usize,
     /// Each producer sends once per period.
     pub(crate) period: Duration,
     /// Clients leave and come back after a random time in this range.
@@ -29,6 +31,7 @@ impl Default for Load {
             members: 20,
             clients_per_member: 2,
             producers: 6,
+            streaming: 0,
             period: Duration::from_millis(200),
             churn: None,
         }
@@ -70,7 +73,13 @@ impl Run {
             (recorder.connected_clients() == total).then_some(())
         })
         .await;
-        let producers = Producers::start(&cluster.api_addrs(), &members, load.producers, load.period, &recorder);
+        let producers = Producers::start(
+            &cluster.api_addrs(),
+            &members,
+            (load.producers, load.streaming),
+            load.period,
+            &recorder,
+        );
         recorder.mark(format!(
             "{name}: cluster up and {total} clients connected in {} ms; load started",
             started.elapsed().as_millis()

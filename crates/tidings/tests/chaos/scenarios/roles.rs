@@ -29,12 +29,17 @@ async fn sigkill_an_edge_while_clients_stream() {
     assert_clean(run.name, &report);
 }
 
-/// A producer whose api dies mid-call retries with the same key on the other api: the
-/// notification is stored and delivered once; what the dead api committed and never
-/// published, the survivor's relay publishes.
+/// A producer whose api dies mid-call — a unary Send, or a SendStream held open on it
+/// (half the producers) — retries with the same key on the other api: the notification
+/// is stored and delivered once; what the dead api committed and never published, the
+/// survivor's relay publishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_an_api_replica_mid_load() {
-    let mut run = Run::start("sigkill-api", Options::default(), Load::default()).await;
+    let load = Load {
+        streaming: 3,
+        ..Load::default()
+    };
+    let mut run = Run::start("sigkill-api", Options::default(), load).await;
     run.steady(Duration::from_secs(3)).await;
     let kill = run.mark("SIGKILL api0");
     run.cluster.kill_api(0).await;
