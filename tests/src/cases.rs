@@ -8,6 +8,7 @@ mod inbox;
 mod limits;
 mod nginx;
 mod observability;
+mod openapi;
 mod resets;
 mod startup;
 mod storm;

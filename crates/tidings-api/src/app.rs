@@ -37,12 +37,12 @@ use tonic::service::Routes;
 use crate::auth::ApiKeys;
 use crate::group_commit::GroupCommit;
 use crate::relay::{self, RelaySettings};
-use crate::rest;
 use crate::send_stream::SendStreams;
 use crate::service::Service;
 use crate::state::ApiState;
 use crate::status_codes::StatusCodesLayer;
 use crate::{ApiConfig, http};
+use crate::{openapi, rest};
 
 /// Largest gRPC message the api decodes. A Send at every limit (1,000 member ids of 256
 /// bytes, 4 KiB content, 16 KiB data) is about 280 KiB.
@@ -169,6 +169,7 @@ impl App {
             .add_service(notifications)
             .into_axum_router()
             .merge(json_api)
+            .route("/openapi.json", axum::routing::get(openapi::serve))
             .fallback(rest::fallback);
 
         let stopping = shutdown.clone();

@@ -115,15 +115,17 @@ impl ApiError {
 
 /// The JSON body of every HTTP/JSON API failure: `{"error":{"code","message"}}`, as on
 /// the edge's REST.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct ErrorBody {
     pub(crate) error: ErrorDetail,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct ErrorDetail {
     /// The gRPC code's name in snake case: `invalid_argument`, `unauthenticated`, ….
+    #[schema(value_type = String, example = "invalid_argument")]
     pub(crate) code: &'static str,
+    /// What went wrong, naming the field at fault.
     pub(crate) message: String,
 }
 

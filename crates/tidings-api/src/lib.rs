@@ -7,6 +7,7 @@
 //! files below it, so the module graph has no cycle.
 //! - `lib.rs`: this map and the public surface.
 //! - `app.rs`: [`App`]: build (connect, migrate, bind) and run (every task tracked, ordered shutdown).
+//! - `openapi.rs`: the HTTP/JSON API's OpenAPI 3.1 document, derived from `rest.rs` and its bodies; `GET /openapi.json`.
 //! - `rest.rs`: the HTTP/JSON producer API on the gRPC port: authenticate, JSON → protobuf, the same operations.
 //! - `rest_body.rs`: the HTTP/JSON API's request and response bodies (camelCase, unknown fields refused).
 //! - `service.rs`: the tonic `NotificationService`: authenticate, convert, call, convert back, timed;
@@ -37,6 +38,7 @@ mod group_commit;
 mod http;
 mod inbox;
 mod metrics;
+mod openapi;
 pub mod payload;
 mod relay;
 mod rest;
@@ -52,3 +54,4 @@ pub use app::{App, MAX_REQUEST_BYTES};
 pub use auth::{ANONYMOUS, ApiKeys, Producer};
 pub use config::ApiConfig;
 pub use error::ApiError;
+pub use openapi::openapi_json;

@@ -50,12 +50,12 @@ use crate::status_codes::OVERSIZE_MESSAGE;
 
 /// The routes; each is counted under the gRPC method it is the HTTP form of (the
 /// `operation` label of `tidings_api_http_requests_total`).
-const SEND: &str = "/v1/notifications";
-const SEND_BATCH: &str = "/v1/notifications/batch";
-const PUBLISH: &str = "/v1/topics/{topic}/messages";
-const LIST: &str = "/v1/members/{member}/notifications";
-const UNREAD_COUNT: &str = "/v1/members/{member}/unread-count";
-const MARK_READ: &str = "/v1/members/{member}/notifications/read";
+pub(crate) const SEND: &str = "/v1/notifications";
+pub(crate) const SEND_BATCH: &str = "/v1/notifications/batch";
+pub(crate) const PUBLISH: &str = "/v1/topics/{topic}/messages";
+pub(crate) const LIST: &str = "/v1/members/{member}/notifications";
+pub(crate) const UNREAD_COUNT: &str = "/v1/members/{member}/unread-count";
+pub(crate) const MARK_READ: &str = "/v1/members/{member}/notifications/read";
 
 /// The JSON API's routes over the gRPC service's operations; bodies up to `max_body`.
 pub(crate) fn router(service: Service, max_body: usize) -> Router {
@@ -123,6 +123,27 @@ impl FromRequestParts<Service> for Caller {
     }
 }
 
+/// Send a notification to members.
+///
+/// Stores one notification per distinct member and publishes each to its member's
+/// stream: gRPC `Send`. A retry with the same `Idempotency-Key` answers the first
+/// call's ids and stores nothing more.
+#[utoipa::path(
+    post,
+    path = SEND,
+    tag = "producer",
+    request_body = SendBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key answers the same ids (or give `idempotencyKey` in the body, not both)")),
+    responses(
+        (status = 200, description = "Stored; one delivery per member", body = SendReply),
+        (status = 400, description = "A field breaks a rule, or the body is not the JSON described; the message names the field", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 409, description = "The idempotency key was used before for another request, or the write lost to a concurrent one (`aborted`, with `Retry-After`)", body = ErrorBody),
+        (status = 413, description = "The body, or a field, is over its documented limit", body = ErrorBody),
+        (status = 503, description = "Postgres or NATS is unavailable, or the api is shutting down: nothing was stored; retry (with the same idempotency key) after `Retry-After`", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 async fn send(
     State(service): State<Service>,
     Caller(producer): Caller,
@@ -147,6 +168,25 @@ async fn send(
     Ok(Json(response.into()))
 }
 
+/// Send many notifications in one request.
+///
+/// Each item is a Send, answered in order by a delivery or its own error (an invalid
+/// item fails alone); items share group-commit transactions like concurrent Sends.
+/// Only when every item failed for an outage is the whole request a 503.
+#[utoipa::path(
+    post,
+    path = SEND_BATCH,
+    tag = "producer",
+    request_body = BatchBody,
+    responses(
+        (status = 200, description = "One result per item, in order: a `SendReply` or an `ErrorBody`", body = BatchReply),
+        (status = 400, description = "A field breaks a rule, or the body is not the JSON described; the message names the field", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 413, description = "The body, or a field, is over its documented limit", body = ErrorBody),
+        (status = 503, description = "Postgres or NATS is unavailable, or the api is shutting down: nothing was stored; retry (with the same idempotency key) after `Retry-After`", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 async fn send_batch(
     State(service): State<Service>,
     Caller(producer): Caller,
@@ -188,6 +228,25 @@ async fn send_batch(
     Ok(Json(BatchReply { results }))
 }
 
+/// Publish a message to a topic.
+///
+/// Every stream joined to the topic receives it as an SSE event named `event` (the
+/// topic when absent): gRPC `Publish`. Topic messages are not stored in Postgres.
+#[utoipa::path(
+    post,
+    path = PUBLISH,
+    tag = "producer",
+    request_body = PublishBody,
+    params(("topic" = String, Path, description = "The topic name")),
+    responses(
+        (status = 200, description = "Published", body = PublishReply),
+        (status = 400, description = "A field breaks a rule, or the body is not the JSON described; the message names the field", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 413, description = "The body, or a field, is over its documented limit", body = ErrorBody),
+        (status = 503, description = "Postgres or NATS is unavailable, or the api is shutting down: nothing was stored; retry (with the same idempotency key) after `Retry-After`", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 async fn publish(
     State(service): State<Service>,
     Caller(_): Caller,
@@ -205,6 +264,23 @@ async fn publish(
     }))
 }
 
+/// List a member's inbox, newest first.
+///
+/// gRPC `ListNotifications`: a page of notifications and the cursor of the next one.
+#[utoipa::path(
+    get,
+    path = LIST,
+    tag = "producer",
+    params(("member" = String, Path, description = "The member id"), ListQuery),
+    responses(
+        (status = 200, description = "A page of the inbox", body = ListReply),
+        (status = 400, description = "A field breaks a rule, or the body is not the JSON described; the message names the field", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 413, description = "The body, or a field, is over its documented limit", body = ErrorBody),
+        (status = 503, description = "Postgres or NATS is unavailable, or the api is shutting down: nothing was stored; retry (with the same idempotency key) after `Retry-After`", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 async fn list(
     State(service): State<Service>,
     Caller(_): Caller,
@@ -222,6 +298,23 @@ async fn list(
     Ok(Json(service.handle_list(request).await?.into()))
 }
 
+/// A member's unread count.
+///
+/// gRPC `GetUnreadCount`.
+#[utoipa::path(
+    get,
+    path = UNREAD_COUNT,
+    tag = "producer",
+    params(("member" = String, Path, description = "The member id")),
+    responses(
+        (status = 200, description = "The unread count", body = UnreadReply),
+        (status = 400, description = "A field breaks a rule, or the body is not the JSON described; the message names the field", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 413, description = "The body, or a field, is over its documented limit", body = ErrorBody),
+        (status = 503, description = "Postgres or NATS is unavailable, or the api is shutting down: nothing was stored; retry (with the same idempotency key) after `Retry-After`", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 async fn unread_count(
     State(service): State<Service>,
     Caller(_): Caller,
@@ -238,6 +331,26 @@ async fn unread_count(
     }))
 }
 
+/// Mark a member's notifications read.
+///
+/// gRPC `MarkRead`: by `ids`, or everything up to and including `upTo`; answers the
+/// new unread count, which every stream of the member also receives as `unread`.
+#[utoipa::path(
+    post,
+    path = MARK_READ,
+    tag = "producer",
+    request_body = MarkReadBody,
+    params(("member" = String, Path, description = "The member id")),
+    responses(
+        (status = 200, description = "Marked; the new unread count", body = UnreadReply),
+        (status = 400, description = "A field breaks a rule, or the body is not the JSON described; the message names the field", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 404, description = "`upTo` names no notification of this member", body = ErrorBody),
+        (status = 413, description = "The body, or a field, is over its documented limit", body = ErrorBody),
+        (status = 503, description = "Postgres or NATS is unavailable, or the api is shutting down: nothing was stored; retry (with the same idempotency key) after `Retry-After`", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 async fn mark_read(
     State(service): State<Service>,
     Caller(_): Caller,

@@ -10,29 +10,36 @@
 //! - `data` travels as raw JSON text (`RawValue`), never through `serde_json::Value`: a
 //!   number is checked for exactness by `convert.rs` exactly as gRPC's `data_json` is,
 //!   and the inbox gives back the bytes Postgres stores, the bytes on the stream.
-//! - Plain serde types with no transport in them, so OpenAPI schemas can be derived
-//!   from them later (`utoipa::ToSchema`) without reshaping the handlers.
+//! - Plain serde types with no transport in them; the OpenAPI schemas are derived from
+//!   them (`utoipa::ToSchema`, `openapi.rs`), so the document cannot describe a field
+//!   the handlers do not read or write. Raw JSON (`data`) is described as any JSON
+//!   value (`{}`), which is what it is.
 
 use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tidings_proto::v1 as pb;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ErrorBody;
 
 /// `POST /v1/notifications`, and each item of a batch.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct SendBody {
     /// 1..=1000 members; duplicates collapse.
     pub(crate) member_ids: Vec<String>,
+    /// The notification's type, e.g. `comment.created` (the SSE `notification`'s `type`).
     #[serde(rename = "type")]
     pub(crate) kind: String,
+    /// The text a client shows.
     #[serde(default)]
     pub(crate) content: String,
     /// Any JSON value (≤ 16 KiB); `null` or absent is none.
     #[serde(default)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub(crate) data: Option<Box<RawValue>>,
+    /// Groups related notifications (a thread) for clients that collapse them.
     #[serde(default)]
     pub(crate) group_id: Option<String>,
     /// In a batch, each item's key; a single Send takes the `Idempotency-Key` header
@@ -55,20 +62,22 @@ impl SendBody {
 }
 
 /// `POST /v1/notifications/batch`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct BatchBody {
+    /// 1..=1000 Sends, answered in order.
     pub(crate) notifications: Vec<SendBody>,
 }
 
 /// A stored Send: one delivery per member, as gRPC's `SendResponse`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct SendReply {
+    /// One per distinct member, in the order given.
     pub(crate) deliveries: Vec<DeliveryReply>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct DeliveryReply {
     pub(crate) member_id: String,
@@ -95,12 +104,12 @@ impl From<pb::SendResponse> for SendReply {
 
 /// A batch's answer: one result per item, in order; each is a [`SendReply`] or an
 /// [`ErrorBody`].
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct BatchReply {
     pub(crate) results: Vec<BatchResult>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 pub(crate) enum BatchResult {
     Sent(SendReply),
@@ -108,13 +117,14 @@ pub(crate) enum BatchResult {
 }
 
 /// `POST /v1/topics/{topic}/messages`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct PublishBody {
     /// The SSE event name; the topic when absent.
     #[serde(default)]
     pub(crate) event: Option<String>,
     /// Any JSON value (≤ 64 KiB).
+    #[schema(value_type = serde_json::Value)]
     pub(crate) data: Box<RawValue>,
 }
 
@@ -128,25 +138,30 @@ impl PublishBody {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PublishReply {
+    /// The SSE id the message carries on every stream of the topic.
     pub(crate) event_id: String,
 }
 
 /// `GET /v1/members/{member}/notifications?cursor=&limit=&unread_only=`, the edge's
 /// query parameters.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// The previous page's `nextCursor`; absent for the first page.
     pub(crate) cursor: Option<String>,
+    /// Items per page (default and maximum as gRPC's ListNotifications).
     pub(crate) limit: Option<u32>,
+    /// Only unread items (also spelt `unreadOnly`).
     #[serde(alias = "unreadOnly")]
     pub(crate) unread_only: Option<bool>,
 }
 
 /// A page of an inbox, newest first: the edge's REST shape.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ListReply {
     pub(crate) notifications: Vec<InboxItemReply>,
@@ -155,7 +170,7 @@ pub(crate) struct ListReply {
 }
 
 /// An inbox item: the SSE `notification` fields plus read state and event id.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct InboxItemReply {
     pub(crate) id: String,
@@ -163,6 +178,7 @@ pub(crate) struct InboxItemReply {
     pub(crate) kind: String,
     pub(crate) content: String,
     /// As stored (Postgres' rendering), the same bytes as on the stream.
+    #[schema(value_type = Option<serde_json::Value>)]
     pub(crate) data: Option<Box<RawValue>>,
     pub(crate) group_id: Option<String>,
     pub(crate) created_at: Option<String>,
@@ -197,11 +213,13 @@ impl From<pb::Notification> for InboxItemReply {
 
 /// `POST /v1/members/{member}/notifications/read`: `ids`, or `upTo` (also spelt
 /// `up_to`, as the edge's REST takes it).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct MarkReadBody {
+    /// Notification ids to mark read.
     #[serde(default)]
     pub(crate) ids: Vec<String>,
+    /// Marks read this notification and every older one (also spelt `up_to`).
     #[serde(default, alias = "up_to")]
     pub(crate) up_to: Option<String>,
 }
@@ -217,9 +235,10 @@ impl MarkReadBody {
 }
 
 /// MarkRead's and GetUnreadCount's answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct UnreadReply {
+    /// The member's unread notifications after the call.
     pub(crate) unread_count: u64,
 }
 

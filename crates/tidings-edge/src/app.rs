@@ -24,7 +24,7 @@ use crate::resumes::{REPLAY_CONCURRENCY, Resumes};
 use crate::state::{EdgeState, Lifecycle, Limits};
 use crate::topics::{PublicTopics, TopicModes};
 use crate::unread::Unread;
-use crate::{routes, sweep};
+use crate::{openapi, routes, sweep};
 
 /// The HS256 secret `tidings dev` uses when none is configured. Public, so never for
 /// anything but a laptop.
@@ -171,7 +171,8 @@ impl EdgeApp {
                 }
             }
         });
-        let router = routes::router(state.clone(), &o.cors_origins, o.demo);
+        let router = routes::router(state.clone(), &o.cors_origins, o.demo)
+            .route("/openapi.json", axum::routing::get(openapi::serve));
         Ok(Self {
             listener,
             state,

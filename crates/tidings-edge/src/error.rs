@@ -2,9 +2,27 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::auth::AuthError;
+
+/// The JSON body of every edge failure: `{"error":{"code","message"}}`, as on the api's
+/// HTTP/JSON API.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    pub(crate) error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// `unauthenticated`, `forbidden`, `invalid_argument`, `not_found`,
+    /// `member_connection_limit`, `unavailable` or `internal`.
+    #[schema(example = "unauthenticated")]
+    pub(crate) code: &'static str,
+    /// What went wrong, naming the parameter or field at fault.
+    pub(crate) message: String,
+}
 
 /// Every way an edge request fails, mapped once to an HTTP response with the JSON body
 /// `{"error": {"code", "message"}}`. Internal details are logged, not sent.
@@ -76,7 +94,12 @@ impl IntoResponse for EdgeError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
         };
-        let body = Json(json!({ "error": { "code": code, "message": self.to_string() } }));
+        let body = Json(ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: self.to_string(),
+            },
+        });
         let mut response = (status, body).into_response();
         if matches!(self, Self::Unavailable(_) | Self::MemberLimit) {
             response

@@ -7,26 +7,82 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tidings_proto::v1 as pb;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Subscriber;
-use crate::error::EdgeError;
+use crate::error::{EdgeError, ErrorBody};
 use crate::state::EdgeState;
 
-#[derive(Debug, Deserialize)]
+/// `GET /v1/notifications?cursor=&limit=&unread_only=`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// The previous page's `nextCursor`; absent for the first page.
     cursor: Option<String>,
+    /// Items per page (default and maximum as the api's ListNotifications).
     limit: Option<u32>,
+    /// Only unread items.
     unread_only: Option<bool>,
 }
 
+/// A page of the caller's inbox, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct InboxPage {
+    notifications: Vec<InboxItem>,
+    /// The next page's cursor; empty on the last page.
+    next_cursor: String,
+}
+
+/// An inbox item: the SSE `notification` fields plus read state and event id.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct InboxItem {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    content: String,
+    /// The producer's JSON as stored; `null` when none.
+    #[schema(value_type = Option<serde_json::Value>)]
+    data: Value,
+    group_id: Option<String>,
+    /// RFC 3339, milliseconds, UTC.
+    created_at: Option<String>,
+    /// When it was read; `null` while unread.
+    read_at: Option<String>,
+    /// The SSE id it carried; `null` while the api's relay still has to publish it.
+    event_id: Option<String>,
+}
+
+/// The caller's unread count (after the change, for mark read).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct UnreadCount {
+    unread_count: u64,
+}
+
+/// List the caller's inbox, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/notifications",
+    tag = "inbox",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of the inbox", body = InboxPage),
+        (status = 400, description = "A parameter or field breaks a rule; the message names it", body = ErrorBody),
+        (status = 401, description = "No credential, or an invalid or expired one", body = ErrorBody),
+        (status = 503, description = "The inbox (the api) or the ticket store is unavailable; retry after `Retry-After`", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 pub(crate) async fn list(
     State(state): State<Arc<EdgeState>>,
     headers: HeaderMap,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Value>, EdgeError> {
+) -> Result<Json<InboxPage>, EdgeError> {
     let Query(query) = query?;
     let subscriber = authenticate(&state, &headers).await?;
     let page = state
@@ -38,21 +94,44 @@ pub(crate) async fn list(
             query.unread_only.unwrap_or(false),
         )
         .await?;
-    let items: Vec<Value> = page.notifications.into_iter().map(item).collect();
-    Ok(Json(json!({ "notifications": items, "nextCursor": page.next_cursor })))
+    Ok(Json(InboxPage {
+        notifications: page.notifications.into_iter().map(item).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/notifications/read`: `ids`, or everything up to and including `up_to`.
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct MarkReadBody {
+    /// Notification ids to mark read.
     ids: Option<Vec<String>>,
+    /// Marks read this notification and every older one.
     up_to: Option<String>,
 }
 
+/// Mark the caller's notifications read.
+///
+/// Answers the new unread count, which every stream of the member also receives as
+/// an `unread` event.
+#[utoipa::path(
+    post,
+    path = "/v1/notifications/read",
+    tag = "inbox",
+    request_body = MarkReadBody,
+    responses(
+        (status = 200, description = "Marked; the new unread count", body = UnreadCount),
+        (status = 400, description = "A parameter or field breaks a rule; the message names it", body = ErrorBody),
+        (status = 401, description = "No credential, or an invalid or expired one", body = ErrorBody),
+        (status = 404, description = "`up_to` names no notification of the caller", body = ErrorBody),
+        (status = 503, description = "The inbox (the api) or the ticket store is unavailable; retry after `Retry-After`", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 pub(crate) async fn mark_read(
     State(state): State<Arc<EdgeState>>,
     headers: HeaderMap,
     body: Result<Json<MarkReadBody>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<Value>, EdgeError> {
+) -> Result<Json<UnreadCount>, EdgeError> {
     let subscriber = authenticate(&state, &headers).await?;
     let Json(body) = body.map_err(|e| EdgeError::BadRequest(format!("body: {}", e.body_text())))?;
     let unread = state
@@ -63,36 +142,48 @@ pub(crate) async fn mark_read(
             body.up_to.unwrap_or_default(),
         )
         .await?;
-    Ok(Json(json!({ "unreadCount": unread })))
+    Ok(Json(UnreadCount { unread_count: unread }))
 }
 
+/// The caller's unread count.
+#[utoipa::path(
+    get,
+    path = "/v1/notifications/unread-count",
+    tag = "inbox",
+    responses(
+        (status = 200, description = "The unread count", body = UnreadCount),
+        (status = 401, description = "No credential, or an invalid or expired one", body = ErrorBody),
+        (status = 503, description = "The inbox (the api) or the ticket store is unavailable; retry after `Retry-After`", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 pub(crate) async fn unread_count(
     State(state): State<Arc<EdgeState>>,
     headers: HeaderMap,
-) -> Result<Json<Value>, EdgeError> {
+) -> Result<Json<UnreadCount>, EdgeError> {
     let subscriber = authenticate(&state, &headers).await?;
     let count = state.api.unread_count(&subscriber.member).await?;
-    Ok(Json(json!({ "unreadCount": count })))
+    Ok(Json(UnreadCount { unread_count: count }))
 }
 
-/// The REST shape of an inbox item: the SSE `notification` fields plus read state.
-fn item(n: pb::Notification) -> Value {
+/// The REST shape of an inbox item.
+fn item(n: pb::Notification) -> InboxItem {
     let data: Value = if n.data_json.is_empty() {
         Value::Null
     } else {
         serde_json::from_str(&n.data_json).unwrap_or(Value::Null)
     };
-    let time = |t: Option<prost_types::Timestamp>| t.map(rfc3339);
-    json!({
-        "id": n.id,
-        "type": n.r#type,
-        "content": n.content,
-        "data": data,
-        "groupId": if n.group_id.is_empty() { Value::Null } else { Value::String(n.group_id) },
-        "createdAt": time(n.created_at),
-        "readAt": time(n.read_at),
-        "eventId": if n.event_id.is_empty() { Value::Null } else { Value::String(n.event_id) },
-    })
+    let non_empty = |text: String| (!text.is_empty()).then_some(text);
+    InboxItem {
+        id: n.id,
+        kind: n.r#type,
+        content: n.content,
+        data,
+        group_id: non_empty(n.group_id),
+        created_at: n.created_at.map(rfc3339),
+        read_at: n.read_at.map(rfc3339),
+        event_id: non_empty(n.event_id),
+    }
 }
 
 fn rfc3339(t: prost_types::Timestamp) -> String {

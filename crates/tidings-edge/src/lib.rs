@@ -34,6 +34,8 @@
 //! - `inbox.rs`: the inbox REST API over the api client.
 //! - `demo.rs`: the dev demo page and its development endpoints (dev mode only).
 //! - `routes.rs`: `GET /v1/stream`, `POST /v1/stream/ticket`, health, metrics; CORS.
+//! - `openapi.rs`: the edge's OpenAPI 3.1 document, derived from `routes.rs`, `inbox.rs` and
+//!   `sse.rs`; `GET /openapi.json`.
 //! - `app.rs`: [`EdgeApp`]: build (connect, bind) and run (serve, drain, shutdown).
 
 mod api_client;
@@ -54,6 +56,7 @@ mod incarnation;
 mod kill_switch;
 mod live;
 mod metrics;
+mod openapi;
 mod queue;
 mod resumes;
 mod routes;
@@ -67,4 +70,5 @@ pub use app::{DEV_JWT_SECRET, EdgeApp, EdgeStats, StatsHandle};
 pub use auth::{COOKIE, Claims, Verifier, expiry_in};
 pub use config::{EdgeConfig, EdgeOptions};
 pub use demo::RANKING_TOPIC;
+pub use openapi::openapi_json;
 pub use topics::{PublicTopics, TopicMode, TopicModes};

@@ -11,15 +11,16 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tidings_domain::{LastEventId, Topic};
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{self, AuthError, Claims, Credential};
 use crate::body::SseBody;
 use crate::catch_up;
-use crate::error::EdgeError;
+use crate::error::{EdgeError, ErrorBody};
 use crate::hub::{Conn, Inbox, Refused};
 use crate::kill_switch::KillSwitch;
 use crate::state::EdgeState;
@@ -59,14 +60,55 @@ pub(crate) fn router(state: Arc<EdgeState>, cors_origins: &[String], demo: bool)
     )
 }
 
-#[derive(Debug, Deserialize)]
+/// `GET /v1/stream`'s query parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct StreamQuery {
+    /// The subscriber token, for clients that cannot set a header (prefer `ticket`: a
+    /// URL is logged).
     access_token: Option<String>,
+    /// A single-use ticket from `POST /v1/stream/ticket`.
     ticket: Option<String>,
+    /// Comma-separated topics to join (at most 32); a stream of public topics only
+    /// needs no credential.
     topics: Option<String>,
+    /// Where to resume, for clients that cannot send the `Last-Event-ID` header.
     #[serde(rename = "lastEventId")]
     last_event_id: Option<String>,
 }
+
+/// `POST /v1/stream/ticket`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TicketReply {
+    /// Open the stream with `?ticket=` once, within `expiresIn` seconds.
+    ticket: String,
+    expires_in: u64,
+}
+
+/// Open the member's Server-Sent Events stream.
+///
+/// `text/event-stream`: the member's notifications, unread counts and the joined
+/// topics' messages, resumable by `Last-Event-ID` on any edge. The events are listed in
+/// the 200 response, each with its data's schema.
+#[utoipa::path(
+    get,
+    path = "/v1/stream",
+    tag = "stream",
+    params(
+        StreamQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received: the stream resumes after it"),
+    ),
+    responses(
+        (status = 200, description = sse::EVENTS, content_type = "text/event-stream", body = String),
+        (status = 400, description = "A bad topic name or too many topics, or a bad query string", body = ErrorBody),
+        (status = 401, description = "No credential (and not only public topics), or an invalid or expired one", body = ErrorBody),
+        (status = 403, description = "The token does not allow a requested topic", body = ErrorBody),
+        (status = 429, description = "Too many streams for this member on this node; retry after `Retry-After`", body = ErrorBody),
+        (status = 503, description = "This node is draining or at its connection limit; retry (any edge) after `Retry-After`", body = ErrorBody),
+    ),
+    security((), ("bearer" = []), ("cookie" = [])),
+)]
 
 async fn stream(
     State(state): State<Arc<EdgeState>>,
@@ -216,8 +258,21 @@ fn requested_topics(raw: Option<&str>) -> Result<Vec<Topic>, EdgeError> {
     Ok(topics)
 }
 
-/// Trades the real credential for a single-use ticket, so a browser can open the
-/// stream with `?ticket=` instead of putting its token in a URL.
+/// Trade the token for a single-use stream ticket.
+///
+/// So a browser can open the stream with `?ticket=` instead of putting its token in a
+/// URL. Only `Authorization: Bearer` or the cookie is accepted here.
+#[utoipa::path(
+    post,
+    path = "/v1/stream/ticket",
+    tag = "stream",
+    responses(
+        (status = 201, description = "A ticket for one stream", body = TicketReply),
+        (status = 401, description = "No token, or an invalid or expired one", body = ErrorBody),
+        (status = 503, description = "The ticket store (NATS) is unavailable; retry after `Retry-After`", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = [])),
+)]
 async fn ticket(State(state): State<Arc<EdgeState>>, headers: HeaderMap) -> Result<Response, EdgeError> {
     let token = match auth::credential(&headers, None, None) {
         Some(Credential::Token(token)) => token,
@@ -239,7 +294,10 @@ async fn ticket(State(state): State<Arc<EdgeState>>, headers: HeaderMap) -> Resu
         .issue(value.into())
         .await
         .map_err(|e| EdgeError::Unavailable(e.to_string()))?;
-    let body = json!({ "ticket": id, "expiresIn": tidings_bus::TICKET_TTL.as_secs() });
+    let body = TicketReply {
+        ticket: id,
+        expires_in: tidings_bus::TICKET_TTL.as_secs(),
+    };
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
 

@@ -1,13 +1,36 @@
 //! Server-Sent Events framing: the only place that knows the wire format, and the one
 //! place that writes Tidings' own events (`connected`, `resumed`, `reset`, `reauth`, `unread`),
 //! whose names the api keeps topics from using (`tidings_bus::RESERVED_EVENT_NAMES`).
+//! Each of those events' data is a typed struct here, so the OpenAPI document
+//! (`openapi.rs`) derives its schema from what is written.
 
 use std::time::Duration;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
-use serde_json::json;
+use serde::Serialize;
 use tidings_bus::{BusEvent, EventKind, UNREAD_EVENT};
 use tidings_domain::{EventId, StreamEpoch};
+use utoipa::ToSchema;
+
+/// The events of `GET /v1/stream`, for the OpenAPI document (`openapi.rs`): each
+/// event's name, when it comes, and its data's schema under `components/schemas`. A
+/// test checks that every schema named here is in the document.
+pub(crate) const EVENTS: &str = "The stream, as `text/event-stream`. Each event's `data` is one JSON value, \
+described by a schema of `components/schemas`:
+
+- `connected` (with an id: the position the stream starts from): the first event of every stream; \
+data `SseConnected`.
+- `resumed` (no id): the replay of a resumed stream is written, everything after is live; data `SseResumed`.
+- `notification` (with an id): a notification for the member; data `SseNotification`.
+- `unread` (no id): the member's unread count changed (also sent on connect); data `SseUnread`.
+- `reset` (with or without an id): the history asked for cannot be delivered, reload the inbox; data `SseReset`.
+- `reauth` (no id): the token expires soon, fetch a new one; the stream ends at expiry and resumes by \
+Last-Event-ID; data `SseReauth`.
+- any other name (with an id): a message published to a joined topic, named by its publisher's `event` \
+(the topic when none; never one of the names above, nor `message`, EventSource's default); \
+data `SseTopicMessage`, the producer's JSON as published.
+
+A `retry:` field comes first and `: heartbeat` comments keep the connection open.";
 
 /// One event: optional `id:`, `event:`, and the data split into `data:` lines (a line
 /// break inside the data would otherwise end the field).
@@ -43,49 +66,105 @@ pub(crate) fn frame_of(stored: &BusEvent, epoch: StreamEpoch) -> Option<Bytes> {
     Some(event(Some(&id), name, &stored.payload))
 }
 
-/// The first event of every stream: who it is for (`null` for an anonymous stream of
-/// public topics), where, and whether it resumes. Its id is the stream position the
-/// connection starts from.
-pub(crate) fn connected(id: &str, connection: u64, member: Option<&str>, node: &str, resumed: bool) -> Bytes {
-    let body = json!({
-        "connectionId": connection,
-        "memberId": member,
-        "node": node,
-        "resumed": resumed,
-    });
-    event(Some(id), "connected", body.to_string().as_bytes())
+/// The data of `connected`, the first event of every stream: who it is for, where,
+/// and whether it resumes. Its id is the stream position the connection starts from.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = SseConnected)]
+pub(crate) struct Connected<'a> {
+    /// This node's id for the connection.
+    pub(crate) connection_id: u64,
+    /// The member, `null` for an anonymous stream of public topics.
+    #[schema(value_type = Option<String>)]
+    pub(crate) member_id: Option<&'a str>,
+    /// The edge node serving the stream.
+    #[schema(value_type = String)]
+    pub(crate) node: &'a str,
+    /// Whether the stream resumes from a Last-Event-ID.
+    pub(crate) resumed: bool,
 }
 
-/// The replay of a resumed stream is written: `missed` events came from history,
-/// everything after is live.
-pub(crate) fn resumed(missed: u64) -> Bytes {
-    event(None, "resumed", json!({ "missed": missed }).to_string().as_bytes())
+/// The data of `resumed`: the replay of a resumed stream is written; everything after
+/// is live.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = SseResumed)]
+pub(crate) struct Resumed {
+    /// Events that came from history.
+    pub(crate) missed: u64,
 }
 
-/// History the client asked for cannot be delivered (`reason` says why): reload the
+/// The data of `reset`: history the client asked for cannot be delivered; reload the
 /// inbox. With an id, the client's position moves to it.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = SseReset)]
+pub(crate) struct Reset<'a> {
+    /// What the client should do.
+    #[schema(value_type = String, example = "reload the inbox; live events continue")]
+    pub(crate) action: &'a str,
+    /// Why, e.g. the Last-Event-ID is older than the stream's history.
+    #[schema(value_type = String)]
+    pub(crate) reason: &'a str,
+}
+
+/// The data of `reauth`: the token expires; fetch a new one. The stream ends then and
+/// the browser resumes by Last-Event-ID.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = SseReauth)]
+pub(crate) struct Reauth {
+    /// When the token expires, Unix seconds.
+    pub(crate) expires_at: u64,
+}
+
+/// The data of `unread`: the member's unread count (sent without an id: a count is not
+/// a stream position).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = SseUnread)]
+pub(crate) struct Unread {
+    pub(crate) unread_count: u64,
+}
+
+/// One of Tidings' own events, its data as JSON.
+fn ours(id: Option<&str>, name: &str, data: &impl Serialize) -> Bytes {
+    // These structs hold strings and numbers only: serializing cannot fail.
+    let data = serde_json::to_vec(data).unwrap_or_default();
+    event(id, name, &data)
+}
+
+/// The first event of every stream (see [`Connected`]).
+pub(crate) fn connected(id: &str, connection: u64, member: Option<&str>, node: &str, resumed: bool) -> Bytes {
+    let data = Connected {
+        connection_id: connection,
+        member_id: member,
+        node,
+        resumed,
+    };
+    ours(Some(id), "connected", &data)
+}
+
+/// The replay of a resumed stream is written: `missed` events came from history.
+pub(crate) fn resumed(missed: u64) -> Bytes {
+    ours(None, "resumed", &Resumed { missed })
+}
+
+/// History the client asked for cannot be delivered (`reason` says why).
 pub(crate) fn reset(id: Option<&str>, reason: &str) -> Bytes {
-    let body = json!({ "reason": reason, "action": "reload the inbox; live events continue" });
-    event(id, "reset", body.to_string().as_bytes())
+    let data = Reset {
+        action: "reload the inbox; live events continue",
+        reason,
+    };
+    ours(id, "reset", &data)
 }
 
-/// The token expires at `expires_at` (Unix seconds): fetch a new one; the stream ends
-/// then and the browser resumes by Last-Event-ID.
+/// The token expires at `expires_at` (Unix seconds).
 pub(crate) fn reauth(expires_at: u64) -> Bytes {
-    event(
-        None,
-        "reauth",
-        json!({ "expiresAt": expires_at }).to_string().as_bytes(),
-    )
+    ours(None, "reauth", &Reauth { expires_at })
 }
 
-/// The member's unread count, without an id (a count is not a stream position).
+/// The member's unread count.
 pub(crate) fn unread(count: u64) -> Bytes {
-    event(
-        None,
-        UNREAD_EVENT,
-        json!({ "unreadCount": count }).to_string().as_bytes(),
-    )
+    ours(None, UNREAD_EVENT, &Unread { unread_count: count })
 }
 
 /// `retry:` tells the browser how long to wait before reconnecting.

@@ -40,6 +40,23 @@ pub(crate) enum Command {
     /// Print a subscriber token (a JWT) signed with the configured key, for development
     /// and tests.
     Token(crate::token::TokenArgs),
+    /// Print a role's OpenAPI 3.1 document (what it serves at /openapi.json), e.g. to
+    /// regenerate docs/openapi/: `tidings openapi api > docs/openapi/api.json`.
+    Openapi(OpenapiArgs),
+}
+
+/// Which role's HTTP API to describe.
+#[derive(Debug, clap::Args)]
+pub(crate) struct OpenapiArgs {
+    /// `api` (the HTTP/JSON producer API) or `edge` (the SSE stream and the inbox).
+    #[arg(value_enum)]
+    pub(crate) role: OpenapiRole,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum OpenapiRole {
+    Api,
+    Edge,
 }
 
 /// Both roles' options; NATS and the stream are shared.
@@ -114,6 +131,7 @@ impl Command {
             Self::Migrate(_) => "migrate",
             Self::Send(_) => "send",
             Self::Token(_) => "token",
+            Self::Openapi(_) => "openapi",
         }
     }
 
@@ -130,7 +148,7 @@ impl Command {
             Self::Dev(c) => c.api.validate(true).and_then(|()| c.edge.validate(true)),
             Self::Edge(c) => c.validate(false),
             Self::Migrate(db) => db.connect_options().map(drop),
-            Self::Send(_) | Self::Token(_) => Ok(()),
+            Self::Send(_) | Self::Token(_) | Self::Openapi(_) => Ok(()),
         }
     }
 }
@@ -147,6 +165,14 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
         Command::Migrate(db) => migrate(&db).await,
         Command::Send(args) => crate::send::run(args).await,
         Command::Token(args) => crate::token::run(&args),
+        Command::Openapi(args) => {
+            let document = match args.role {
+                OpenapiRole::Api => tidings_api::openapi_json(),
+                OpenapiRole::Edge => tidings_edge::openapi_json(),
+            };
+            print!("{document}");
+            Ok(())
+        }
     }
 }
 

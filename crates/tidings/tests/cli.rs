@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use tidings_proto::v1::notification_service_client::NotificationServiceClient;
 use tidings_testkit::{BearerKey, TestApi, TestBus, TestDb, eventually};
 
-const SUBCOMMANDS: [&str; 6] = ["api", "edge", "dev", "migrate", "send", "token"];
+const SUBCOMMANDS: [&str; 7] = ["api", "edge", "dev", "migrate", "send", "token", "openapi"];
 
 /// Runs the binary with only the given environment (plus PATH), never the test's own.
 fn tidings(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -188,6 +188,21 @@ fn token_mints_a_verifiable_subscriber_token() {
     assert_eq!(subscriber.topics.len(), 1);
     let bad = tidings(&["token", "--member", ""], &[]);
     assert!(!bad.status.success());
+}
+
+/// `tidings openapi api|edge`, the documented way to regenerate `docs/openapi/`, prints
+/// exactly the committed documents (nothing else on stdout), and refuses another role.
+#[test]
+fn openapi_prints_each_roles_committed_document() {
+    for role in ["api", "edge"] {
+        let out = tidings(&["openapi", role], &[]);
+        assert!(out.status.success(), "{role}: {}", text(&out));
+        let committed =
+            std::fs::read_to_string(format!("{}/../../docs/openapi/{role}.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), committed, "{role}");
+    }
+    let bad = tidings(&["openapi", "dev"], &[]);
+    assert_eq!(bad.status.code(), Some(64), "{}", text(&bad));
 }
 
 #[test]
