@@ -205,26 +205,8 @@ async fn a_nats_blip_holds_live_delivery_from_the_disconnect_and_never_resets() 
     config.nats.url = format!("nats://{}", proxy.addr()).into();
     let edge = TestEdge::start(config).await;
     let client = api.client().await;
-    let send = |content: &'static str| {
-        let mut client = client.clone();
-        async move {
-            client
-                .send(tidings_proto::v1::SendRequest {
-                    member_ids: vec!["hana".into()],
-                    r#type: "test.event".into(),
-                    content: content.into(),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-        }
-    };
-    let token = TestEdge::token("hana", &[], std::time::Duration::from_secs(600));
-    let auth = format!("Bearer {token}");
-    let mut s = tidings_testkit::sse::connect(edge.addr, "/v1/stream", &[("authorization", &auth)])
-        .await
-        .unwrap();
-    s.next_named("connected").await;
+    let send = |content: &'static str| send_to(&client, "hana", content);
+    let mut s = open_stream(edge.addr, "hana").await;
     send("before").await;
     assert_eq!(notifications(&mut s, 1).await, ["before"]);
     assert_eq!(edge.stats().catching_up, 0, "live");
@@ -308,26 +290,8 @@ async fn a_message_lost_live_around_a_leader_election_arrives_after_it() {
     let api = TestApi::start(TestApi::config(&db, &bus), false).await;
     let edge = TestEdge::start(TestEdge::config(&bus, &api)).await;
     let client = api.client().await;
-    let send = |content: &'static str| {
-        let mut client = client.clone();
-        async move {
-            client
-                .send(tidings_proto::v1::SendRequest {
-                    member_ids: vec!["lior".into()],
-                    r#type: "test.event".into(),
-                    content: content.into(),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-        }
-    };
-    let token = TestEdge::token("lior", &[], std::time::Duration::from_secs(600));
-    let auth = format!("Bearer {token}");
-    let mut s = tidings_testkit::sse::connect(edge.addr, "/v1/stream", &[("authorization", &auth)])
-        .await
-        .unwrap();
-    s.next_named("connected").await;
+    let send = |content: &'static str| send_to(&client, "lior", content);
+    let mut s = open_stream(edge.addr, "lior").await;
     send("one").await;
     assert_eq!(notifications(&mut s, 1).await, ["one"]);
 
@@ -364,4 +328,26 @@ async fn a_message_stored_before_new_interest_reached_the_stream_leader_still_ar
         edge.blind_new_interest(std::time::Duration::ZERO) >= 1,
         "the live copy was dropped: the fault happened"
     );
+}
+
+/// Sends `content` to `member` through `client`.
+async fn send_to(client: &tidings_testkit::ApiClient, member: &str, content: &str) {
+    let request = tidings_proto::v1::SendRequest {
+        member_ids: vec![member.into()],
+        r#type: "test.event".into(),
+        content: content.into(),
+        ..Default::default()
+    };
+    client.clone().send(request).await.unwrap();
+}
+
+/// `member`'s stream on the edge at `addr`, past its `connected` event.
+async fn open_stream(addr: std::net::SocketAddr, member: &str) -> tidings_testkit::sse::SseStream {
+    let token = tidings_testkit::TestEdge::token(member, &[], std::time::Duration::from_secs(600));
+    let auth = format!("Bearer {token}");
+    let mut s = tidings_testkit::sse::connect(addr, "/v1/stream", &[("authorization", &auth)])
+        .await
+        .unwrap();
+    s.next_named("connected").await;
+    s
 }

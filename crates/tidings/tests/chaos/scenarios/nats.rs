@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cluster::Options;
+use crate::cluster::{Cluster, Options};
 use crate::run::{Load, Run, assert_clean};
 
 const SETTLE: Duration = Duration::from_secs(30);
@@ -112,23 +112,10 @@ async fn partition_an_edge_from_nats() {
 /// delivered once (DESIGN §7.6).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_an_api_from_nats_past_the_duplicate_window() {
-    let options = Options {
-        duplicate_window: "3s",
-        publish_timeout: "500ms",
-    };
-    let mut run = Run::start("partition-api", options, Load::default()).await;
-    run.steady(Duration::from_secs(3)).await;
-    let cut = run.mark("api0 cut off from NATS (duplicate window 3 s)");
-    run.cluster.partition_api0(true);
-    run.steady(Duration::from_secs(12)).await;
-    run.cluster.partition_api0(false);
-    let back = run.mark("api0 reaches NATS again");
-    run.steady(Duration::from_secs(5)).await;
-    run.assert_acked_between(run.started, cut, "before the partition");
-    run.assert_acked_between(cut, back, "during the partition");
-    // The relay backs off up to 30 s between attempts.
-    let report = run.finish(Duration::from_secs(60), &[]).await;
-    assert_clean(run.name, &report);
+    api0_away_past_the_duplicate_window("partition-api", "api0 cut off from NATS", |cluster, away| {
+        cluster.partition_api0(away);
+    })
+    .await;
 }
 
 /// The asymmetric partition: for 12 s api0's publishes reach NATS but nothing comes
@@ -139,20 +126,30 @@ async fn partition_an_api_from_nats_past_the_duplicate_window() {
 /// ones its lookups let grow that old, `tidings-api` `relay.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lose_nats_replies_to_an_api_past_the_duplicate_window() {
+    api0_away_past_the_duplicate_window("mute-api-replies", "api0 hears nothing from NATS", |cluster, away| {
+        cluster.mute_api0_replies(away);
+    })
+    .await;
+}
+
+/// Steady load; `fault` keeps api0 away from NATS for 12 s, four times the duplicate
+/// window (3 s); then everything acknowledged must be delivered once.
+async fn api0_away_past_the_duplicate_window(name: &'static str, what: &str, fault: impl Fn(&Cluster, bool)) {
     let options = Options {
         duplicate_window: "3s",
         publish_timeout: "500ms",
     };
-    let mut run = Run::start("mute-api-replies", options, Load::default()).await;
+    let mut run = Run::start(name, options, Load::default()).await;
     run.steady(Duration::from_secs(3)).await;
-    let cut = run.mark("api0 hears nothing from NATS (duplicate window 3 s)");
-    run.cluster.mute_api0_replies(true);
+    let cut = run.mark(format!("{what} (duplicate window 3 s)"));
+    fault(&run.cluster, true);
     run.steady(Duration::from_secs(12)).await;
-    run.cluster.mute_api0_replies(false);
-    let back = run.mark("api0 hears NATS again");
+    fault(&run.cluster, false);
+    let back = run.mark("api0 back");
     run.steady(Duration::from_secs(5)).await;
     run.assert_acked_between(run.started, cut, "before the partition");
     run.assert_acked_between(cut, back, "during the partition");
+    // The relay backs off up to 30 s between attempts.
     let report = run.finish(Duration::from_secs(60), &[]).await;
     assert_clean(run.name, &report);
 }
