@@ -3,7 +3,7 @@ use std::time::Duration;
 use tidings_proto::v1 as pb;
 
 use crate::sse::{Refusal, SseStream};
-use crate::{ApiClient, TestApi, TestBus, TestDb, TestEdge, init_test_log};
+use crate::{ApiClient, TcpProxy, TestApi, TestBus, TestDb, TestEdge, init_test_log};
 
 /// A whole Tidings cluster in this process: a database, a JetStream namespace, one api
 /// and `n` edges, all real.
@@ -25,6 +25,27 @@ impl TestCluster {
     pub async fn start_with(edges: usize, adjust: impl Fn(&mut tidings_edge::EdgeConfig)) -> Self {
         init_test_log();
         Self::start_on(TestBus::new().await, edges, adjust).await
+    }
+
+    /// One edge whose NATS connection goes through a [`TcpProxy`] the test controls (the
+    /// api reaches NATS directly): for an edge's NATS outages. `adjust` as in
+    /// [`TestCluster::start_with`].
+    pub async fn start_behind_proxy(adjust: impl Fn(&mut tidings_edge::EdgeConfig)) -> (Self, TcpProxy) {
+        init_test_log();
+        let bus = TestBus::new().await;
+        let nats = bus
+            .nats_url
+            .trim_start_matches("nats://")
+            .parse()
+            .expect("invariant: the test NATS URL is one loopback address");
+        let proxy = TcpProxy::start(nats).await;
+        let url = format!("nats://{}", proxy.addr());
+        let cluster = Self::start_on(bus, 1, |config| {
+            config.nats.url = url.clone().into();
+            adjust(config);
+        })
+        .await;
+        (cluster, proxy)
     }
 
     /// Like [`TestCluster::start`] with a stream of `partitions` live partitions.

@@ -193,18 +193,10 @@ async fn a_live_gap_whose_message_is_gone_is_a_reset_not_a_silent_hole() {
 /// then live events follow: in order, nothing missed, no `reset` (nothing is gone).
 #[tokio::test]
 async fn a_nats_blip_holds_live_delivery_from_the_disconnect_and_never_resets() {
-    use tidings_testkit::{TcpProxy, TestApi, TestBus, TestDb, TestEdge, eventually, init_test_log};
+    use tidings_testkit::eventually;
 
-    init_test_log();
-    let db = TestDb::new().await;
-    let bus = TestBus::new().await;
-    let api = TestApi::start(TestApi::config(&db, &bus), false).await;
-    let nats: std::net::SocketAddr = bus.nats_url.trim_start_matches("nats://").parse().unwrap();
-    let proxy = TcpProxy::start(nats).await;
-    let mut config = TestEdge::config(&bus, &api);
-    config.nats.url = format!("nats://{}", proxy.addr()).into();
-    let edge = TestEdge::start(config).await;
-    let client = api.client().await;
+    let (cluster, proxy) = TestCluster::start_behind_proxy(|_| {}).await;
+    let (edge, client) = (&cluster.edges[0], cluster.client.clone());
     let send = |content: &'static str| send_to(&client, "hana", content);
     let mut s = open_stream(edge.addr, "hana").await;
     send("before").await;

@@ -141,19 +141,11 @@ async fn a_reconnect_storm_replays_exactly_what_each_of_1200_browsers_missed() {
 /// answered from one pass over the stream), never one replay per stream — nor a `reset`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_node_resync_after_a_nats_blip_is_read_in_one_pass() {
-    use tidings_testkit::{TcpProxy, TestApi, TestBus, TestDb, TestEdge, eventually, init_test_log};
+    use tidings_testkit::{TestEdge, eventually};
 
     const VIEWERS: usize = 300;
-    init_test_log();
-    let db = TestDb::new().await;
-    let bus = TestBus::new().await;
-    let api = TestApi::start(TestApi::config(&db, &bus), false).await;
-    let nats: std::net::SocketAddr = bus.nats_url.trim_start_matches("nats://").parse().unwrap();
-    let proxy = TcpProxy::start(nats).await;
-    let mut config = TestEdge::config(&bus, &api);
-    config.nats.url = format!("nats://{}", proxy.addr()).into();
-    let edge = TestEdge::start(config).await;
-    let mut client = api.client().await;
+    let (cluster, proxy) = TestCluster::start_behind_proxy(|_| {}).await;
+    let (edge, mut client) = (&cluster.edges[0], cluster.client.clone());
     let members: Vec<String> = (0..VIEWERS).map(|i| format!("blip-{i}")).collect();
     let mut streams = Vec::new();
     for member in &members {

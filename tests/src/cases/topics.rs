@@ -210,19 +210,11 @@ async fn an_anonymous_visitor_resumes_a_public_topic_with_only_that_topic() {
 /// `all` topics' missed messages.
 #[tokio::test]
 async fn a_latest_value_published_during_a_nats_outage_comes_with_the_resync() {
-    use tidings_testkit::{TcpProxy, TestApi, TestBus, TestDb, TestEdge, init_test_log};
+    use tidings_testkit::TestEdge;
 
-    init_test_log();
-    let db = TestDb::new().await;
-    let bus = TestBus::new().await;
-    let api = TestApi::start(TestApi::config(&db, &bus), false).await;
-    let nats: std::net::SocketAddr = bus.nats_url.trim_start_matches("nats://").parse().unwrap();
-    let proxy = TcpProxy::start(nats).await;
-    let mut config = TestEdge::config(&bus, &api);
-    config.nats.url = format!("nats://{}", proxy.addr()).into();
-    config.options.topic_modes = "board*=latest,*=all".into();
-    let edge = TestEdge::start(config).await;
-    let client = api.client().await;
+    let (cluster, proxy) =
+        TestCluster::start_behind_proxy(|c| c.options.topic_modes = "board*=latest,*=all".into()).await;
+    let (edge, client) = (&cluster.edges[0], cluster.client.clone());
     let publish = |n: u32| {
         let mut client = client.clone();
         async move {
