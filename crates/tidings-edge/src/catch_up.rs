@@ -194,9 +194,9 @@ async fn settle(state: &EdgeState, conn: &Conn) -> Result<(), Closed> {
 
 /// Replays everything after `from` on the connection's replayed subjects up to `until`
 /// (the stream's end as read after live interest was in place; bounded), plus the
-/// newest message of each `latest` topic; delivers it in sequence order. Returns how many events it
-/// delivered after the connection's position, or `None` when it reset the connection
-/// instead (more missed than the bound).
+/// newest message of each `latest` topic; delivers it in sequence order. Returns how
+/// many events it delivered after the connection's position, or `None` when it reset
+/// the connection instead (more missed than the bound).
 async fn replay(state: &EdgeState, conn: &Conn, from: Option<u64>, until: u64) -> Result<Option<u64>, Closed> {
     let mut events: Vec<BusEvent> = Vec::new();
     if let Some(from) = from {
