@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use tidings_bus::MIN_SERVER_VERSION;
 
-use crate::eventually;
-
 /// The `nats-server` binary for spawned servers: `TIDINGS_NATS_SERVER`, else
 /// `nats-server` on `PATH`; refused when older than [`MIN_SERVER_VERSION`].
 pub fn nats_server_binary() -> Result<PathBuf, String> {
@@ -62,13 +60,20 @@ struct ClusterPorts {
 }
 
 impl NatsServer {
-    /// Starts a single server and waits until JetStream is ready.
+    /// Starts a single server and waits until JetStream is ready (on new ports again
+    /// when a chosen one was taken first, as [`NatsCluster::start`] does).
     pub async fn start() -> Self {
-        let [port, monitor_port] = free_ports();
-        let mut server = Self::new("n0".into(), port, monitor_port, None);
-        server.spawn();
-        server.wait_healthy().await;
-        server
+        let mut why = String::new();
+        for _ in 0..3 {
+            let [port, monitor_port] = free_ports();
+            let mut server = Self::new("n0".into(), port, monitor_port, None);
+            server.spawn();
+            match server.healthy().await {
+                Ok(()) => return server,
+                Err(e) => why = e,
+            }
+        }
+        panic!("{why}")
     }
 
     fn new(name: String, port: u16, monitor_port: u16, cluster: Option<ClusterPorts>) -> Self {
@@ -181,14 +186,37 @@ impl NatsServer {
     }
 
     async fn wait_healthy(&mut self) {
-        let port = self.monitor_port;
-        let what = format!("nats-server {} to report healthy on :{port}", self.name);
-        let log = self.log_path();
-        let child = self.child.as_mut().expect("invariant: spawned before waiting");
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("nats-server {} exited at start ({status}):\n{}", self.name, tail(&log));
+        if let Err(why) = self.healthy().await {
+            panic!("{why}");
         }
-        eventually(&what, || async move { healthz(port).then_some(()) }).await;
+    }
+
+    /// Waits until the server reports healthy; why not, when it exits first or takes
+    /// longer than 30 s.
+    async fn healthy(&mut self) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let child = self.child.as_mut().expect("invariant: spawned before waiting");
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "nats-server {} exited at start ({status}):\n{}",
+                    self.name,
+                    tail(&self.log_path())
+                ));
+            }
+            if healthz(self.monitor_port) {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "nats-server {} not healthy on :{} within 30 s:\n{}",
+                    self.name,
+                    self.monitor_port,
+                    tail(&self.log_path())
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -218,7 +246,28 @@ impl NatsCluster {
         Self::start_with(size, true).await
     }
 
+    /// A port chosen free can be taken before nats-server binds it (by another
+    /// process's outgoing connection, from the same ephemeral range): a node that exits
+    /// at start makes the whole cluster start over on new ports, a few times.
     async fn start_with(size: usize, no_advertise: bool) -> Self {
+        const ATTEMPTS: u32 = 3;
+        for attempt in 1..=ATTEMPTS {
+            match Self::try_start(size, no_advertise).await {
+                Ok(cluster) => return cluster,
+                Err(why) if attempt < ATTEMPTS => {
+                    tracing::warn!(
+                        attempt,
+                        why,
+                        "a nats-server cluster failed to start; again on new ports"
+                    );
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    async fn try_start(size: usize, no_advertise: bool) -> Result<Self, String> {
         assert!(size >= 1, "a cluster needs at least one node");
         let ports: Vec<[u16; 3]> = (0..size).map(|_| free_ports()).collect();
         let cluster_ports: Vec<u16> = ports.iter().map(|p| p[2]).collect();
@@ -243,9 +292,10 @@ impl NatsCluster {
             node.spawn();
         }
         for node in &mut nodes {
-            node.wait_healthy().await;
+            // On failure the nodes are dropped, which kills them.
+            node.healthy().await?;
         }
-        Self { nodes }
+        Ok(Self { nodes })
     }
 
     /// Every node's URL, comma-separated (the form `NATS_URL` takes).
