@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tidings_domain::{ConfigError, StreamEpoch};
 
 use tokio::sync::watch;
@@ -42,6 +42,9 @@ pub struct Bus {
     losses: watch::Receiver<u64>,
     /// Signals [`Bus::losses`] from outside the client's events (advisories).
     signal_losses: Option<Arc<watch::Sender<u64>>>,
+    /// The server is one of a cluster (its INFO names one): new interest reaches the
+    /// stream leader's server over a route, later than the server itself.
+    clustered: Arc<AtomicBool>,
     connects: Arc<AtomicU64>,
     /// Bounds every Direct Get request (`TIDINGS_NATS_TIMEOUT`).
     timeout: Duration,
@@ -90,12 +93,15 @@ impl Bus {
         let (losses_tx, losses) = watch::channel(0u64);
         let losses_tx = Arc::new(losses_tx);
         let signal = losses_tx.clone();
+        let clustered = Arc::new(AtomicBool::new(false));
+        let in_cluster = clustered.clone();
         let connects = Arc::new(AtomicU64::new(0));
         let counted = connects.clone();
         let client = async_nats::ConnectOptions::new()
             .event_callback(move |event| {
                 let losses_tx = losses_tx.clone();
                 let counted = counted.clone();
+                let in_cluster = in_cluster.clone();
                 async move {
                     if matches!(event, async_nats::Event::Connected) {
                         counted.fetch_add(1, Ordering::Relaxed);
@@ -109,15 +115,18 @@ impl Bus {
                         // outage (the `Connected` event may come after the first
                         // messages of the new connection), and again once connected.
                         async_nats::Event::SlowConsumer(_) => losses_tx.send_modify(|n| *n += 1),
-                        // Once now, and once the resubscriptions have surely reached
-                        // every server of a cluster (a message the stream leader
-                        // re-published before its server knew of them is missed).
+                        // Once now, and on a cluster once more when the
+                        // resubscriptions have surely reached every server (a message
+                        // the stream leader re-published before its server knew of
+                        // them is missed).
                         async_nats::Event::Connected => {
                             losses_tx.send_modify(|n| *n += 1);
-                            tokio::spawn(async move {
-                                tokio::time::sleep(crate::INTEREST_PROPAGATION).await;
-                                losses_tx.send_modify(|n| *n += 1);
-                            });
+                            if in_cluster.load(Ordering::Relaxed) {
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(crate::INTEREST_PROPAGATION).await;
+                                    losses_tx.send_modify(|n| *n += 1);
+                                });
+                            }
                         }
                         async_nats::Event::Disconnected => {
                             tracing::warn!("disconnected from NATS");
@@ -135,6 +144,8 @@ impl Bus {
             .await
             .map_err(BusError::Connect)?;
         let mut bus = Self::ensure(client, nats.timeout, settings, access).await?;
+        clustered.store(bus.clustered.load(Ordering::Relaxed), Ordering::Relaxed);
+        bus.clustered = clustered;
         bus.losses = losses;
         bus.signal_losses = Some(signal);
         bus.connects = connects;
@@ -207,6 +218,7 @@ impl Bus {
             acks: Arc::default(),
             losses: watch::channel(0).1,
             signal_losses: None,
+            clustered: Arc::new(AtomicBool::new(server.cluster.is_some())),
             connects: Arc::default(),
             timeout,
             direct_get: supports_batch_direct_get(&server),
@@ -281,6 +293,13 @@ impl Bus {
     /// when it keeps them all (until `max_age`).
     pub fn max_msgs_per_subject(&self) -> Option<u64> {
         u64::try_from(self.max_msgs_per_subject).ok().filter(|n| *n > 0)
+    }
+
+    /// Whether the server is one of a cluster: only then can new interest reach the
+    /// stream leader later than the server this client is connected to
+    /// ([`crate::INTEREST_PROPAGATION`]).
+    pub fn clustered(&self) -> bool {
+        self.clustered.load(Ordering::Relaxed)
     }
 
     /// The incarnation of the stream, as last read from the server.

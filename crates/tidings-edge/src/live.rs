@@ -158,9 +158,11 @@ impl Live {
     }
 }
 
-/// How long after taking new interest a connection replays once more: a message the
-/// stream leader stored before its server learned of the interest is neither in the
-/// first replay nor live ([`tidings_bus::INTEREST_PROPAGATION`] says why).
+/// How long after taking new interest a connection replays once more, on a NATS
+/// cluster: a message the stream leader stored before its server learned of the
+/// interest is neither in the first replay nor live
+/// ([`tidings_bus::INTEREST_PROPAGATION`] says why). On a single server there is no
+/// such window, and no second replay.
 pub(crate) const PROPAGATION: Duration = tidings_bus::INTEREST_PROPAGATION;
 
 /// What [`Live::ensure`] tells a connection about its interest.
@@ -361,7 +363,11 @@ async fn run(
                 if !replies.is_empty() {
                     let result = ensure(&node, &mut subscriptions, wanted).await.map_err(Arc::new);
                     for (interests, reply) in replies {
-                        let _ = reply.send(result.clone().map(|()| subscriptions.taken(&interests)));
+                        let taken = |()| match bus.clustered() {
+                            true => subscriptions.taken(&interests),
+                            false => Taken { recently: None },
+                        };
+                        let _ = reply.send(result.clone().map(taken));
                     }
                 }
                 metrics.interests.set(subscriptions.len() as i64);

@@ -298,26 +298,33 @@ async fn a_message_lost_live_around_a_leader_election_arrives_after_it() {
 
 /// On a cluster the stream leader's server may learn of an edge's new live interest
 /// only after it answered the STREAM.INFO the connection's catch-up read (routes are
-/// pooled): a message stored in between is in no replay and never arrives live. Here
-/// the edge's fault hook plays that server (live messages of an interest younger than
-/// 200 ms are dropped) and the message goes to a subject that gets no further message,
-/// so no `Nats-Last-Sequence` gap reveals it: only the connection's second replay,
-/// once its fresh interest has surely propagated, delivers it.
+/// pooled): a message stored in between is in no replay and never arrives live. Here,
+/// on a 3-node cluster, the edge's fault hook plays that server (live messages of an
+/// interest younger than 200 ms are dropped) and the message goes to a subject that
+/// gets no further message, so no `Nats-Last-Sequence` gap reveals it: only the
+/// connection's second replay, once its fresh interest has surely propagated, brings it.
 #[tokio::test]
 async fn a_message_stored_before_new_interest_reached_the_stream_leader_still_arrives() {
-    let cluster = TestCluster::start(1).await;
-    let edge = cluster.edges[0].stats_handle();
-    edge.blind_new_interest(std::time::Duration::from_millis(200));
+    use tidings_testkit::{NatsCluster, TestApi, TestBus, TestDb, TestEdge, init_test_log};
+
+    init_test_log();
+    let nats = NatsCluster::start(3).await;
+    let bus = TestBus::replicated(nats.urls(), 3).await;
+    let db = TestDb::new().await;
+    let api = TestApi::start(TestApi::config(&db, &bus), false).await;
+    let edge = TestEdge::start(TestEdge::config(&bus, &api)).await;
+    let client = api.client().await;
+    let hook = edge.stats_handle();
+    hook.blind_new_interest(std::time::Duration::from_millis(200));
     // The edge's own connect to NATS resyncs every stream once more 250 ms later (the
     // same propagation argument); let that pass, so only the connection's own second
     // replay can bring the message.
     tokio::time::sleep(tidings_bus::INTEREST_PROPAGATION * 2).await;
-    let mut s = cluster.stream(0, "nadia", "", None).await.unwrap();
-    s.next_named("connected").await;
-    cluster.send(&["nadia"], "right after the connect").await;
+    let mut s = open_stream(edge.addr, "nadia").await;
+    send_to(&client, "nadia", "right after the connect").await;
     assert_eq!(notifications(&mut s, 1).await, ["right after the connect"]);
     assert!(
-        edge.blind_new_interest(std::time::Duration::ZERO) >= 1,
+        hook.blind_new_interest(std::time::Duration::ZERO) >= 1,
         "the live copy was dropped: the fault happened"
     );
 }
