@@ -48,6 +48,14 @@ impl TestCluster {
         (cluster, proxy)
     }
 
+    /// Like [`TestCluster::start`] over a NATS cluster, with a stream replicated on each
+    /// of its nodes (R3 on three).
+    pub async fn start_replicated(nats: &crate::NatsCluster, edges: usize) -> Self {
+        init_test_log();
+        let replicas = u8::try_from(nats.nodes().len()).expect("invariant: a handful of nodes");
+        Self::start_on(TestBus::replicated(nats.urls(), replicas).await, edges, |_| {}).await
+    }
+
     /// Like [`TestCluster::start`] with a stream of `partitions` live partitions.
     pub async fn start_partitioned(edges: usize, partitions: u16) -> Self {
         init_test_log();

@@ -273,15 +273,9 @@ async fn a_stream_created_anew_resets_every_stream_and_ids_follow_the_new_one() 
 /// edge's fault hook, the election by a leader step-down on a 3-node cluster.)
 #[tokio::test]
 async fn a_message_lost_live_around_a_leader_election_arrives_after_it() {
-    use tidings_testkit::{NatsCluster, TestApi, TestBus, TestDb, TestEdge, init_test_log};
-
-    init_test_log();
-    let nats = NatsCluster::start(3).await;
-    let bus = TestBus::replicated(nats.urls(), 3).await;
-    let db = TestDb::new().await;
-    let api = TestApi::start(TestApi::config(&db, &bus), false).await;
-    let edge = TestEdge::start(TestEdge::config(&bus, &api)).await;
-    let client = api.client().await;
+    let nats = tidings_testkit::NatsCluster::start(3).await;
+    let cluster = TestCluster::start_replicated(&nats, 1).await;
+    let (edge, client, bus) = (&cluster.edges[0], cluster.client.clone(), &cluster.bus);
     let send = |content: &'static str| send_to(&client, "lior", content);
     let mut s = open_stream(edge.addr, "lior").await;
     send("one").await;
@@ -305,15 +299,9 @@ async fn a_message_lost_live_around_a_leader_election_arrives_after_it() {
 /// connection's second replay, once its fresh interest has surely propagated, brings it.
 #[tokio::test]
 async fn a_message_stored_before_new_interest_reached_the_stream_leader_still_arrives() {
-    use tidings_testkit::{NatsCluster, TestApi, TestBus, TestDb, TestEdge, init_test_log};
-
-    init_test_log();
-    let nats = NatsCluster::start(3).await;
-    let bus = TestBus::replicated(nats.urls(), 3).await;
-    let db = TestDb::new().await;
-    let api = TestApi::start(TestApi::config(&db, &bus), false).await;
-    let edge = TestEdge::start(TestEdge::config(&bus, &api)).await;
-    let client = api.client().await;
+    let nats = tidings_testkit::NatsCluster::start(3).await;
+    let cluster = TestCluster::start_replicated(&nats, 1).await;
+    let (edge, client) = (&cluster.edges[0], cluster.client.clone());
     let hook = edge.stats_handle();
     hook.blind_new_interest(std::time::Duration::from_millis(200));
     // The edge's own connect to NATS resyncs every stream once more 250 ms later (the
