@@ -23,11 +23,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tidings_domain::StreamEpoch;
-use tidings_store::{NewSend, SendOutcome};
+use tidings_store::{NewSend, NotificationKey, SendOutcome};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 use tracing::Span;
-use uuid::Uuid;
 
 use crate::ApiError;
 use crate::send::{MAX_BATCH_REQUESTS, MAX_BATCH_ROWS, Receipt, Written};
@@ -200,7 +199,7 @@ async fn record(state: ApiState, mut published: mpsc::Receiver<ToRecord>) {
                 Err(_) => break,
             }
         }
-        let mut by_epoch: Vec<(StreamEpoch, Vec<(Uuid, u64)>)> = Vec::new();
+        let mut by_epoch: Vec<(StreamEpoch, Vec<(NotificationKey, u64)>)> = Vec::new();
         for batch in &batches {
             let epoch = batch.written.epoch;
             match by_epoch.iter_mut().find(|(e, _)| *e == epoch) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tidings_bus::Outgoing;
 use tidings_domain::MemberId;
-use tidings_store::{PendingPublish, StoreError};
+use tidings_store::{NotificationKey, PendingPublish, StoreError};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -154,12 +154,20 @@ async fn round(state: &ApiState, settings: &RelaySettings) -> Result<Round, Stor
             }
         }
     }
+    let keys: HashMap<Uuid, NotificationKey> = entries.iter().map(|e| (e.id, e.key())).collect();
+    let key = |id: &Uuid| keys.get(id).cloned();
+    let published: Vec<(NotificationKey, u64)> = published
+        .iter()
+        .filter_map(|(id, seq)| Some((key(id)?, *seq)))
+        .collect();
     state.store.outbox_published(&published, state.bus.epoch().0).await?;
     state.metrics.published_relay.inc_by(published.len() as u64);
+    let failed: Vec<NotificationKey> = failed.iter().filter_map(key).collect();
     state
         .store
         .outbox_retry_later(&failed, settings.backoff, settings.max_backoff)
         .await?;
+    let turned_stale: Vec<NotificationKey> = turned_stale.iter().filter_map(key).collect();
     state
         .store
         .outbox_retry_later(&turned_stale, Duration::ZERO, Duration::ZERO)

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use tidings_domain::{EventId, MemberId, StreamEpoch};
-use tidings_store::{NewSend, RowState, SendOutcome, StoredRow};
+use tidings_store::{NewSend, NotificationKey, RowState, SendOutcome, StoredRow};
 use tracing::{Instrument as _, Span};
 use uuid::Uuid;
 
@@ -93,7 +93,7 @@ impl ApiState {
     /// Records stream sequences on the rows and clears their outbox entries. Recording
     /// is bookkeeping: if it fails, the relay re-publishes, and the Nats-Msg-Id makes
     /// JetStream answer with the same sequence.
-    pub(crate) async fn record(&self, published: &[(Uuid, u64)], epoch: StreamEpoch) {
+    pub(crate) async fn record(&self, published: &[(NotificationKey, u64)], epoch: StreamEpoch) {
         if published.is_empty() {
             return;
         }
@@ -119,7 +119,12 @@ impl ApiState {
     /// Publishes every fresh row, pipelined, in request order; returns the ones
     /// JetStream acknowledged, with their sequences. What it misses stays in the outbox,
     /// and the relay is woken for it.
-    async fn publish(&self, sends: &[NewSend], outcomes: &[SendOutcome], traces: &Traces<'_>) -> Vec<(Uuid, u64)> {
+    async fn publish(
+        &self,
+        sends: &[NewSend],
+        outcomes: &[SendOutcome],
+        traces: &Traces<'_>,
+    ) -> Vec<(NotificationKey, u64)> {
         let fresh = Fresh::of(sends, outcomes, traces);
         if fresh.is_empty() {
             return Vec::new();
@@ -141,7 +146,7 @@ impl ApiState {
         published
     }
 
-    async fn publish_fresh(&self, fresh: &[Fresh<'_>], traces: &Traces<'_>) -> Vec<(Uuid, u64)> {
+    async fn publish_fresh(&self, fresh: &[Fresh<'_>], traces: &Traces<'_>) -> Vec<(NotificationKey, u64)> {
         let spans = traces.spans(|parent| tracing::info_span!(parent: parent, "nats.publish", messages = fresh.len()));
         // The edge continues each trace from its own publish span.
         let traceparents: Vec<Option<String>> = spans
@@ -169,7 +174,7 @@ impl ApiState {
         let mut published = Vec::with_capacity(fresh.len());
         for (f, result) in fresh.iter().zip(results) {
             match result {
-                Ok(stored) => published.push((f.row.id, stored.seq)),
+                Ok(stored) => published.push((f.row.key(), stored.seq)),
                 Err(e) => {
                     tracing::debug!(notification = %f.row.id, error = %e, "inline publish failed; relay will retry")
                 }
@@ -185,7 +190,7 @@ pub(crate) struct Written {
     /// One per send, in order.
     pub(crate) outcomes: Vec<SendOutcome>,
     /// The rows JetStream acknowledged, with their sequences.
-    pub(crate) published: Vec<(Uuid, u64)>,
+    pub(crate) published: Vec<(NotificationKey, u64)>,
     pub(crate) epoch: StreamEpoch,
 }
 
@@ -193,7 +198,7 @@ impl Written {
     /// One answer per send, in order.
     pub(crate) fn receipts(self) -> Vec<Result<Receipt, ApiError>> {
         let epoch = self.epoch;
-        let published: HashMap<Uuid, u64> = self.published.into_iter().collect();
+        let published: HashMap<Uuid, u64> = self.published.into_iter().map(|(key, seq)| (key.id, seq)).collect();
         let event_id = |row: &StoredRow| match row.state {
             RowState::Fresh => published.get(&row.id).map(|seq| EventId::new(epoch, *seq)),
             RowState::Published { seq, epoch } => Some(EventId::new(StreamEpoch(epoch), seq)),

@@ -1,7 +1,7 @@
 //! The read side of a member's inbox: paging, unread count, marking read.
 //!
 //! Every query is bounded by one member's index entries: paging walks
-//! `notification_member_page` (or `notification_member_unread`) from the cursor, and the
+//! the primary key (member_id, id) (or `notification_member_unread`) from the cursor, and the
 //! unread count touches only the member's unread rows.
 
 use chrono::{DateTime, Utc};

@@ -24,6 +24,6 @@ mod send;
 pub use config::{DEFAULT_DATABASE_URL, DbConfig};
 pub use error::StoreError;
 pub use inbox::{InboxItem, MarkRead};
-pub use outbox::{OutboxBacklog, PendingPublish};
+pub use outbox::{NotificationKey, OutboxBacklog, PendingPublish};
 pub use pool::{MIGRATOR, Store};
 pub use send::{NewSend, RowState, SendOutcome, StoredRow};

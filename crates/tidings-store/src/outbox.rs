@@ -10,6 +10,14 @@ use uuid::Uuid;
 
 use crate::{Store, StoreError};
 
+/// A notification row's key: the member first, as in every key of the schema (a table
+/// distributed by member can only look rows up by keys that hold the member).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NotificationKey {
+    pub member_id: String,
+    pub id: Uuid,
+}
+
 /// A notification whose publish is pending, with everything needed to publish it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PendingPublish {
@@ -32,6 +40,15 @@ pub struct OutboxBacklog {
     pub oldest: Option<DateTime<Utc>>,
 }
 
+impl PendingPublish {
+    pub fn key(&self) -> NotificationKey {
+        NotificationKey {
+            member_id: self.member_id.clone(),
+            id: self.id,
+        }
+    }
+}
+
 impl Store {
     /// Leases up to `limit` due entries, in notification order: they are not due again
     /// for `lease`, so other relays skip them meanwhile and take them over when this
@@ -40,18 +57,18 @@ impl Store {
     pub async fn lease_outbox(&self, limit: u32, lease: Duration) -> Result<Vec<PendingPublish>, StoreError> {
         let entries = sqlx::query_as(
             "with due as (
-                 select notification_id from outbox
+                 select member_id, notification_id from outbox
                  where next_attempt_at <= now()
                  order by next_attempt_at, notification_id
                  limit $1
                  for update skip locked),
              leased as (
                  update outbox o set next_attempt_at = now() + $2 * interval '1 millisecond'
-                 from due where o.notification_id = due.notification_id
-                 returning o.notification_id, o.traceparent, o.attempts)
+                 from due where o.member_id = due.member_id and o.notification_id = due.notification_id
+                 returning o.member_id, o.notification_id, o.traceparent, o.attempts)
              select l.notification_id as id, n.member_id, n.type, n.content, n.data::text as data, n.group_id,
                     n.created_at, l.traceparent, l.attempts
-             from leased l join notification n on n.id = l.notification_id
+             from leased l join notification n on n.member_id = l.member_id and n.id = l.notification_id
              order by l.notification_id",
         )
         .bind(i64::from(limit))
@@ -62,22 +79,30 @@ impl Store {
     }
 
     /// Records the stream sequences of published entries and removes them.
-    pub async fn outbox_published(&self, published: &[(Uuid, u64)], epoch: u64) -> Result<(), StoreError> {
+    pub async fn outbox_published(&self, published: &[(NotificationKey, u64)], epoch: u64) -> Result<(), StoreError> {
         let mut conn = self.pool().acquire().await?;
         record_published(&mut conn, published, epoch).await
     }
 
     /// Pushes entries back: attempt n waits `base * 2^(n-1)`, at most `max`.
-    pub async fn outbox_retry_later(&self, ids: &[Uuid], base: Duration, max: Duration) -> Result<(), StoreError> {
-        if ids.is_empty() {
+    pub async fn outbox_retry_later(
+        &self,
+        keys: &[NotificationKey],
+        base: Duration,
+        max: Duration,
+    ) -> Result<(), StoreError> {
+        if keys.is_empty() {
             return Ok(());
         }
+        let (members, ids) = columns(keys.iter());
         sqlx::query(
-            "update outbox set attempts = attempts + 1,
-                 next_attempt_at = now() + least($2 * power(2, least(attempts, 20)), $3) * interval '1 millisecond'
-             where notification_id = any($1)",
+            "update outbox o set attempts = attempts + 1,
+                 next_attempt_at = now() + least($3 * power(2, least(attempts, 20)), $4) * interval '1 millisecond'
+             from unnest($1::text[], $2::uuid[]) as k(member_id, id)
+             where o.member_id = k.member_id and o.notification_id = k.id",
         )
-        .bind(ids)
+        .bind(&members)
+        .bind(&ids)
         .bind(base.as_millis() as f64)
         .bind(max.as_millis() as f64)
         .execute(self.pool())
@@ -113,26 +138,33 @@ impl Store {
 /// in one statement.
 pub(crate) async fn record_published(
     conn: &mut PgConnection,
-    published: &[(Uuid, u64)],
+    published: &[(NotificationKey, u64)],
     epoch: u64,
 ) -> Result<(), StoreError> {
     if published.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = published.iter().map(|(id, _)| *id).collect();
+    let (members, ids) = columns(published.iter().map(|(key, _)| key));
     let seqs: Vec<i64> = published
         .iter()
         .map(|(_, s)| i64::try_from(*s).unwrap_or(i64::MAX))
         .collect();
     sqlx::query(
-        "with p as (select * from unnest($1::uuid[], $2::bigint[]) as t(id, seq)),
-              u as (update notification n set stream_seq = p.seq, stream_epoch = $3 from p where n.id = p.id)
-         delete from outbox using p where outbox.notification_id = p.id",
+        "with p as (select * from unnest($1::text[], $2::uuid[], $3::bigint[]) as t(member_id, id, seq)),
+              u as (update notification n set stream_seq = p.seq, stream_epoch = $4
+                    from p where n.member_id = p.member_id and n.id = p.id)
+         delete from outbox o using p where o.member_id = p.member_id and o.notification_id = p.id",
     )
+    .bind(&members)
     .bind(&ids)
     .bind(&seqs)
     .bind(i64::try_from(epoch).unwrap_or(i64::MAX))
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Keys as the two column arrays `unnest` takes.
+fn columns<'a>(keys: impl Iterator<Item = &'a NotificationKey>) -> (Vec<&'a str>, Vec<Uuid>) {
+    keys.map(|k| (k.member_id.as_str(), k.id)).unzip()
 }

@@ -9,7 +9,7 @@ use sqlx::{PgConnection, Postgres, Transaction};
 use tidings_domain::{MemberId, NotificationType};
 use uuid::Uuid;
 
-use crate::{Store, StoreError};
+use crate::{NotificationKey, Store, StoreError};
 
 /// One Send, validated: everything the store needs to write its rows.
 #[derive(Debug, Clone)]
@@ -56,6 +56,15 @@ pub struct StoredRow {
     pub member_id: MemberId,
     pub created_at: DateTime<Utc>,
     pub state: RowState,
+}
+
+impl StoredRow {
+    pub fn key(&self) -> NotificationKey {
+        NotificationKey {
+            member_id: self.member_id.as_str().to_owned(),
+            id: self.id,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,7 +183,7 @@ impl Store {
 
     /// Records stream sequences after JetStream acknowledged the publishes, and
     /// clears their outbox entries.
-    pub async fn record_published(&self, published: &[(Uuid, u64)], epoch: u64) -> Result<(), StoreError> {
+    pub async fn record_published(&self, published: &[(NotificationKey, u64)], epoch: u64) -> Result<(), StoreError> {
         let mut conn = self.pool().acquire().await?;
         crate::outbox::record_published(&mut conn, published, epoch).await
     }
@@ -335,13 +344,14 @@ async fn insert_rows(
              insert into notification (id, member_id, type, content, data, group_id, created_at, producer, idempotency_key)
              select id, member_id, type, content, data::jsonb, group_id, created_at, producer, idempotency_key from t
              on conflict (producer, idempotency_key, member_id) where idempotency_key is not null do nothing
-             returning id, data
+             returning member_id, id, data
          ),
          queued as (
-             insert into outbox (notification_id, next_attempt_at, traceparent)
-             select ins.id, now() + $11 * interval '1 millisecond', t.traceparent from ins join t using (id)
+             insert into outbox (member_id, notification_id, next_attempt_at, traceparent)
+             select ins.member_id, ins.id, now() + $11 * interval '1 millisecond', t.traceparent
+             from ins join t using (member_id, id)
          )
-         select ins.id, case when t.render then ins.data::text end from ins join t using (id)",
+         select ins.id, case when t.render then ins.data::text end from ins join t using (member_id, id)",
     )
     .bind(&cols.id)
     .bind(&cols.member)

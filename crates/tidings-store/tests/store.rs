@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tidings_domain::{MemberId, NotificationType};
-use tidings_store::{MarkRead, NewSend, RowState, SendOutcome, StoreError, StoredRow};
+use tidings_store::{MarkRead, NewSend, PendingPublish, RowState, SendOutcome, StoreError, StoredRow};
 use tidings_testkit::TestDb;
 use uuid::Uuid;
 
@@ -66,7 +66,7 @@ async fn a_send_stores_one_row_and_one_outbox_entry_per_member_in_order() {
     );
     assert_eq!(item.stream_seq, None);
 
-    store.record_published(&[(rows[1].id, 7)], 99).await.unwrap();
+    store.record_published(&[(rows[1].key(), 7)], 99).await.unwrap();
     let item = &store.list(&member("a"), None, 10, false).await.unwrap()[0];
     assert_eq!((item.stream_seq, item.stream_epoch), (Some(7), Some(99)));
     assert_eq!(count(&db, "select count(*) from outbox").await, 2);
@@ -119,12 +119,16 @@ async fn the_same_idempotency_key_stores_once_and_returns_the_same_ids() {
     let store = db.store();
     let first = store.insert_sends(&[send(&["a", "b"], Some("k1"))], NOW).await.unwrap();
     let ids: Vec<Uuid> = rows(&first[0]).iter().map(|r| r.id).collect();
+    let keys: Vec<_> = rows(&first[0]).iter().map(StoredRow::key).collect();
 
     let again = store.insert_sends(&[send(&["a", "b"], Some("k1"))], NOW).await.unwrap();
     assert_eq!(rows(&again[0]).iter().map(|r| r.id).collect::<Vec<_>>(), ids);
     assert!(rows(&again[0]).iter().all(|r| r.state == RowState::Pending));
 
-    store.record_published(&[(ids[0], 5), (ids[1], 6)], 1).await.unwrap();
+    store
+        .record_published(&[(keys[0].clone(), 5), (keys[1].clone(), 6)], 1)
+        .await
+        .unwrap();
     // Members in another order still match, and now report their sequences.
     let third = store.insert_sends(&[send(&["b", "a"], Some("k1"))], NOW).await.unwrap();
     let states: Vec<_> = rows(&third[0]).iter().map(|r| (r.id, r.state)).collect();
@@ -359,11 +363,12 @@ async fn relays_claim_disjoint_due_entries_and_back_off_failures() {
         Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
     );
 
-    let published: Vec<(Uuid, u64)> = a.iter().zip(1..).map(|(e, seq)| (e.id, seq)).collect();
+    let published: Vec<_> = a.iter().zip(1..).map(|(e, seq)| (e.key(), seq)).collect();
     store.outbox_published(&published, 3).await.unwrap();
     let failed: Vec<Uuid> = b.iter().map(|e| e.id).collect();
+    let failed_keys: Vec<_> = b.iter().map(PendingPublish::key).collect();
     store
-        .outbox_retry_later(&failed, Duration::from_secs(60), Duration::from_secs(600))
+        .outbox_retry_later(&failed_keys, Duration::from_secs(60), Duration::from_secs(600))
         .await
         .unwrap();
 
@@ -445,7 +450,7 @@ async fn inbox_queries_use_the_member_indexes_at_100k_rows() {
         (
             "page",
             "select * from notification where member_id = 'big' and ($1::uuid is null or id < $1) order by id desc limit 51",
-            "notification_member_page",
+            "notification_pkey",
         ),
         (
             "unread page",

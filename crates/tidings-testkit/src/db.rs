@@ -23,6 +23,12 @@ impl TestDb {
     /// Creates and migrates a fresh database. Panics with instructions when no Postgres
     /// can be found.
     pub async fn new() -> Self {
+        Self::migrated_to(i64::MAX).await
+    }
+
+    /// A fresh database with the migrations up to `version` applied: an earlier
+    /// release's schema, for testing the migrations after it over its data.
+    pub async fn migrated_to(version: i64) -> Self {
         let (urls, keep) = services().await;
         let admin_url = urls.database_url;
         let name = format!("tidings_test_{}_{}", std::process::id(), uuid::Uuid::new_v4().simple());
@@ -38,7 +44,7 @@ impl TestDb {
         let url = with_database(&admin_url, &name);
         let pool = connect(&url).await;
         MIGRATOR
-            .run(&pool)
+            .run_to(version, &pool)
             .await
             .unwrap_or_else(|e| panic!("migrating {name}: {e}"));
         Self {
