@@ -48,18 +48,18 @@ impl Service {
 
     async fn send_stream_inner(
         &self,
-        request: Request<Streaming<pb::SendRequest>>,
+        request: Request<Streaming<pb::SendStreamRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
         let producer = self.caller(&request)?;
         let trace = traceparent(&request);
         let inbound = request.into_inner().map(move |item| {
             item.map_err(status_codes::inbound)
-                .and_then(|r| Ok(convert::send_request(r, &producer, trace.clone())?))
+                .and_then(|r| Ok(convert::send_request(r.into(), &producer, trace.clone())?))
         });
         let answers = self.send_streams.open(inbound);
-        Ok(Response::new(Box::pin(
-            answers.map(|answer| answer.map(convert::send_response)),
-        )))
+        Ok(Response::new(Box::pin(answers.map(|answer| {
+            answer.map(|receipt| convert::send_response(receipt).into())
+        }))))
     }
 
     async fn publish_inner(
@@ -177,7 +177,7 @@ fn traceparent<T>(request: &Request<T>) -> Option<String> {
         .and_then(tidings_telemetry::propagation::canonical_traceparent)
 }
 
-type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::SendResponse, Status>> + Send>>;
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::SendStreamResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl NotificationService for Service {
@@ -189,7 +189,7 @@ impl NotificationService for Service {
 
     async fn send_stream(
         &self,
-        request: Request<Streaming<pb::SendRequest>>,
+        request: Request<Streaming<pb::SendStreamRequest>>,
     ) -> Result<Response<Self::SendStreamStream>, Status> {
         self.timed("SendStream", self.send_stream_inner(request)).await
     }

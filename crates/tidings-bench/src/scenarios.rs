@@ -130,10 +130,11 @@ pub(crate) async fn send_stream(
     requests: Vec<tidings_proto::v1::SendRequest>,
 ) -> anyhow::Result<Vec<tidings_proto::v1::SendResponse>> {
     let mut client = client.clone();
+    let requests = requests.into_iter().map(tidings_proto::v1::SendStreamRequest::from);
     let mut responses = client.send_stream(futures::stream::iter(requests)).await?.into_inner();
     let mut out = Vec::new();
     while let Some(r) = responses.message().await? {
-        out.push(r);
+        out.push(r.into());
     }
     Ok(out)
 }

@@ -103,7 +103,10 @@ async fn an_oversized_send_stream_message_is_resource_exhausted() {
         ..send_to(&["b"])
     };
     let mut answers = client
-        .send_stream(futures::stream::iter(vec![send_to(&["a"]), huge]))
+        .send_stream(futures::stream::iter(vec![
+            pb::SendStreamRequest::from(send_to(&["a"])),
+            huge.into(),
+        ]))
         .await
         .unwrap()
         .into_inner();

@@ -8,7 +8,7 @@ async fn send_stream_answers_each_request_in_order_and_commits_in_batches() {
     let h = Harness::start().await;
     let mut client = h.api.client().await;
     let n = 3000;
-    let requests: Vec<pb::SendRequest> = (0..n).map(|i| send_to(&[&format!("m{i}")])).collect();
+    let requests: Vec<pb::SendStreamRequest> = (0..n).map(|i| send_to(&[&format!("m{i}")]).into()).collect();
     let mut responses = client
         .send_stream(futures::stream::iter(requests))
         .await
@@ -42,7 +42,10 @@ async fn send_stream_answers_each_request_in_order_and_commits_in_batches() {
 async fn a_bad_request_ends_the_stream_after_the_answers_before_it() {
     let h = Harness::start().await;
     let mut client = h.api.client().await;
-    let requests = vec![send_to(&["a"]), send_to(&["b"]), send_to(&[]), send_to(&["c"])];
+    let requests: Vec<pb::SendStreamRequest> = [send_to(&["a"]), send_to(&["b"]), send_to(&[]), send_to(&["c"])]
+        .into_iter()
+        .map(Into::into)
+        .collect();
     let mut responses = client
         .send_stream(futures::stream::iter(requests))
         .await
@@ -70,7 +73,10 @@ async fn shutdown_ends_an_open_send_stream_after_its_answers_and_does_not_wait_f
     let mut client = api.client().await;
     // The client keeps its side open: it may send more at any time.
     let (requests, inbound) = tokio::sync::mpsc::channel(4);
-    requests.send(send_to(&["a"])).await.unwrap();
+    requests
+        .send(pb::SendStreamRequest::from(send_to(&["a"])))
+        .await
+        .unwrap();
     let mut responses = client
         .send_stream(tokio_stream::wrappers::ReceiverStream::new(inbound))
         .await

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng as _;
 use tidings_proto::v1::notification_service_client::NotificationServiceClient;
-use tidings_proto::v1::{SendRequest, SendResponse};
+use tidings_proto::v1::{SendRequest, SendResponse, SendStreamRequest, SendStreamResponse};
 use tidings_testkit::BearerKey;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
@@ -135,8 +135,8 @@ fn record(recorder: &Recorder, key: &str, response: SendResponse, started: Insta
 /// A SendStream call held open on one api: requests go in one by one, each answered
 /// in order before the next is sent.
 struct OpenStream {
-    requests: tokio::sync::mpsc::Sender<SendRequest>,
-    responses: tonic::Streaming<SendResponse>,
+    requests: tokio::sync::mpsc::Sender<SendStreamRequest>,
+    responses: tonic::Streaming<SendStreamResponse>,
 }
 
 async fn open_stream(clients: &[Client]) -> Option<OpenStream> {
@@ -165,8 +165,8 @@ async fn stream_send(
     }
     if let Some(stream) = open.as_mut() {
         let answered = async {
-            stream.requests.send(request(&key, &members)).await.ok()?;
-            stream.responses.message().await.ok().flatten()
+            stream.requests.send(request(&key, &members).into()).await.ok()?;
+            stream.responses.message().await.ok().flatten().map(SendResponse::from)
         };
         if let Ok(Some(response)) = tokio::time::timeout(CALL_TIMEOUT, answered).await {
             record(recorder, &key, response, started, 1);
