@@ -74,7 +74,7 @@ impl Drop for SseBody {
         let metrics = &self.state.metrics;
         metrics.connections.dec();
         metrics.closed.with_label_values(&[reason.label()]).inc();
-        tracing::info!(
+        tracing::debug!(
             connection = self.conn.id,
             member = self.conn.who(),
             reason = reason.label(),

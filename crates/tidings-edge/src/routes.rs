@@ -218,7 +218,10 @@ async fn open_stream(
         Err(Refused::NodeFull) => return Err(EdgeError::Unavailable("this node is at its connection limit".into())),
         Err(Refused::MemberFull) => return Err(EdgeError::MemberLimit),
     };
-    tracing::info!(connection = conn.id, member = conn.who(), resume = ?resume, "stream opened");
+    // Per-stream lines are debug: at info, formatting and writing the opened and closed
+    // lines cost about a tenth of the CPU a connection takes (BENCHMARKS.md);
+    // the metrics count every stream and every close by reason.
+    tracing::debug!(connection = conn.id, member = conn.who(), resume = ?resume, "stream opened");
     conn.delivery()
         .push_control(sse::retry(state.limits.retry), None, state.clock.now());
     let body = SseBody::new(conn.clone(), state.clone());
