@@ -5,8 +5,18 @@ use sqlx::{Connection as _, Postgres};
 use crate::{DbConfig, StoreError};
 
 /// Every migration, embedded in the binary. Run by `tidings migrate` and at api
-/// start-up; sqlx takes a Postgres advisory lock, so replicas starting together are safe.
+/// start-up through [`Store::migrate`], which lets one replica at a time apply them.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// The advisory lock a replica holds while it migrates ("tidings" in ASCII). Advisory
+/// locks are per database, so databases on one server do not share it.
+const MIGRATION_LOCK: i64 = 0x0074_6964_696e_6773;
+
+/// How often a replica waiting for another's migrations asks for the lock again.
+const MIGRATION_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// How often a replica that keeps waiting says so.
+const MIGRATION_WAIT_LOG: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A pooled connection idle at least this long is pinged before use.
 const PING_WHEN_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
@@ -64,10 +74,41 @@ impl Store {
         Self { pool }
     }
 
-    /// Applies every pending migration.
+    /// Applies every pending migration, one replica at a time.
+    ///
+    /// Not under sqlx's lock: a replica waiting for it sits in a `pg_advisory_lock`
+    /// statement, whose snapshot a `create index concurrently` of the migrating
+    /// replica waits for while the waiter waits for the migrating replica's lock.
+    /// Postgres breaks that deadlock by cancelling one of them, which may be the index
+    /// build (leaving an invalid index). Waiting replicas ask with
+    /// `pg_try_advisory_lock` every [`MIGRATION_POLL`] instead: between two asks they
+    /// hold no snapshot. The lock lives on a connection taken out of the pool and
+    /// closed afterwards, so it is released however the migrations end.
+    ///
+    /// Migrations applied by a newer release are no error: a replica of the previous
+    /// release restarting during a rolling upgrade starts, on a schema whose
+    /// migrations are written to serve it (deploy/README.md).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?.detach();
+        let waiting = std::time::Instant::now();
+        let mut said = waiting;
+        while !sqlx::query_scalar::<_, bool>("select pg_try_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .fetch_one(&mut conn)
+            .await?
+        {
+            if said.elapsed() >= MIGRATION_WAIT_LOG {
+                said = std::time::Instant::now();
+                tracing::info!(waited = ?waiting.elapsed(), "waiting for another replica's migrations");
+            }
+            tokio::time::sleep(MIGRATION_POLL).await;
+        }
+        let mut migrator = Migrator::with_migrations(MIGRATOR.iter().cloned().collect());
+        migrator.set_locking(false).set_ignore_missing(true);
+        let migrated = migrator.run(&mut conn).await;
+        // Closing the connection releases the lock.
+        let _ = conn.close().await;
+        Ok(migrated?)
     }
 
     pub fn pool(&self) -> &PgPool {
