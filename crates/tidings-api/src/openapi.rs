@@ -31,7 +31,9 @@ use crate::rest;
         rest::publish,
         rest::list,
         rest::unread_count,
-        rest::mark_read
+        rest::mark_read,
+        rest::archive,
+        rest::delete
     ),
     modifiers(&BearerKey),
     tags((name = "producer", description = "Sending, publishing, and the producer side of the inbox")),
@@ -103,6 +105,8 @@ mod tests {
             rest::LIST,
             rest::UNREAD_COUNT,
             rest::MARK_READ,
+            rest::ARCHIVE,
+            rest::DELETE,
         ] {
             let operations = paths[route].as_object().unwrap();
             for (method, operation) in operations {

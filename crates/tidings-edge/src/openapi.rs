@@ -37,6 +37,8 @@ use crate::{inbox, routes};
         routes::ticket,
         inbox::list,
         inbox::mark_read,
+        inbox::archive,
+        inbox::delete,
         inbox::unread_count
     ),
     components(schemas(Connected<'_>, Resumed, NotificationEvent, Unread, Reset<'_>, Reauth, TopicMessage)),
