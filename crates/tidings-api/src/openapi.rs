@@ -15,7 +15,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::rest;
+use crate::{rest, rest_body};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -35,6 +35,8 @@ use crate::rest;
         rest::archive,
         rest::delete
     ),
+    // Schemas only parameters refer to (utoipa collects those of bodies by itself).
+    components(schemas(rest_body::ArchivedFilter)),
     modifiers(&BearerKey),
     tags((name = "producer", description = "Sending, publishing, and the producer side of the inbox")),
 )]
