@@ -92,6 +92,8 @@ export interface TidingsNotification<D = unknown> {
   readonly readAt: string | null;
   /** The SSE id it came with (or the one the inbox recorded); null when unknown. */
   readonly eventId: string | null;
+  /** RFC 3339 when archived (REST lists with `archived`); absent or null otherwise. */
+  readonly archivedAt?: string | null;
 }
 
 /** `connected` event data. */
@@ -139,6 +141,8 @@ export interface ListOptions {
   /** Default: pageSize. */
   limit?: number;
   unreadOnly?: boolean;
+  /** Archived notifications: left out (`exclude`, the default), `include`d, or `only` them. */
+  archived?: 'exclude' | 'include' | 'only';
 }
 
 export interface InboxPage {
@@ -153,6 +157,17 @@ export interface TidingsInbox {
   markRead(ids: Iterable<string>): Promise<number>;
   /** Marks everything up to the newest notification read; 0 (and no call) when the inbox is empty. */
   markAllRead(): Promise<number>;
+  /**
+   * Archives these notifications (out of the default list and the unread count, still
+   * listed with `archived: 'only'`); they leave the store. Resolves with the new unread
+   * count; rejects with code `not_found` (archiving nothing) if one is not the member's.
+   */
+  archive(ids: Iterable<string>): Promise<number>;
+  /**
+   * Deletes these notifications for good; they leave the store. Ids the member does not
+   * have are skipped, so a retry succeeds. Resolves with the new unread count.
+   */
+  delete(ids: Iterable<string>): Promise<number>;
   unreadCount(): Promise<number>;
 }
 

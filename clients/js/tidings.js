@@ -449,6 +449,8 @@ class Tidings {
       list: (opts) => this.#list(opts),
       markRead: (ids) => this.#markRead(ids),
       markAllRead: () => this.#markAllRead(),
+      archive: (ids) => this.#drop('archive', ids),
+      delete: (ids) => this.#drop('delete', ids),
       unreadCount: () => this.#unreadCount(),
     });
     this.#start();
@@ -905,11 +907,17 @@ class Tidings {
     }
   }
 
-  async #list({ cursor, limit, unreadOnly = false } = {}) {
+  async #list({ cursor, limit, unreadOnly = false, archived } = {}) {
     const params = new URLSearchParams();
     if (cursor) params.set('cursor', cursor);
     params.set('limit', String(limit ?? this.#pageSize));
     params.set('unread_only', unreadOnly ? 'true' : 'false');
+    if (archived !== undefined) {
+      if (!['exclude', 'include', 'only'].includes(archived)) {
+        throw new TidingsError(`archived must be 'exclude', 'include' or 'only', not ${JSON.stringify(archived)}`, { code: 'invalid_argument' });
+      }
+      params.set('archived', archived);
+    }
     const body = await this.#rest(`/v1/notifications?${params}`);
     return {
       notifications: Object.freeze((body.notifications ?? []).map((n) => toItem(n))),
@@ -954,6 +962,25 @@ class Tidings {
     this.#update({
       unreadCount: count,
       notifications: markItems(this.#state.notifications, (n) => n.id === newest.id || timeOf(n) <= upTo, new Date().toISOString()),
+    });
+    return count;
+  }
+
+  /**
+   * Archives (`what` = 'archive') or deletes ('delete') these notifications: either way
+   * they leave the store's list, and the count is the edge's answer. Every tab's count
+   * also follows by the stream's `unread` event.
+   */
+  async #drop(what, ids) {
+    const list = [...(ids ?? [])].map(String);
+    if (list.length === 0) return this.#state.unreadCount;
+    const body = await this.#rest(`/v1/notifications/${what}`, { method: 'POST', body: { ids: list } });
+    const count = Number(body.unreadCount ?? 0);
+    const gone = new Set(list);
+    this.#unreadVersion += 1;
+    this.#update({
+      unreadCount: count,
+      notifications: Object.freeze(this.#state.notifications.filter((n) => !gone.has(n.id))),
     });
     return count;
   }

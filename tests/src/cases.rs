@@ -5,6 +5,7 @@ mod fan_in;
 mod handover;
 mod hostile;
 mod inbox;
+mod lifecycle;
 mod limits;
 mod nginx;
 mod observability;

@@ -19,6 +19,12 @@ function inboxEdge(state) {
   return fakeEdge({
     rest: (r) => {
       if (r.path === '/v1/notifications/unread-count') return json({ unreadCount: state.count });
+      if (r.path === '/v1/notifications/archive' || r.path === '/v1/notifications/delete') {
+        if (state.refuse) return edgeError(404, 'not_found');
+        state.count = state.afterDrop ?? 0;
+        const n = r.body.ids.length;
+        return json(r.path.endsWith('archive') ? { unreadCount: state.count, archived: n } : { unreadCount: state.count, deleted: n });
+      }
       if (r.path === '/v1/notifications/read') {
         state.count = state.afterRead ?? 0;
         return json({ unreadCount: state.count });
@@ -211,4 +217,44 @@ test('fetchTicket posts the bearer and returns the ticket', T, async () => {
     fetchTicket({ edgeUrl: 'https://e', token: 'x', fetch: async () => edgeError(401, 'unauthenticated') }),
     (e) => e.status === 401,
   );
+});
+
+for (const what of ['archive', 'delete']) {
+  test(`${what} posts ids, drops them from the store and takes the edge's count`, T, async () => {
+    const state = { items: [note('b', '2026-01-02T00:00:00Z'), note('a', '2026-01-01T00:00:00Z')], count: 2, afterDrop: 1 };
+    const { edge, client } = setup(state);
+    await waitFor(() => client.getSnapshot().notifications.length === 2);
+    assert.equal(await client.inbox[what](['b']), 1);
+    const post = edge.restRequests().find((r) => r.path === `/v1/notifications/${what}`);
+    assert.equal(post.method, 'POST');
+    assert.deepEqual(post.body, { ids: ['b'] });
+    assert.equal(post.headers.get('authorization'), 'Bearer tok');
+    const snap = client.getSnapshot();
+    assert.equal(snap.unreadCount, 1);
+    assert.deepEqual(snap.notifications.map((n) => n.id), ['a']);
+    assert.equal(await client.inbox[what]([]), 1, 'no ids: no call');
+    assert.equal(edge.restRequests().filter((r) => r.path === `/v1/notifications/${what}`).length, 1);
+    client.close();
+  });
+}
+
+test('archive of an id that is not the member\'s rejects with not_found and keeps the store', T, async () => {
+  const state = { items: [note('a', '2026-01-01T00:00:00Z')], count: 1, refuse: true };
+  const { client } = setup(state);
+  await waitFor(() => client.getSnapshot().notifications.length === 1);
+  await assert.rejects(client.inbox.archive(['x']), (e) => e instanceof TidingsError && e.code === 'not_found');
+  assert.deepEqual(client.getSnapshot().notifications.map((n) => n.id), ['a']);
+  assert.equal(client.getSnapshot().unreadCount, 1);
+  client.close();
+});
+
+test('inbox.list passes the archived filter and refuses an unknown one', T, async () => {
+  const state = { items: [note('a', '2026-01-01T00:00:00Z', { archivedAt: '2026-01-03T00:00:00Z' })], count: 0 };
+  const { edge, client } = setup(state);
+  const page = await client.inbox.list({ archived: 'only' });
+  assert.equal(page.notifications[0].archivedAt, '2026-01-03T00:00:00Z');
+  const r = edge.restRequests().find((x) => x.url.searchParams.get('archived') === 'only');
+  assert.ok(r, 'archived=only sent');
+  await assert.rejects(client.inbox.list({ archived: 'everything' }), (e) => e instanceof TidingsError && e.code === 'invalid_argument');
+  client.close();
 });

@@ -14,11 +14,11 @@
 //! `/healthz` and `/readyz` stay on `TIDINGS_API_HTTP_LISTEN` only, for operators.
 //!
 //! [`App::build`] connects and binds and starts nothing; [`App::run`] starts every task
-//! of the role on one `TaskTracker` — the relay, the health endpoints, the group-commit
+//! of the role on one `TaskTracker` — the relay, retention, the health endpoints, the group-commit
 //! writers and their recorder, and one worker per SendStream call — and stops them:
 //! readiness goes NOT_SERVING and the listeners close, in-flight calls finish
-//! (SendStream calls end after their current batch), then the relay and health
-//! endpoints stop on the token, and the group-commit writers drain their queue once the
+//! (SendStream calls end after their current batch), then the relay, retention and
+//! health endpoints stop on the token, and the group-commit writers drain their queue once the
 //! service is gone. Each of the two waits (calls, then tasks) is bounded by
 //! `TIDINGS_SHUTDOWN_GRACE`, with a warning when it runs out.
 
@@ -37,6 +37,7 @@ use tonic::service::Routes;
 use crate::auth::ApiKeys;
 use crate::group_commit::GroupCommit;
 use crate::relay::{self, RelaySettings};
+use crate::retention::{self, RetentionRun};
 use crate::send_stream::SendStreams;
 use crate::service::Service;
 use crate::state::ApiState;
@@ -115,6 +116,20 @@ impl App {
             .expect("invariant: a bound listener has an address")
     }
 
+    /// One retention pass now, as the periodic task runs it (lock, batches, metrics,
+    /// log line), for tests and operators' tools; [`App::run`] runs them on the
+    /// schedule.
+    pub async fn retention_pass(&self) -> Result<RetentionRun, crate::ApiError> {
+        let never = CancellationToken::new();
+        Ok(retention::pass(
+            &self.state,
+            self.config.retention,
+            &self.config.retention_schedule,
+            &never,
+        )
+        .await?)
+    }
+
     /// Serves until `shutdown` is cancelled, then: reports NOT_SERVING, stops accepting,
     /// lets in-flight calls finish (at most `shutdown_grace`), then waits for the
     /// role's tasks to stop (at most `shutdown_grace` again).
@@ -130,6 +145,12 @@ impl App {
         } = self;
         let tracker = TaskTracker::new();
         tracker.spawn(relay::run(state.clone(), relay, shutdown.clone()));
+        tracker.spawn(retention::run(
+            state.clone(),
+            config.retention,
+            config.retention_schedule,
+            shutdown.clone(),
+        ));
         tracker.spawn({
             // Sequences of a stream created anew must not get the old one's epoch.
             let (bus, shutdown) = (state.bus.clone(), shutdown.clone());

@@ -6,6 +6,7 @@ use tidings_domain::{ConfigError, Secret};
 use tidings_store::DbConfig;
 
 use crate::auth::ApiKeys;
+use crate::retention::{Retention, RetentionSchedule};
 
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -48,6 +49,18 @@ pub struct ApiConfig {
           value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// How long notifications are kept: older ones are deleted from Postgres (their
+    /// inbox), in bounded batches, by one api replica at a time, hourly. A duration of
+    /// at least 1h (`90d`, `720h`), or `0` to keep everything forever.
+    #[arg(long = "retention", env = "TIDINGS_RETENTION", default_value = "90d",
+          value_parser = Retention::parse)]
+    pub retention: Retention,
+
+    /// When and how retention runs (not options: hourly, 1,000 rows per statement;
+    /// tests shorten it).
+    #[arg(skip)]
+    pub retention_schedule: RetentionSchedule,
+
     /// How long a client of the HTTP port may take to send its request head before it
     /// is dropped (slowloris). Not an option: 30 s, as on the edge; tests shorten it.
     #[arg(skip = HEADER_READ_TIMEOUT)]
@@ -75,6 +88,8 @@ impl ApiConfig {
             relay_poll: Duration::from_millis(500),
             shutdown_grace: Duration::from_secs(10),
             header_read_timeout: HEADER_READ_TIMEOUT,
+            retention: Retention::default(),
+            retention_schedule: RetentionSchedule::default(),
             db,
             nats,
             stream,
@@ -94,6 +109,7 @@ impl ApiConfig {
                 "must be above 0 and at most 1m",
             ));
         }
+        self.retention.validate()?;
         if self.relay_poll < Duration::from_millis(10) {
             return Err(ConfigError::new("TIDINGS_RELAY_POLL", "must be at least 10ms"));
         }

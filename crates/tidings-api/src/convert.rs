@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use tidings_domain::{EventId, MemberId, NotificationType, StreamEpoch, Topic, compact_json, json_holds_nul};
 use tidings_proto::v1 as pb;
-use tidings_store::{InboxItem, MarkRead, NewSend};
+use tidings_store::{Archived, InboxItem, MarkRead, NewSend, Selection};
 use uuid::Uuid;
 
 use crate::ApiError;
@@ -162,24 +162,43 @@ pub(crate) fn notification_id(field: &str, raw: &str) -> Result<Uuid, ApiError> 
 }
 
 pub(crate) fn mark_read(req: &pb::MarkReadRequest) -> Result<MarkRead, ApiError> {
-    match (req.ids.is_empty(), req.up_to.is_empty()) {
+    Ok(match selection(&req.ids, &req.up_to)? {
+        Selection::Ids(ids) => MarkRead::Ids(ids),
+        Selection::UpTo(id) => MarkRead::UpTo(id),
+    })
+}
+
+/// The notifications a MarkRead, ArchiveNotifications or DeleteNotifications names:
+/// `ids` (at most [`MAX_MARK_READ_IDS`]) or `up_to`, exactly one of them.
+pub(crate) fn selection(ids: &[String], up_to: &str) -> Result<Selection, ApiError> {
+    match (ids.is_empty(), up_to.is_empty()) {
         (false, true) => {
-            if req.ids.len() > MAX_MARK_READ_IDS {
+            if ids.len() > MAX_MARK_READ_IDS {
                 return Err(ApiError::TooLarge(format!(
                     "ids: at most {MAX_MARK_READ_IDS} per request"
                 )));
             }
-            let ids = req
-                .ids
+            let ids = ids
                 .iter()
                 .enumerate()
                 .map(|(i, raw)| notification_id(&format!("ids[{i}]"), raw))
                 .collect::<Result<_, _>>()?;
-            Ok(MarkRead::Ids(ids))
+            Ok(Selection::Ids(ids))
         }
-        (true, false) => Ok(MarkRead::UpTo(notification_id("up_to", &req.up_to)?)),
+        (true, false) => Ok(Selection::UpTo(notification_id("up_to", up_to)?)),
         (true, true) => Err(ApiError::invalid("ids", "give either ids or up_to")),
         (false, false) => Err(ApiError::invalid("ids", "give either ids or up_to, not both")),
+    }
+}
+
+/// ListNotifications' `archived`; a number no version of the contract defines is an
+/// error, not a silent default.
+pub(crate) fn archived_filter(raw: i32) -> Result<Archived, ApiError> {
+    match pb::ArchivedFilter::try_from(raw) {
+        Ok(pb::ArchivedFilter::Unspecified | pb::ArchivedFilter::Exclude) => Ok(Archived::Exclude),
+        Ok(pb::ArchivedFilter::Include) => Ok(Archived::Include),
+        Ok(pb::ArchivedFilter::Only) => Ok(Archived::Only),
+        Err(_) => Err(ApiError::invalid("archived", format!("{raw} is not an ArchivedFilter"))),
     }
 }
 
@@ -219,6 +238,7 @@ fn notification(item: InboxItem) -> pb::Notification {
         created_at: Some(timestamp(item.created_at)),
         read_at: item.read_at.map(timestamp),
         event_id,
+        archived_at: item.archived_at.map(timestamp),
     }
 }
 
@@ -500,5 +520,15 @@ mod tests {
         assert!(mark_read(&r(vec![id.clone()], &id)).is_err());
         assert!(mark_read(&r(vec!["nope".into()], "")).is_err());
         assert!(matches!(mark_read(&r(vec![id; 1001], "")), Err(ApiError::TooLarge(_))));
+    }
+
+    #[test]
+    fn archived_filters_default_to_exclude_and_refuse_unknown_numbers() {
+        assert_eq!(archived_filter(0).unwrap(), Archived::Exclude);
+        assert_eq!(archived_filter(1).unwrap(), Archived::Exclude);
+        assert_eq!(archived_filter(2).unwrap(), Archived::Include);
+        assert_eq!(archived_filter(3).unwrap(), Archived::Only);
+        assert!(archived_filter(4).is_err());
+        assert!(archived_filter(-1).is_err());
     }
 }

@@ -1,8 +1,10 @@
-//! A member's inbox behind ListNotifications, MarkRead and GetUnreadCount: paging over
-//! the store, and the unread-change announcement after a MarkRead.
+//! A member's inbox behind ListNotifications, MarkRead, GetUnreadCount,
+//! ArchiveNotifications and DeleteNotifications: paging over the store, and the
+//! unread-change announcement after every change (mark read, archive, delete), so the
+//! badge of every tab stays exact.
 
 use tidings_domain::MemberId;
-use tidings_store::{InboxItem, MarkRead};
+use tidings_store::{Archive, Archived, Changed, InboxItem, MarkRead, Selection};
 use uuid::Uuid;
 
 use crate::ApiError;
@@ -24,9 +26,13 @@ impl ApiState {
         before: Option<Uuid>,
         limit: u32,
         unread_only: bool,
+        archived: Archived,
     ) -> Result<Page, ApiError> {
         // One extra row tells whether another page exists.
-        let mut items = self.store.list(member, before, limit + 1, unread_only).await?;
+        let mut items = self
+            .store
+            .list(member, before, limit + 1, unread_only, archived)
+            .await?;
         let more = items.len() > limit as usize;
         items.truncate(limit as usize);
         let next = match (more, items.last()) {
@@ -44,6 +50,24 @@ impl ApiState {
             self.announce_unread_change(member, count).await;
         }
         Ok(unread)
+    }
+
+    /// Archives notifications and announces the new unread count; `NotFound` names an
+    /// id the member does not have (nothing was archived, nothing is announced).
+    pub(crate) async fn archive(&self, member: &MemberId, which: &Selection) -> Result<Archive, ApiError> {
+        let outcome = self.store.archive(member, which).await?;
+        if let Archive::Done(changed) = outcome {
+            self.announce_unread_change(member, changed.unread_count).await;
+        }
+        Ok(outcome)
+    }
+
+    /// Deletes notifications and announces the new unread count (also when nothing
+    /// was deleted: a retry whose first answer was lost still refreshes the badges).
+    pub(crate) async fn delete(&self, member: &MemberId, which: &Selection) -> Result<Changed, ApiError> {
+        let changed = self.store.delete(member, which).await?;
+        self.announce_unread_change(member, changed.unread_count).await;
+        Ok(changed)
     }
 
     pub(crate) async fn unread_count(&self, member: &MemberId) -> Result<u64, ApiError> {

@@ -16,9 +16,10 @@
 //! - `group_commit.rs`: front-end for unary Sends: those that arrive together share one batch.
 //! - `send_stream.rs`: front-end for SendStream: one worker per call, batches of what has arrived.
 //! - `send.rs`: the write path both front-ends call: commit, publish, record; batch limits; receipts.
-//! - `inbox.rs`: paging, mark read (with the unread-change announcement), unread counts.
+//! - `inbox.rs`: paging, mark read, archive, delete (each with the unread-change announcement), unread counts.
 //! - `topic.rs`: Publish to a broadcast topic, straight to JetStream.
 //! - `relay.rs`: the outbox relay: publishes what the inline publish missed.
+//! - `retention.rs`: deletes notifications older than `TIDINGS_RETENTION`, one replica at a time.
 //! - `payload.rs`: the message a notification travels in (subject, msg id, trace, JSON), for both publishers.
 //! - `http.rs`: `/healthz`, `/readyz`, `/metrics`.
 //! - `state.rs`: `ApiState`: store, bus, metrics and settings; every task of the role holds one.
@@ -43,6 +44,7 @@ pub mod payload;
 mod relay;
 mod rest;
 mod rest_body;
+mod retention;
 mod send;
 mod send_stream;
 mod service;
@@ -55,3 +57,4 @@ pub use auth::{ANONYMOUS, ApiKeys, Producer};
 pub use config::ApiConfig;
 pub use error::ApiError;
 pub use openapi::openapi_json;
+pub use retention::{Retention, RetentionReport, RetentionRun, RetentionSchedule};

@@ -23,6 +23,12 @@ pub(crate) struct ApiMetrics {
     pub(crate) stage_queued: Histogram,
     pub(crate) stage_stored: Histogram,
     pub(crate) stage_published: Histogram,
+    /// Retention (`retention.rs`): rows deleted, runs by outcome, and how long runs take.
+    pub(crate) retention_deleted: IntCounter,
+    pub(crate) retention_done: IntCounter,
+    pub(crate) retention_busy: IntCounter,
+    pub(crate) retention_failed: IntCounter,
+    pub(crate) retention_duration: Histogram,
 }
 
 /// Latency buckets (seconds) shared by the api's histograms.
@@ -100,6 +106,24 @@ impl ApiMetrics {
         )
         .expect("invariant: valid metric");
         register(Box::new(outbox_oldest_age.clone()));
+        let retention_runs = IntCounterVec::new(
+            Opts::new(
+                "tidings_api_retention_runs_total",
+                "Retention runs of this replica, by outcome: done, busy (another replica held the lock), failed",
+            ),
+            &["outcome"],
+        )
+        .expect("invariant: valid metric");
+        register(Box::new(retention_runs.clone()));
+        let retention_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "tidings_api_retention_run_duration_seconds",
+                "How long this replica's retention runs took (done or failed), pauses included",
+            )
+            .buckets(vec![0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 900.0, 3600.0]),
+        )
+        .expect("invariant: valid metric");
+        register(Box::new(retention_duration.clone()));
         Self {
             requests,
             duration,
@@ -121,6 +145,14 @@ impl ApiMetrics {
             stage_queued: stages.with_label_values(&["queued"]),
             stage_stored: stages.with_label_values(&["stored"]),
             stage_published: stages.with_label_values(&["published"]),
+            retention_deleted: counter(
+                "tidings_api_retention_deleted_total",
+                "Notifications deleted by retention (older than TIDINGS_RETENTION)",
+            ),
+            retention_done: retention_runs.with_label_values(&["done"]),
+            retention_busy: retention_runs.with_label_values(&["busy"]),
+            retention_failed: retention_runs.with_label_values(&["failed"]),
+            retention_duration,
             registry,
         }
     }

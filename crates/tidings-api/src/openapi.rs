@@ -15,7 +15,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::rest;
+use crate::{rest, rest_body};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,8 +31,12 @@ use crate::rest;
         rest::publish,
         rest::list,
         rest::unread_count,
-        rest::mark_read
+        rest::mark_read,
+        rest::archive,
+        rest::delete
     ),
+    // Schemas only parameters refer to (utoipa collects those of bodies by itself).
+    components(schemas(rest_body::ArchivedFilter)),
     modifiers(&BearerKey),
     tags((name = "producer", description = "Sending, publishing, and the producer side of the inbox")),
 )]
@@ -103,6 +107,8 @@ mod tests {
             rest::LIST,
             rest::UNREAD_COUNT,
             rest::MARK_READ,
+            rest::ARCHIVE,
+            rest::DELETE,
         ] {
             let operations = paths[route].as_object().unwrap();
             for (method, operation) in operations {

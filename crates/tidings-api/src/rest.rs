@@ -41,8 +41,8 @@ use crate::ApiError;
 use crate::auth::Producer;
 use crate::error::{ErrorBody, ErrorDetail, error_response};
 use crate::rest_body::{
-    BatchBody, BatchReply, BatchResult, ListQuery, ListReply, MarkReadBody, PublishBody, PublishReply, SendBody,
-    SendReply, UnreadReply,
+    ArchiveReply, BatchBody, BatchReply, BatchResult, DeleteReply, ListQuery, ListReply, MarkReadBody, PublishBody,
+    PublishReply, SelectionBody, SendBody, SendReply, UnreadReply,
 };
 use crate::send::MAX_BATCH_REQUESTS;
 use crate::service::Service;
@@ -56,6 +56,8 @@ pub(crate) const PUBLISH: &str = "/v1/topics/{topic}/messages";
 pub(crate) const LIST: &str = "/v1/members/{member}/notifications";
 pub(crate) const UNREAD_COUNT: &str = "/v1/members/{member}/unread-count";
 pub(crate) const MARK_READ: &str = "/v1/members/{member}/notifications/read";
+pub(crate) const ARCHIVE: &str = "/v1/members/{member}/notifications/archive";
+pub(crate) const DELETE: &str = "/v1/members/{member}/notifications/delete";
 
 /// The JSON API's routes over the gRPC service's operations; bodies up to `max_body`.
 pub(crate) fn router(service: Service, max_body: usize) -> Router {
@@ -71,6 +73,8 @@ pub(crate) fn router(service: Service, max_body: usize) -> Router {
         .route(LIST, observed("ListNotifications", get(list)))
         .route(UNREAD_COUNT, observed("GetUnreadCount", get(unread_count)))
         .route(MARK_READ, observed("MarkRead", post(mark_read)))
+        .route(ARCHIVE, observed("ArchiveNotifications", post(archive)))
+        .route(DELETE, observed("DeleteNotifications", post(delete)))
         .layer(DefaultBodyLimit::max(max_body))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(service)
@@ -294,6 +298,7 @@ async fn list(
         cursor: query.cursor.unwrap_or_default(),
         limit: query.limit.unwrap_or(0),
         unread_only: query.unread_only.unwrap_or(false),
+        archived: pb::ArchivedFilter::from(query.archived.unwrap_or_default()).into(),
     };
     Ok(Json(service.handle_list(request).await?.into()))
 }
@@ -362,6 +367,80 @@ async fn mark_read(
     let response = service.handle_mark_read(body.into_request(member_id)).await?;
     Ok(Json(UnreadReply {
         unread_count: response.unread_count,
+    }))
+}
+
+/// Archive a member's notifications.
+///
+/// gRPC `ArchiveNotifications`: by `ids`, or everything up to and including `upTo`.
+/// Archived notifications leave the default list and the unread count (list them with
+/// `archived=only|include`). All or nothing: an id that is not the member's archives
+/// nothing (404). A retry changes nothing. Every stream of the member receives the new
+/// unread count as `unread`.
+#[utoipa::path(
+    post,
+    path = ARCHIVE,
+    tag = "producer",
+    request_body = SelectionBody,
+    params(("member" = String, Path, description = "The member id")),
+    responses(
+        (status = 200, description = "Archived; the new unread count", body = ArchiveReply),
+        (status = 400, description = "A field breaks a rule, or the body is not the JSON described; the message names the field", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 404, description = "An id, or `upTo`, names no notification of this member; nothing was archived", body = ErrorBody),
+        (status = 413, description = "The body, or a field, is over its documented limit", body = ErrorBody),
+        (status = 503, description = "Postgres is unavailable, or the api is shutting down: nothing changed; retry after `Retry-After`", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+async fn archive(
+    State(service): State<Service>,
+    Caller(_): Caller,
+    member: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ArchiveReply>, ApiError> {
+    let Path(member_id) = member.map_err(path_error)?;
+    let body: SelectionBody = json(body)?;
+    let response = service.handle_archive(body.into_archive(member_id)).await?;
+    Ok(Json(ArchiveReply {
+        unread_count: response.unread_count,
+        archived: response.archived,
+    }))
+}
+
+/// Delete a member's notifications.
+///
+/// gRPC `DeleteNotifications`: by `ids`, or everything up to and including `upTo`; they
+/// are gone from Postgres. Ids the member does not have are skipped and `upTo` needs no
+/// notification at that id, so a retry succeeds (`deleted` says how many went). Every
+/// stream of the member receives the new unread count as `unread`.
+#[utoipa::path(
+    post,
+    path = DELETE,
+    tag = "producer",
+    request_body = SelectionBody,
+    params(("member" = String, Path, description = "The member id")),
+    responses(
+        (status = 200, description = "Deleted; the new unread count", body = DeleteReply),
+        (status = 400, description = "A field breaks a rule, or the body is not the JSON described; the message names the field", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 413, description = "The body, or a field, is over its documented limit", body = ErrorBody),
+        (status = 503, description = "Postgres is unavailable, or the api is shutting down: nothing changed; retry after `Retry-After`", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+async fn delete(
+    State(service): State<Service>,
+    Caller(_): Caller,
+    member: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<DeleteReply>, ApiError> {
+    let Path(member_id) = member.map_err(path_error)?;
+    let body: SelectionBody = json(body)?;
+    let response = service.handle_delete(body.into_delete(member_id)).await?;
+    Ok(Json(DeleteReply {
+        unread_count: response.unread_count,
+        deleted: response.deleted,
     }))
 }
 

@@ -155,9 +155,35 @@ pub(crate) struct ListQuery {
     pub(crate) cursor: Option<String>,
     /// Items per page (default and maximum as gRPC's ListNotifications).
     pub(crate) limit: Option<u32>,
-    /// Only unread items (also spelt `unreadOnly`).
+    /// Only unread items (also spelt `unreadOnly`); unread means what the unread count
+    /// counts, so never archived ones.
     #[serde(alias = "unreadOnly")]
     pub(crate) unread_only: Option<bool>,
+    /// Archived items: `exclude` (the default), `include`, or `only`.
+    pub(crate) archived: Option<ArchivedFilter>,
+}
+
+/// Which items a list shows by archive state (ListNotifications' `archived`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ArchivedFilter {
+    /// Only items not archived: the inbox proper.
+    #[default]
+    Exclude,
+    /// Archived or not.
+    Include,
+    /// Only archived items.
+    Only,
+}
+
+impl From<ArchivedFilter> for pb::ArchivedFilter {
+    fn from(filter: ArchivedFilter) -> Self {
+        match filter {
+            ArchivedFilter::Exclude => Self::Exclude,
+            ArchivedFilter::Include => Self::Include,
+            ArchivedFilter::Only => Self::Only,
+        }
+    }
 }
 
 /// A page of an inbox, newest first: the edge's REST shape.
@@ -184,6 +210,8 @@ pub(crate) struct InboxItemReply {
     pub(crate) created_at: Option<String>,
     pub(crate) read_at: Option<String>,
     pub(crate) event_id: Option<String>,
+    /// When it was archived; `null` while not archived.
+    pub(crate) archived_at: Option<String>,
 }
 
 impl From<pb::ListNotificationsResponse> for ListReply {
@@ -207,6 +235,7 @@ impl From<pb::Notification> for InboxItemReply {
             created_at: n.created_at.and_then(rfc3339),
             read_at: n.read_at.and_then(rfc3339),
             event_id: non_empty(n.event_id),
+            archived_at: n.archived_at.and_then(rfc3339),
         }
     }
 }
@@ -232,6 +261,57 @@ impl MarkReadBody {
             up_to: self.up_to.unwrap_or_default(),
         }
     }
+}
+
+/// `POST /v1/members/{member}/notifications/archive` and `…/delete`: `ids`, or `upTo`
+/// (also spelt `up_to`), as mark-read takes them.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct SelectionBody {
+    /// Notification ids (at most 1000).
+    #[serde(default)]
+    pub(crate) ids: Vec<String>,
+    /// This notification and every older one (also spelt `up_to`).
+    #[serde(default, alias = "up_to")]
+    pub(crate) up_to: Option<String>,
+}
+
+impl SelectionBody {
+    pub(crate) fn into_archive(self, member_id: String) -> pb::ArchiveNotificationsRequest {
+        pb::ArchiveNotificationsRequest {
+            member_id,
+            ids: self.ids,
+            up_to: self.up_to.unwrap_or_default(),
+        }
+    }
+
+    pub(crate) fn into_delete(self, member_id: String) -> pb::DeleteNotificationsRequest {
+        pb::DeleteNotificationsRequest {
+            member_id,
+            ids: self.ids,
+            up_to: self.up_to.unwrap_or_default(),
+        }
+    }
+}
+
+/// ArchiveNotifications' answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ArchiveReply {
+    /// The member's unread notifications after the call.
+    pub(crate) unread_count: u64,
+    /// How many this call archived (not counting those archived before).
+    pub(crate) archived: u64,
+}
+
+/// DeleteNotifications' answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DeleteReply {
+    /// The member's unread notifications after the call.
+    pub(crate) unread_count: u64,
+    /// How many this call deleted (ids the member does not have are skipped).
+    pub(crate) deleted: u64,
 }
 
 /// MarkRead's and GetUnreadCount's answer.

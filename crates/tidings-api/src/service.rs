@@ -9,6 +9,7 @@ use std::time::Instant;
 use futures::{Stream, StreamExt as _};
 use tidings_proto::v1 as pb;
 use tidings_proto::v1::notification_service_server::NotificationService;
+use tidings_store::Archive;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{ApiKeys, Producer};
@@ -87,6 +88,22 @@ impl Service {
         Ok(Response::new(self.handle_mark_read(request.into_inner()).await?))
     }
 
+    async fn archive_inner(
+        &self,
+        request: Request<pb::ArchiveNotificationsRequest>,
+    ) -> Result<Response<pb::ArchiveNotificationsResponse>, Status> {
+        self.caller(&request)?;
+        Ok(Response::new(self.handle_archive(request.into_inner()).await?))
+    }
+
+    async fn delete_inner(
+        &self,
+        request: Request<pb::DeleteNotificationsRequest>,
+    ) -> Result<Response<pb::DeleteNotificationsResponse>, Status> {
+        self.caller(&request)?;
+        Ok(Response::new(self.handle_delete(request.into_inner()).await?))
+    }
+
     async fn get_unread_count_inner(
         &self,
         request: Request<pb::GetUnreadCountRequest>,
@@ -129,7 +146,11 @@ impl Service {
         let member = convert::member("member_id", &req.member_id)?;
         let limit = convert::page_limit(req.limit)?;
         let before = convert::decode_cursor(&req.cursor)?;
-        let page = self.state.page(&member, before, limit, req.unread_only).await?;
+        let archived = convert::archived_filter(req.archived)?;
+        let page = self
+            .state
+            .page(&member, before, limit, req.unread_only, archived)
+            .await?;
         Ok(convert::list_response(page))
     }
 
@@ -143,6 +164,39 @@ impl Service {
                 req.up_to
             ))),
         }
+    }
+
+    pub(crate) async fn handle_archive(
+        &self,
+        req: pb::ArchiveNotificationsRequest,
+    ) -> Result<pb::ArchiveNotificationsResponse, ApiError> {
+        let member = convert::member("member_id", &req.member_id)?;
+        let which = convert::selection(&req.ids, &req.up_to)?;
+        match self.state.archive(&member, &which).await? {
+            Archive::Done(changed) => Ok(pb::ArchiveNotificationsResponse {
+                unread_count: changed.unread_count,
+                archived: changed.changed,
+            }),
+            Archive::NotFound(id) => {
+                let field = if req.up_to.is_empty() { "ids" } else { "up_to" };
+                Err(ApiError::NotFound(format!(
+                    "{field}: no notification {id} for this member; nothing was archived"
+                )))
+            }
+        }
+    }
+
+    pub(crate) async fn handle_delete(
+        &self,
+        req: pb::DeleteNotificationsRequest,
+    ) -> Result<pb::DeleteNotificationsResponse, ApiError> {
+        let member = convert::member("member_id", &req.member_id)?;
+        let which = convert::selection(&req.ids, &req.up_to)?;
+        let changed = self.state.delete(&member, &which).await?;
+        Ok(pb::DeleteNotificationsResponse {
+            unread_count: changed.unread_count,
+            deleted: changed.changed,
+        })
     }
 
     pub(crate) async fn handle_unread_count(
@@ -215,5 +269,19 @@ impl NotificationService for Service {
         request: Request<pb::GetUnreadCountRequest>,
     ) -> Result<Response<pb::GetUnreadCountResponse>, Status> {
         self.timed("GetUnreadCount", self.get_unread_count_inner(request)).await
+    }
+
+    async fn archive_notifications(
+        &self,
+        request: Request<pb::ArchiveNotificationsRequest>,
+    ) -> Result<Response<pb::ArchiveNotificationsResponse>, Status> {
+        self.timed("ArchiveNotifications", self.archive_inner(request)).await
+    }
+
+    async fn delete_notifications(
+        &self,
+        request: Request<pb::DeleteNotificationsRequest>,
+    ) -> Result<Response<pb::DeleteNotificationsResponse>, Status> {
+        self.timed("DeleteNotifications", self.delete_inner(request)).await
     }
 }

@@ -50,12 +50,14 @@ impl ApiClient {
         cursor: String,
         limit: u32,
         unread_only: bool,
+        archived: pb::ArchivedFilter,
     ) -> Result<pb::ListNotificationsResponse, tonic::Status> {
         let request = pb::ListNotificationsRequest {
             member_id: member.to_string(),
             cursor,
             limit,
             unread_only,
+            archived: archived.into(),
         };
         Ok(self.inner.clone().list_notifications(request).await?.into_inner())
     }
@@ -73,6 +75,38 @@ impl ApiClient {
             up_to,
         };
         Ok(self.inner.clone().mark_read(request).await?.into_inner().unread_count)
+    }
+
+    /// Archives `ids`, or everything up to `up_to`; returns the new unread count and
+    /// how many were archived.
+    pub(crate) async fn archive(
+        &self,
+        member: &MemberId,
+        ids: Vec<String>,
+        up_to: String,
+    ) -> Result<pb::ArchiveNotificationsResponse, tonic::Status> {
+        let request = pb::ArchiveNotificationsRequest {
+            member_id: member.to_string(),
+            ids,
+            up_to,
+        };
+        Ok(self.inner.clone().archive_notifications(request).await?.into_inner())
+    }
+
+    /// Deletes `ids`, or everything up to `up_to`; returns the new unread count and how
+    /// many were deleted.
+    pub(crate) async fn delete(
+        &self,
+        member: &MemberId,
+        ids: Vec<String>,
+        up_to: String,
+    ) -> Result<pb::DeleteNotificationsResponse, tonic::Status> {
+        let request = pb::DeleteNotificationsRequest {
+            member_id: member.to_string(),
+            ids,
+            up_to,
+        };
+        Ok(self.inner.clone().delete_notifications(request).await?.into_inner())
     }
 
     /// The unread counts of `members`, in their order (at most 500: the api's bound).

@@ -37,9 +37,15 @@ use crate::{inbox, routes};
         routes::ticket,
         inbox::list,
         inbox::mark_read,
+        inbox::archive,
+        inbox::delete,
         inbox::unread_count
     ),
-    components(schemas(Connected<'_>, Resumed, NotificationEvent, Unread, Reset<'_>, Reauth, TopicMessage)),
+    components(schemas(
+        Connected<'_>, Resumed, NotificationEvent, Unread, Reset<'_>, Reauth, TopicMessage,
+        // Only a parameter refers to it (utoipa collects the schemas of bodies by itself).
+        inbox::ArchivedFilter
+    )),
     modifiers(&SubscriberToken),
     tags(
         (name = "stream", description = "The Server-Sent Events stream and its tickets"),

@@ -1,8 +1,10 @@
 //! The read side of a member's inbox: paging, unread count, marking read.
 //!
 //! Every query is bounded by one member's index entries: paging walks
-//! the primary key (member_id, id) (or `notification_member_unread`) from the cursor, and the
-//! unread count touches only the member's unread rows.
+//! `notification_member_active` (the default list, archived rows left out),
+//! `notification_member_unread_active` (`unread_only`) or the primary key (member_id, id)
+//! (archived included or only) from the cursor, and the unread count touches only the
+//! member's unread rows that are not archived.
 
 use chrono::{DateTime, Utc};
 use tidings_domain::MemberId;
@@ -23,8 +25,22 @@ pub struct InboxItem {
     pub group_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub read_at: Option<DateTime<Utc>>,
+    /// When it was archived; `None` while in the inbox proper.
+    pub archived_at: Option<DateTime<Utc>>,
     pub stream_seq: Option<i64>,
     pub stream_epoch: Option<i64>,
+}
+
+/// Which notifications a list shows, by archive state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Archived {
+    /// Only those not archived: the inbox proper (the default).
+    #[default]
+    Exclude,
+    /// Archived or not.
+    Include,
+    /// Only archived ones.
+    Only,
 }
 
 /// Which notifications [`Store::mark_read`] marks.
@@ -36,30 +52,40 @@ pub enum MarkRead {
     UpTo(Uuid),
 }
 
+/// A member's unread count: unread and not archived, off
+/// `notification_member_unread_active`.
+pub(crate) const UNREAD_COUNT: &str =
+    "select count(*) from notification where member_id = $1 and read_at is null and archived_at is null";
+
 impl Store {
     /// A page of the member's inbox, newest first, strictly older than `before` (the
-    /// last id of the previous page). Returns at most `limit` items.
+    /// last id of the previous page). Returns at most `limit` items. `unread_only` lists
+    /// unread notifications that are not archived, whatever `archived` says (unread
+    /// means what the unread count counts).
     pub async fn list(
         &self,
         member: &MemberId,
         before: Option<Uuid>,
         limit: u32,
         unread_only: bool,
+        archived: Archived,
     ) -> Result<Vec<InboxItem>, StoreError> {
-        // Two statements rather than a `read_at is null or not $4` predicate, so the
-        // planner always sees which partial index applies.
-        let sql = if unread_only {
-            "select id, member_id, type, content, data::text as data, group_id, created_at, read_at, stream_seq, stream_epoch
-             from notification
-             where member_id = $1 and ($2::uuid is null or id < $2) and read_at is null
-             order by id desc limit $3"
-        } else {
-            "select id, member_id, type, content, data::text as data, group_id, created_at, read_at, stream_seq, stream_epoch
-             from notification
-             where member_id = $1 and ($2::uuid is null or id < $2)
-             order by id desc limit $3"
+        // One statement per filter rather than a predicate on parameters, so the planner
+        // always sees which partial index applies.
+        let filter = match (unread_only, archived) {
+            (true, _) => "and read_at is null and archived_at is null",
+            (false, Archived::Exclude) => "and archived_at is null",
+            (false, Archived::Include) => "",
+            (false, Archived::Only) => "and archived_at is not null",
         };
-        Ok(sqlx::query_as(sql)
+        let sql = format!(
+            "select id, member_id, type, content, data::text as data, group_id, created_at, read_at, archived_at,
+                    stream_seq, stream_epoch
+             from notification
+             where member_id = $1 and ($2::uuid is null or id < $2) {filter}
+             order by id desc limit $3"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(member.as_str())
             .bind(before)
             .bind(i64::from(limit))
@@ -72,7 +98,7 @@ impl Store {
     pub async fn unread_counts(&self, members: &[MemberId]) -> Result<Vec<u64>, StoreError> {
         let ids: Vec<&str> = members.iter().map(MemberId::as_str).collect();
         let counts: Vec<i64> = sqlx::query_scalar(
-            "select (select count(*) from notification n where n.member_id = m.id and n.read_at is null)
+            "select (select count(*) from notification n where n.member_id = m.id and n.read_at is null and n.archived_at is null)
              from unnest($1::text[]) with ordinality as m(id, i) order by m.i",
         )
         .bind(&ids)
@@ -83,11 +109,10 @@ impl Store {
 
     /// The number of the member's unread notifications.
     pub async fn unread_count(&self, member: &MemberId) -> Result<u64, StoreError> {
-        let count: i64 =
-            sqlx::query_scalar("select count(*) from notification where member_id = $1 and read_at is null")
-                .bind(member.as_str())
-                .fetch_one(self.pool())
-                .await?;
+        let count: i64 = sqlx::query_scalar(UNREAD_COUNT)
+            .bind(member.as_str())
+            .fetch_one(self.pool())
+            .await?;
         Ok(count.unsigned_abs())
     }
 
@@ -127,11 +152,10 @@ impl Store {
                 .await?;
             }
         }
-        let count: i64 =
-            sqlx::query_scalar("select count(*) from notification where member_id = $1 and read_at is null")
-                .bind(member.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
+        let count: i64 = sqlx::query_scalar(UNREAD_COUNT)
+            .bind(member.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Some(count.unsigned_abs()))
     }

@@ -10,20 +10,26 @@
 //! - `config.rs`: [`DbConfig`] (`DATABASE_URL` and pool limits).
 //! - `pool.rs`: [`Store`]: connect (creating the database if missing) and migrate.
 //! - `send.rs`: the write path: rows, outbox entries and idempotency in one transaction.
-//! - `inbox.rs`: paging, unread count, mark read.
+//! - `inbox.rs`: paging (with the archive filter), unread count, mark read.
+//! - `lifecycle.rs`: archive and delete, each with the new unread count.
+//! - `retention.rs`: the retention lock and the batch that deletes expired notifications.
 //! - `outbox.rs`: the relay's lease / published / retry queries.
 //! - `error.rs`: [`StoreError`].
 
 mod config;
 mod error;
 mod inbox;
+mod lifecycle;
 mod outbox;
 mod pool;
+mod retention;
 mod send;
 
 pub use config::{DEFAULT_DATABASE_URL, DbConfig};
 pub use error::StoreError;
-pub use inbox::{InboxItem, MarkRead};
+pub use inbox::{Archived, InboxItem, MarkRead};
+pub use lifecycle::{Archive, Changed, Selection};
 pub use outbox::{NotificationKey, OutboxBacklog, PendingPublish};
 pub use pool::{MIGRATOR, Store};
+pub use retention::{Expired, RETENTION_LOCK, RetentionRun};
 pub use send::{NewSend, RowState, SendOutcome, StoredRow};

@@ -156,7 +156,13 @@ async fn keying_by_member_migrates_a_populated_database_while_the_previous_relea
     };
     store.record_published(&[(rows[0].key(), 99)], 2).await.unwrap();
     let newest = &store
-        .list(&MemberId::parse("newcomer").unwrap(), None, 1, false)
+        .list(
+            &MemberId::parse("newcomer").unwrap(),
+            None,
+            1,
+            false,
+            tidings_store::Archived::Exclude,
+        )
         .await
         .unwrap()[0];
     assert_eq!((newest.id, newest.stream_seq), (rows[0].id, Some(99)));

@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tidings_domain::{MemberId, NotificationType};
-use tidings_store::{MarkRead, NewSend, PendingPublish, RowState, SendOutcome, StoreError, StoredRow};
+use tidings_store::{Archived, MarkRead, NewSend, PendingPublish, RowState, SendOutcome, StoreError, StoredRow};
 use tidings_testkit::TestDb;
 use uuid::Uuid;
+
+#[path = "store/lifecycle.rs"]
+mod lifecycle;
 
 fn member(s: &str) -> MemberId {
     MemberId::parse(s).unwrap()
@@ -56,7 +59,10 @@ async fn a_send_stores_one_row_and_one_outbox_entry_per_member_in_order() {
     assert_eq!(count(&db, "select count(*) from notification").await, 3);
     assert_eq!(count(&db, "select count(*) from outbox").await, 3);
 
-    let item = &store.list(&member("a"), None, 10, false).await.unwrap()[0];
+    let item = &store
+        .list(&member("a"), None, 10, false, Archived::Exclude)
+        .await
+        .unwrap()[0];
     assert_eq!(item.id, rows[1].id);
     assert_eq!(item.kind, "invoice.paid");
     assert_eq!(
@@ -67,7 +73,10 @@ async fn a_send_stores_one_row_and_one_outbox_entry_per_member_in_order() {
     assert_eq!(item.stream_seq, None);
 
     store.record_published(&[(rows[1].key(), 7)], 99).await.unwrap();
-    let item = &store.list(&member("a"), None, 10, false).await.unwrap()[0];
+    let item = &store
+        .list(&member("a"), None, 10, false, Archived::Exclude)
+        .await
+        .unwrap()[0];
     assert_eq!((item.stream_seq, item.stream_epoch), (Some(7), Some(99)));
     assert_eq!(count(&db, "select count(*) from outbox").await, 2);
 }
@@ -262,7 +271,7 @@ async fn paging_is_newest_first_and_stable_while_new_rows_arrive() {
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
-        let page = store.list(&m, cursor, 10, false).await.unwrap();
+        let page = store.list(&m, cursor, 10, false, Archived::Exclude).await.unwrap();
         // New notifications keep arriving between pages.
         store.insert_sends(&[send(&["reader"], None)], NOW).await.unwrap();
         if page.is_empty() {
@@ -303,7 +312,7 @@ async fn mark_read_by_ids_and_up_to_keeps_the_unread_count_exact() {
 
     assert_eq!(store.mark_read(&m, &MarkRead::UpTo(ids[2])).await.unwrap(), Some(2));
     let unread: Vec<Uuid> = store
-        .list(&m, None, 50, true)
+        .list(&m, None, 50, true, Archived::Exclude)
         .await
         .unwrap()
         .iter()
@@ -312,7 +321,7 @@ async fn mark_read_by_ids_and_up_to_keeps_the_unread_count_exact() {
     assert_eq!(unread, [ids[4], ids[3]]);
     assert!(
         store
-            .list(&m, None, 50, false)
+            .list(&m, None, 50, false, Archived::Exclude)
             .await
             .unwrap()
             .iter()
@@ -436,9 +445,11 @@ async fn a_dead_relays_lease_passes_to_another_relay() {
 async fn inbox_queries_use_the_member_indexes_at_100k_rows() {
     let db = TestDb::new().await;
     sqlx::query(
-        "insert into notification (id, member_id, type, content, created_at, producer, read_at)
+        "insert into notification (id, member_id, type, content, created_at, producer, read_at, archived_at)
          select gen_random_uuid(), case when i % 4 = 0 then 'big' else 'm' || (i % 5000) end, 't', 'c', now(), 'p',
-                case when i % 100 = 0 then null else now() end
+                case when i % 100 = 0 then null else now() end,
+                -- 'big' cleared most of its inbox: nine in ten of its rows are archived.
+                case when i % 40 = 0 then null else now() end
          from generate_series(1, 400000) as i",
     )
     .execute(&db.pool)
@@ -448,19 +459,24 @@ async fn inbox_queries_use_the_member_indexes_at_100k_rows() {
 
     let plans = [
         (
-            "page",
+            "page, archived included",
             "select * from notification where member_id = 'big' and ($1::uuid is null or id < $1) order by id desc limit 51",
             "notification_pkey",
         ),
         (
+            "default page (archived left out)",
+            "select * from notification where member_id = 'big' and ($1::uuid is null or id < $1) and archived_at is null order by id desc limit 51",
+            "notification_member_active",
+        ),
+        (
             "unread page",
-            "select * from notification where member_id = 'big' and ($1::uuid is null or id < $1) and read_at is null order by id desc limit 51",
-            "notification_member_unread",
+            "select * from notification where member_id = 'big' and ($1::uuid is null or id < $1) and read_at is null and archived_at is null order by id desc limit 51",
+            "notification_member_unread_active",
         ),
         (
             "unread count",
-            "select count(*) from notification where member_id = 'big' and read_at is null and $1::uuid is null",
-            "notification_member_unread",
+            "select count(*) from notification where member_id = 'big' and read_at is null and archived_at is null and $1::uuid is null",
+            "notification_member_unread_active",
         ),
     ];
     for (what, sql, index) in plans {

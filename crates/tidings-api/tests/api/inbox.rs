@@ -19,6 +19,7 @@ async fn paging_marking_read_and_counting_over_grpc() {
         cursor,
         limit: 3,
         unread_only,
+        ..Default::default()
     };
     let mut seen = Vec::new();
     let mut cursor = String::new();

@@ -5,6 +5,7 @@
 mod codes;
 mod faults;
 mod inbox;
+mod lifecycle;
 mod rest;
 mod send;
 mod send_stream;
