@@ -8,7 +8,9 @@
 //!   over the id index), a pause between batches so the deletes never monopolise
 //!   Postgres' I/O or the replication stream, and at most
 //!   [`RetentionSchedule::max_batches`] per run; whatever remains waits for the next run
-//!   (`more=true` in its log line). At the defaults that is 1,000,000 rows an hour.
+//!   (`more=true` in its log line), and the next run starts after one pause instead of
+//!   a period: a backlog is worked off at up to ~9,000 rows a second at the defaults
+//!   (1,000 rows per batch, 100 ms pauses), while a run never holds the lock long.
 //! - When: [`RetentionSchedule::first_after`] after start-up (not at once, so a rolling
 //!   restart does not start every run together with the new replicas' warm-up), then
 //!   every [`RetentionSchedule::every`].
@@ -130,10 +132,17 @@ pub(crate) async fn run(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }
-        wait = schedule.every;
-        if let Err(e) = pass(&state, retention, &schedule, &shutdown).await {
-            tracing::warn!(error = %e, "retention run failed; retrying at the next period");
-        }
+        wait = match pass(&state, retention, &schedule, &shutdown).await {
+            // Stopped at its bound with expired rows left: the next run follows at
+            // once (after a pause), so deletes keep up with any insert rate instead
+            // of a million rows an hour.
+            Ok(RetentionRun::Done(report)) if report.more => schedule.pause,
+            Ok(_) => schedule.every,
+            Err(e) => {
+                tracing::warn!(error = %e, "retention run failed; retrying at the next period");
+                schedule.every
+            }
+        };
     }
 }
 

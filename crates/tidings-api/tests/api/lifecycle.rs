@@ -402,3 +402,29 @@ async fn the_api_runs_retention_on_its_schedule() {
     let text = metrics(api.http_addr).await;
     assert!(text.contains("tidings_api_retention_deleted_total 33"), "{text}");
 }
+
+/// A run that stops at its bound with expired rows left is followed by the next run
+/// after a pause, not after a period: a backlog larger than one run is worked off
+/// whatever the period.
+#[tokio::test]
+async fn a_backlog_larger_than_a_run_is_worked_off_without_waiting_for_the_period() {
+    init_test_log();
+    let db = TestDb::new().await;
+    let bus = TestBus::new().await;
+    old_rows(&db, &vec!["m".to_owned(); 50], TimeDelta::days(100)).await;
+    let mut config = TestApi::config(&db, &bus);
+    config.retention_schedule = RetentionSchedule {
+        first_after: Duration::ZERO,
+        every: Duration::from_secs(3600),
+        batch: 10,
+        pause: Duration::from_millis(10),
+        max_batches: 2,
+    };
+    let api = TestApi::start(config, false).await;
+    eventually("three runs of 20 to delete the 50 expired rows", || async {
+        (rows(&db).await == 0).then_some(())
+    })
+    .await;
+    let text = metrics(api.http_addr).await;
+    assert!(text.contains("tidings_api_retention_deleted_total 50"), "{text}");
+}

@@ -1,3 +1,3 @@
--- A member's unread count (crates/tidings-store/src/inbox.rs).
+-- A member's unread count before archiving existed (inbox.rs at 37cd5bd).
 \set m random(0, 99999)
 select count(*) from notification where member_id = 'member-' || :m and read_at is null;
