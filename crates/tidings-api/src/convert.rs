@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use tidings_domain::{EventId, MemberId, NotificationType, StreamEpoch, Topic, compact_json, json_holds_nul};
 use tidings_proto::v1 as pb;
-use tidings_store::{Archived, InboxItem, MarkRead, NewSend, Selection};
+use tidings_store::{Archived, InboxItem, NewSend, Selection};
 use uuid::Uuid;
 
 use crate::ApiError;
@@ -161,11 +161,8 @@ pub(crate) fn notification_id(field: &str, raw: &str) -> Result<Uuid, ApiError> 
     Uuid::try_parse(raw).map_err(|_| ApiError::invalid(field, format!("{raw:?} is not a notification id")))
 }
 
-pub(crate) fn mark_read(req: &pb::MarkReadRequest) -> Result<MarkRead, ApiError> {
-    Ok(match selection(&req.ids, &req.up_to)? {
-        Selection::Ids(ids) => MarkRead::Ids(ids),
-        Selection::UpTo(id) => MarkRead::UpTo(id),
-    })
+pub(crate) fn mark_read(req: &pb::MarkReadRequest) -> Result<Selection, ApiError> {
+    selection(&req.ids, &req.up_to)
 }
 
 /// The notifications a MarkRead, ArchiveNotifications or DeleteNotifications names:
@@ -514,8 +511,8 @@ mod tests {
             ids,
             up_to: up_to.into(),
         };
-        assert!(matches!(mark_read(&r(vec![id.clone()], "")), Ok(MarkRead::Ids(_))));
-        assert!(matches!(mark_read(&r(vec![], &id)), Ok(MarkRead::UpTo(_))));
+        assert!(matches!(mark_read(&r(vec![id.clone()], "")), Ok(Selection::Ids(_))));
+        assert!(matches!(mark_read(&r(vec![], &id)), Ok(Selection::UpTo(_))));
         assert!(mark_read(&r(vec![], "")).is_err());
         assert!(mark_read(&r(vec![id.clone()], &id)).is_err());
         assert!(mark_read(&r(vec!["nope".into()], "")).is_err());

@@ -4,7 +4,7 @@
 //! badge of every tab stays exact.
 
 use tidings_domain::MemberId;
-use tidings_store::{Archive, Archived, Changed, InboxItem, MarkRead, Selection};
+use tidings_store::{Archive, Archived, Changed, InboxItem, Selection};
 use uuid::Uuid;
 
 use crate::ApiError;
@@ -44,7 +44,7 @@ impl ApiState {
 
     /// Marks notifications read and returns the new unread count; `None` when `which`
     /// is `UpTo` an id the member does not have.
-    pub(crate) async fn mark_read(&self, member: &MemberId, which: &MarkRead) -> Result<Option<u64>, ApiError> {
+    pub(crate) async fn mark_read(&self, member: &MemberId, which: &Selection) -> Result<Option<u64>, ApiError> {
         let unread = self.store.mark_read(member, which).await?;
         if let Some(count) = unread {
             self.announce_unread_change(member, count).await;

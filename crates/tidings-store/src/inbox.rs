@@ -43,10 +43,10 @@ pub enum Archived {
     Only,
 }
 
-/// Which notifications [`Store::mark_read`] marks.
+/// Which of a member's notifications a mark-read, archive or delete applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MarkRead {
-    /// These ids; ids of other members or unknown ids are ignored.
+pub enum Selection {
+    /// These ids.
     Ids(Vec<Uuid>),
     /// This notification and every older one of the member.
     UpTo(Uuid),
@@ -117,12 +117,12 @@ impl Store {
     }
 
     /// Marks notifications read (already-read ones keep their first `read_at`) and
-    /// returns the new unread count. `None` when `UpTo` names no notification of this
-    /// member.
-    pub async fn mark_read(&self, member: &MemberId, which: &MarkRead) -> Result<Option<u64>, StoreError> {
+    /// returns the new unread count. Ids of other members or unknown ids are ignored;
+    /// `None` when `UpTo` names no notification of this member.
+    pub async fn mark_read(&self, member: &MemberId, which: &Selection) -> Result<Option<u64>, StoreError> {
         let mut tx = self.pool().begin().await?;
         match which {
-            MarkRead::Ids(ids) => {
+            Selection::Ids(ids) => {
                 sqlx::query(
                     "update notification set read_at = now()
                      where member_id = $1 and id = any($2) and read_at is null",
@@ -132,14 +132,8 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            MarkRead::UpTo(id) => {
-                let exists: bool =
-                    sqlx::query_scalar("select exists (select 1 from notification where member_id = $1 and id = $2)")
-                        .bind(member.as_str())
-                        .bind(id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                if !exists {
+            Selection::UpTo(id) => {
+                if !has(&mut tx, member, *id).await? {
                     return Ok(None);
                 }
                 sqlx::query(
@@ -152,11 +146,28 @@ impl Store {
                 .await?;
             }
         }
-        let count: i64 = sqlx::query_scalar(UNREAD_COUNT)
-            .bind(member.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
+        let count = unread(&mut tx, member).await?;
         tx.commit().await?;
-        Ok(Some(count.unsigned_abs()))
+        Ok(Some(count))
     }
+}
+
+/// Whether the member has notification `id`.
+pub(crate) async fn has(tx: &mut sqlx::PgConnection, member: &MemberId, id: Uuid) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query_scalar("select exists (select 1 from notification where member_id = $1 and id = $2)")
+            .bind(member.as_str())
+            .bind(id)
+            .fetch_one(tx)
+            .await?,
+    )
+}
+
+/// The member's unread count, inside the transaction of a change.
+pub(crate) async fn unread(tx: &mut sqlx::PgConnection, member: &MemberId) -> Result<u64, StoreError> {
+    let count: i64 = sqlx::query_scalar(UNREAD_COUNT)
+        .bind(member.as_str())
+        .fetch_one(tx)
+        .await?;
+    Ok(count.unsigned_abs())
 }

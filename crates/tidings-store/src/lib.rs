@@ -10,7 +10,8 @@
 //! - `config.rs`: [`DbConfig`] (`DATABASE_URL` and pool limits).
 //! - `pool.rs`: [`Store`]: connect (creating the database if missing) and migrate.
 //! - `send.rs`: the write path: rows, outbox entries and idempotency in one transaction.
-//! - `inbox.rs`: paging (with the archive filter), unread count, mark read.
+//! - `inbox.rs`: paging (with the archive filter), unread count, mark read; `Selection`
+//!   (ids or up to an id), shared by mark read, archive and delete.
 //! - `lifecycle.rs`: archive and delete, each with the new unread count.
 //! - `retention.rs`: the retention lock and the batch that deletes expired notifications.
 //! - `outbox.rs`: the relay's lease / published / retry queries.
@@ -27,8 +28,8 @@ mod send;
 
 pub use config::{DEFAULT_DATABASE_URL, DbConfig};
 pub use error::StoreError;
-pub use inbox::{Archived, InboxItem, MarkRead};
-pub use lifecycle::{Archive, Changed, Selection};
+pub use inbox::{Archived, InboxItem, Selection};
+pub use lifecycle::{Archive, Changed};
 pub use outbox::{NotificationKey, OutboxBacklog, PendingPublish};
 pub use pool::{MIGRATOR, Store};
 pub use retention::{Expired, RETENTION_LOCK, RetentionRun};

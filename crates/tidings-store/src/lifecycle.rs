@@ -8,17 +8,8 @@
 use tidings_domain::MemberId;
 use uuid::Uuid;
 
-use crate::inbox::UNREAD_COUNT;
-use crate::{Store, StoreError};
-
-/// Which of a member's notifications an archive or delete applies to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selection {
-    /// These ids.
-    Ids(Vec<Uuid>),
-    /// This notification and every older one of the member.
-    UpTo(Uuid),
-}
+use crate::inbox::{has, unread};
+use crate::{Selection, Store, StoreError};
 
 /// What an archive or delete did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,22 +101,4 @@ impl Store {
         tx.commit().await?;
         Ok(Changed { changed, unread_count })
     }
-}
-
-async fn has(tx: &mut sqlx::PgConnection, member: &MemberId, id: Uuid) -> Result<bool, StoreError> {
-    Ok(
-        sqlx::query_scalar("select exists (select 1 from notification where member_id = $1 and id = $2)")
-            .bind(member.as_str())
-            .bind(id)
-            .fetch_one(tx)
-            .await?,
-    )
-}
-
-async fn unread(tx: &mut sqlx::PgConnection, member: &MemberId) -> Result<u64, StoreError> {
-    let count: i64 = sqlx::query_scalar(UNREAD_COUNT)
-        .bind(member.as_str())
-        .fetch_one(tx)
-        .await?;
-    Ok(count.unsigned_abs())
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tidings_domain::{MemberId, NotificationType};
-use tidings_store::{Archived, MarkRead, NewSend, PendingPublish, RowState, SendOutcome, StoreError, StoredRow};
+use tidings_store::{Archived, NewSend, PendingPublish, RowState, Selection, SendOutcome, StoreError, StoredRow};
 use tidings_testkit::TestDb;
 use uuid::Uuid;
 
@@ -300,17 +300,17 @@ async fn mark_read_by_ids_and_up_to_keeps_the_unread_count_exact() {
 
     // Another member's id and an unknown id are ignored; marking twice is harmless.
     let n = store
-        .mark_read(&m, &MarkRead::Ids(vec![ids[5], foreign, Uuid::now_v7()]))
+        .mark_read(&m, &Selection::Ids(vec![ids[5], foreign, Uuid::now_v7()]))
         .await
         .unwrap();
     assert_eq!(n, Some(5));
     assert_eq!(
-        store.mark_read(&m, &MarkRead::Ids(vec![ids[5]])).await.unwrap(),
+        store.mark_read(&m, &Selection::Ids(vec![ids[5]])).await.unwrap(),
         Some(5)
     );
     assert_eq!(store.unread_count(&other).await.unwrap(), 1);
 
-    assert_eq!(store.mark_read(&m, &MarkRead::UpTo(ids[2])).await.unwrap(), Some(2));
+    assert_eq!(store.mark_read(&m, &Selection::UpTo(ids[2])).await.unwrap(), Some(2));
     let unread: Vec<Uuid> = store
         .list(&m, None, 50, true, Archived::Exclude)
         .await
@@ -331,12 +331,12 @@ async fn mark_read_by_ids_and_up_to_keeps_the_unread_count_exact() {
     );
 
     assert_eq!(
-        store.mark_read(&m, &MarkRead::UpTo(foreign)).await.unwrap(),
+        store.mark_read(&m, &Selection::UpTo(foreign)).await.unwrap(),
         None,
         "not m's notification"
     );
     assert_eq!(
-        store.mark_read(&m, &MarkRead::UpTo(Uuid::now_v7())).await.unwrap(),
+        store.mark_read(&m, &Selection::UpTo(Uuid::now_v7())).await.unwrap(),
         None
     );
 }

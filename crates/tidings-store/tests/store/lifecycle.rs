@@ -97,10 +97,7 @@ async fn archived_notifications_leave_the_default_list_and_the_unread_count() {
         [2, 1]
     );
     // Reading an archived notification keeps it out of the count either way.
-    store
-        .mark_read(&m, &tidings_store::MarkRead::UpTo(ids[5]))
-        .await
-        .unwrap();
+    store.mark_read(&m, &Selection::UpTo(ids[5])).await.unwrap();
     assert_eq!(store.unread_count(&m).await.unwrap(), 0);
 }
 
