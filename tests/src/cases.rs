@@ -11,6 +11,7 @@ mod nginx;
 mod observability;
 mod openapi;
 mod resets;
+mod start_live;
 mod startup;
 mod storm;
 mod topics;

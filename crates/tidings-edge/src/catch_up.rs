@@ -25,6 +25,7 @@ use crate::delivery::{Closed, Next, Step};
 use crate::hub::{CatchUpQueue, Conn, Interest};
 use crate::live::{PROPAGATION, traced};
 use crate::queue::Path;
+use crate::ready::StartAt;
 use crate::sse;
 use crate::state::EdgeState;
 use crate::topics::TopicMode;
@@ -73,6 +74,35 @@ const ROOM_POLL: Duration = Duration::from_millis(5);
 pub(crate) async fn open(state: Arc<EdgeState>, conn: Arc<Conn>, resume: LastEventId, interests: Vec<Interest>) {
     if let Err(closed) = start(&state, &conn, &resume, interests).await {
         conn.end(closed);
+    }
+}
+
+/// Starts a fresh stream at the node's position (`ready.rs`: the node holds and has
+/// accounted for its interest): announces it and hands over to live delivery at once,
+/// with no read of the stream and no task — unless a live event already waiting needs
+/// a catch-up (a gap), which then runs as after any gap.
+pub(crate) fn start_live(state: &Arc<EdgeState>, conn: Arc<Conn>, at: StartAt) {
+    state.metrics.started_live.inc();
+    let now = state.clock.now();
+    let connected = sse::connected(
+        &id_of(at.epoch, at.seq),
+        conn.id,
+        conn.inbox.as_ref().map(|i| i.member.as_str()),
+        &state.node,
+        false,
+    );
+    let (next, delivered) = {
+        let mut delivery = conn.delivery();
+        delivery.cursor = Cursor::at(at.seq);
+        delivery.push_control(connected, None, now);
+        delivery.settle(now)
+    };
+    state.metrics.delivered_live.inc_by(delivered as u64);
+    if let Some(inbox) = &conn.inbox {
+        state.unread.refresh(inbox.member.clone());
+    }
+    if !matches!(next, Next::Live | Next::Ended(_)) {
+        state.lifecycle.streams.spawn(catch_up(state.clone(), conn));
     }
 }
 

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::delivery::{Closed, Delivery, LiveEvent, Step};
 use crate::kill_switch::KillSwitch;
+use crate::ready::{Ready, StartAt};
 use crate::topics::TopicMode;
 
 /// A unit of NATS interest.
@@ -29,6 +30,15 @@ use crate::topics::TopicMode;
 pub(crate) enum Interest {
     Partition(u16),
     Topic(Topic),
+}
+
+/// A registered connection: the interest it needs (all of it, not only what is new:
+/// a catch-up makes sure each is in place before replaying), and where it starts live
+/// at once when the node accounts for that interest (`ready.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Registered {
+    pub(crate) interests: Vec<Interest>,
+    pub(crate) live_at: Option<StartAt>,
 }
 
 /// Why a connection could not register.
@@ -198,17 +208,48 @@ struct State {
     /// Streams of public topics only, without a member.
     anonymous: IndexMap<u64, Arc<Conn>>,
     connections: usize,
+    /// What lets a fresh stream start live at once; kept under this lock, so a
+    /// stream registering and the live task dispatching or dropping interest see one
+    /// order.
+    ready: Ready,
+}
+
+impl State {
+    fn wants(&self, interest: &Interest) -> bool {
+        match interest {
+            Interest::Partition(p) => self.partitions.contains_key(p),
+            Interest::Topic(t) => self.topics.contains_key(t),
+        }
+    }
+
+    fn unaccount(&mut self, interest: &Interest) {
+        match interest {
+            Interest::Partition(p) => self.ready.drop_partition(*p),
+            Interest::Topic(t) => self.ready.drop_topic(t),
+        }
+    }
+
+    fn all(&self) -> Vec<Arc<Conn>> {
+        self.members
+            .values()
+            .flatten()
+            .chain(self.anonymous.values())
+            .cloned()
+            .collect()
+    }
 }
 
 impl Hub {
-    /// Adds a connection within the limits; returns the interest it needs (all of it,
-    /// not only what is new: the caller makes sure each is in place before replaying).
+    /// Adds a connection within the limits: the interest it needs, and, for a fresh
+    /// stream (`fresh`: no position of its own to resume from) whose interest the node
+    /// accounts for, where it starts live.
     pub(crate) fn register(
         &self,
         conn: &Arc<Conn>,
+        fresh: bool,
         max_total: usize,
         max_per_member: usize,
-    ) -> Result<Vec<Interest>, Refused> {
+    ) -> Result<Registered, Refused> {
         let mut s = self.state.lock().expect("invariant: never poisoned");
         if s.connections >= max_total {
             return Err(Refused::NodeFull);
@@ -233,7 +274,17 @@ impl Hub {
             s.topics.entry(topic.clone()).or_default().insert(conn.id, conn.clone());
             needed.push(Interest::Topic(topic.clone()));
         }
-        Ok(needed)
+        let live_at = fresh
+            .then(|| {
+                let partition = conn.inbox.as_ref().map(|i| i.partition);
+                let topics = conn.topics.iter().map(|(t, m)| (*m == TopicMode::All, t));
+                s.ready.start(partition, topics)
+            })
+            .flatten();
+        Ok(Registered {
+            interests: needed,
+            live_at,
+        })
     }
 
     /// Removes a connection; returns the interest nobody on this node needs any more.
@@ -282,11 +333,61 @@ impl Hub {
 
     /// Whether any local connection still needs `interest`.
     pub(crate) fn wants(&self, interest: &Interest) -> bool {
-        let s = self.state.lock().expect("invariant: never poisoned");
-        match interest {
-            Interest::Partition(p) => s.partitions.contains_key(p),
-            Interest::Topic(t) => s.topics.contains_key(t),
+        self.state.lock().expect("invariant: never poisoned").wants(interest)
+    }
+
+    /// Whether `interest`'s subscription may go: no local connection needs it. It is
+    /// no longer accounted for from here on, in the same lock, so no stream that
+    /// registers afterwards relies on it.
+    pub(crate) fn release(&self, interest: &Interest) -> bool {
+        let mut s = self.state.lock().expect("invariant: never poisoned");
+        let unwanted = !s.wants(interest);
+        if unwanted {
+            s.unaccount(interest);
         }
+        unwanted
+    }
+
+    /// `interest`'s own subscription is about to go (another one covers it).
+    pub(crate) fn unaccount(&self, interest: &Interest) {
+        self.state
+            .lock()
+            .expect("invariant: never poisoned")
+            .unaccount(interest);
+    }
+
+    /// The subscription to every member partition is about to go.
+    pub(crate) fn unaccount_all_members(&self) {
+        self.state
+            .lock()
+            .expect("invariant: never poisoned")
+            .ready
+            .drop_all_members();
+    }
+
+    /// See [`Ready::accounted`].
+    pub(crate) fn accounted(
+        &self,
+        epoch: tidings_domain::StreamEpoch,
+        last_seq: u64,
+        interests: &[Interest],
+        all_members: bool,
+    ) {
+        let partitions = interests.iter().filter_map(|i| match i {
+            Interest::Partition(p) => Some(*p),
+            Interest::Topic(_) => None,
+        });
+        let topics = interests.iter().filter_map(|i| match i {
+            Interest::Topic(t) => Some(t),
+            Interest::Partition(_) => None,
+        });
+        let mut s = self.state.lock().expect("invariant: never poisoned");
+        s.ready.accounted(epoch, last_seq, partitions, topics, all_members);
+    }
+
+    /// No stream starts live at once until the node's position is read again.
+    pub(crate) fn void_position(&self) {
+        self.state.lock().expect("invariant: never poisoned").ready.void();
     }
 
     /// The member partitions local connections live in.
@@ -312,7 +413,9 @@ impl Hub {
     /// an offer it ignores.
     pub(crate) fn dispatch(&self, out: &Arc<LiveEvent>, now: u32, wakers: &mut Vec<Waker>) -> Dispatched {
         let conns: Vec<Arc<Conn>> = {
-            let s = self.state.lock().expect("invariant: never poisoned");
+            let mut s = self.state.lock().expect("invariant: never poisoned");
+            // A stream registering from here on starts past this event.
+            s.ready.passed(out.event.seq);
             match &out.event.target {
                 SubjectTarget::Member(m) => s.members.get(m).cloned().unwrap_or_default(),
                 SubjectTarget::Topic(t) => s
@@ -364,20 +467,20 @@ impl Hub {
     }
 
     /// Asks every connection to replay what live delivery may have missed; returns
-    /// those that need a catch-up task started.
+    /// those that need a catch-up task started. The node's position is void from
+    /// the same moment: a stream registering later starts through a catch-up.
     pub(crate) fn resync_all(&self) -> Vec<Arc<Conn>> {
-        self.all().into_iter().filter(|c| c.delivery().resync()).collect()
+        let all = {
+            let mut s = self.state.lock().expect("invariant: never poisoned");
+            s.ready.void();
+            s.all()
+        };
+        all.into_iter().filter(|c| c.delivery().resync()).collect()
     }
 
     /// Every connection, for drain.
     pub(crate) fn all(&self) -> Vec<Arc<Conn>> {
-        let s = self.state.lock().expect("invariant: never poisoned");
-        s.members
-            .values()
-            .flatten()
-            .chain(s.anonymous.values())
-            .cloned()
-            .collect()
+        self.state.lock().expect("invariant: never poisoned").all()
     }
 
     pub(crate) fn connections(&self) -> usize {
@@ -454,10 +557,10 @@ mod tests {
         let a1 = conn("a", 7, vec![(topic("t"), TopicMode::All)], 8);
         let a2 = conn("a", 7, vec![], 8);
         assert_eq!(
-            hub.register(&a1, 10, 10).unwrap(),
+            hub.register(&a1, false, 10, 10).unwrap().interests,
             [Interest::Partition(7), Interest::Topic(topic("t"))]
         );
-        hub.register(&a2, 10, 10).unwrap();
+        hub.register(&a2, false, 10, 10).unwrap();
         assert!(hub.wants(&Interest::Partition(7)));
         assert_eq!(
             hub.unregister(&a1),
@@ -471,13 +574,72 @@ mod tests {
         assert!(!hub.wants(&Interest::Topic(topic("t"))));
     }
 
+    /// A fresh stream starts live at the node's position only where the node holds
+    /// and has accounted for its interest; the position moves with every event handed
+    /// out and is void after a possible loss; an interest nobody wants stops counting
+    /// in the same step that lets its subscription go.
+    #[test]
+    fn a_fresh_stream_starts_live_on_accounted_interest_at_the_nodes_position() {
+        use tidings_domain::StreamEpoch;
+        let hub = Hub::default();
+        let epoch = StreamEpoch(3);
+        let fresh = |m: &str, p: u16| hub.register(&conn(m, p, vec![], 8), true, 10, 10).unwrap().live_at;
+        assert_eq!(fresh("a", 1), None, "nothing accounted for yet");
+
+        hub.accounted(epoch, 40, &[Interest::Partition(1)], false);
+        assert_eq!(fresh("b", 1), Some(StartAt { epoch, seq: 40 }));
+        assert_eq!(fresh("c", 2), None, "a partition the node does not hold");
+        let resuming = conn("d", 1, vec![], 8);
+        assert_eq!(
+            hub.register(&resuming, false, 10, 10).unwrap().live_at,
+            None,
+            "a resume replays"
+        );
+        let board = Conn::new(None, vec![(topic("board"), TopicMode::Latest)], u64::MAX, 8, 0, None);
+        hub.accounted(epoch, 40, &[Interest::Topic(topic("board"))], false);
+        assert_eq!(
+            hub.register(&board, true, 10, 10).unwrap().live_at,
+            None,
+            "a latest topic reads its newest value"
+        );
+
+        hub.dispatch_now(&event(41, SubjectTarget::Member(member("zz")), "m.zz"), 0);
+        assert_eq!(fresh("e", 1).map(|at| at.seq), Some(41), "past every event handed out");
+
+        assert!(!hub.release(&Interest::Partition(1)), "connections still want it");
+        assert!(fresh("f", 1).is_some());
+        hub.resync_all();
+        assert_eq!(fresh("g", 1), None, "void after a possible loss");
+        hub.accounted(epoch, 45, &[], false);
+        assert_eq!(fresh("h", 1).map(|at| at.seq), Some(45), "read again");
+
+        let lonely = Hub::default();
+        let only = conn("x", 9, vec![], 8);
+        lonely.accounted(epoch, 1, &[Interest::Partition(9)], false);
+        lonely.register(&only, true, 10, 10).unwrap();
+        lonely.unregister(&only);
+        assert!(lonely.release(&Interest::Partition(9)), "nobody wants it");
+        let late = conn("y", 9, vec![], 8);
+        assert_eq!(
+            lonely.register(&late, true, 10, 10).unwrap().live_at,
+            None,
+            "its subscription is going: take it again"
+        );
+    }
+
     #[test]
     fn limits_per_node_and_member() {
         let hub = Hub::default();
-        hub.register(&conn("a", 1, vec![], 8), 2, 1).unwrap();
-        assert_eq!(hub.register(&conn("a", 1, vec![], 8), 2, 1), Err(Refused::MemberFull));
-        hub.register(&conn("b", 2, vec![], 8), 2, 1).unwrap();
-        assert_eq!(hub.register(&conn("c", 3, vec![], 8), 2, 1), Err(Refused::NodeFull));
+        hub.register(&conn("a", 1, vec![], 8), false, 2, 1).unwrap();
+        assert_eq!(
+            hub.register(&conn("a", 1, vec![], 8), false, 2, 1),
+            Err(Refused::MemberFull)
+        );
+        hub.register(&conn("b", 2, vec![], 8), false, 2, 1).unwrap();
+        assert_eq!(
+            hub.register(&conn("c", 3, vec![], 8), false, 2, 1),
+            Err(Refused::NodeFull)
+        );
     }
 
     #[test]
@@ -485,8 +647,8 @@ mod tests {
         let hub = Hub::default();
         let a = conn("a", 1, vec![(topic("t"), TopicMode::All)], 8);
         let b = conn("b", 1, vec![], 8);
-        hub.register(&a, 10, 10).unwrap();
-        hub.register(&b, 10, 10).unwrap();
+        hub.register(&a, false, 10, 10).unwrap();
+        hub.register(&b, false, 10, 10).unwrap();
         assert_eq!(
             hub.dispatch_now(&event(1, SubjectTarget::Member(member("a")), "m.a"), 0)
                 .delivered,
@@ -513,12 +675,15 @@ mod tests {
         viewer.delivery().cursor = Cursor::at(0);
         viewer.delivery().settle(0);
         assert_eq!(
-            hub.register(&viewer, 2, 1),
+            hub.register(&viewer, false, 2, 1).map(|r| r.interests),
             Ok(vec![Interest::Topic(topic("board"))]),
             "no partition interest without a member"
         );
-        hub.register(&conn("a", 1, vec![], 8), 2, 1).unwrap();
-        assert_eq!(hub.register(&conn("b", 2, vec![], 8), 2, 1), Err(Refused::NodeFull));
+        hub.register(&conn("a", 1, vec![], 8), false, 2, 1).unwrap();
+        assert_eq!(
+            hub.register(&conn("b", 2, vec![], 8), false, 2, 1),
+            Err(Refused::NodeFull)
+        );
         hub.dispatch_now(&event(1, SubjectTarget::Member(member("a")), "m.a"), 0);
         hub.dispatch_now(&event(2, SubjectTarget::Topic(topic("board")), "board"), 0);
         assert_eq!(sent(&viewer), "2;");
@@ -535,7 +700,7 @@ mod tests {
             .map(|i| conn(&format!("v{i}"), 1, vec![(topic("board"), TopicMode::All)], 8))
             .collect();
         for v in &viewers {
-            hub.register(v, 10_000, 1).unwrap();
+            hub.register(v, false, 10_000, 1).unwrap();
         }
         for v in viewers.iter().step_by(3) {
             hub.unregister(v);
@@ -559,7 +724,7 @@ mod tests {
     fn a_connection_busy_elsewhere_holds_up_neither_connects_nor_disconnects() {
         let hub = Arc::new(Hub::default());
         let busy = conn("a", 1, vec![(topic("board"), TopicMode::All)], 8);
-        hub.register(&busy, 10, 10).unwrap();
+        hub.register(&busy, false, 10, 10).unwrap();
         let held = busy.delivery();
         // The live task offers a board message and waits for the busy connection.
         let dispatching = {
@@ -572,7 +737,9 @@ mod tests {
             let hub = hub.clone();
             std::thread::spawn(move || {
                 let newcomer = conn("b", 2, vec![(topic("board"), TopicMode::All)], 8);
-                let result = hub.register(&newcomer, 10, 10).map(|_| hub.unregister(&newcomer));
+                let result = hub
+                    .register(&newcomer, false, 10, 10)
+                    .map(|_| hub.unregister(&newcomer));
                 let _ = done.send(result.is_ok());
             })
         };
@@ -589,8 +756,8 @@ mod tests {
         let hub = Hub::default();
         let slow = conn("a", 1, vec![(topic("board"), TopicMode::Latest)], 2);
         let fast = conn("a", 1, vec![], 2);
-        hub.register(&slow, 10, 10).unwrap();
-        hub.register(&fast, 10, 10).unwrap();
+        hub.register(&slow, false, 10, 10).unwrap();
+        hub.register(&fast, false, 10, 10).unwrap();
         for seq in 1..=2 {
             hub.dispatch_now(&event(seq, SubjectTarget::Member(member("a")), "m.a"), 0);
         }
@@ -604,7 +771,7 @@ mod tests {
         assert_eq!(sent(&fast), "3;", "the fast tab is not affected");
 
         let reader = conn("b", 2, vec![(topic("board"), TopicMode::Latest)], 2);
-        hub.register(&reader, 10, 10).unwrap();
+        hub.register(&reader, false, 10, 10).unwrap();
         for seq in 10..20 {
             hub.dispatch_now(&event(seq, SubjectTarget::Topic(topic("board")), "board"), 0);
         }

@@ -26,6 +26,8 @@ pub(crate) const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// Ends every open stream with a `reset` to the start of incarnation `epoch`.
 pub(crate) fn replaced(hub: &Hub, epoch: StreamEpoch, now: u32) -> usize {
     let frame = sse::reset(Some(&EventId::new(epoch, 0).to_string()), "other_incarnation");
+    // First, so a stream registering from now on does not start at the old position.
+    hub.void_position();
     let conns = hub.all();
     for conn in &conns {
         let mut delivery = conn.delivery();

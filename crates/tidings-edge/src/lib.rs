@@ -12,8 +12,10 @@
 //! - `queue.rs`: one connection's bounded frame queue (slots, gathering, stalls).
 //! - `delivery.rs`: one connection's delivery state machine: live, catching up, the
 //!   hand-over (no task, no timer).
+//! - `ready.rs`: the interest and position that let a fresh stream start live at once.
 //! - `hub.rs`: which connections want which member and topic; interest refcounts; the
 //!   catch-up queue.
+//! - `accounting.rs`: which new subscriptions the hub may not count on yet.
 //! - `auth.rs`: subscriber JWTs (HS256, RS256, ES256, EdDSA), credentials, tickets.
 //! - `api_client.rs`: the gRPC client of the api (inbox calls, unread counts; the
 //!   demo's Send and Publish).
@@ -38,6 +40,7 @@
 //!   `sse.rs`; `GET /openapi.json`.
 //! - `app.rs`: [`EdgeApp`]: build (connect, bind) and run (serve, drain, shutdown).
 
+mod accounting;
 mod api_client;
 mod app;
 mod auth;
@@ -58,6 +61,7 @@ mod live;
 mod metrics;
 mod openapi;
 mod queue;
+mod ready;
 mod resumes;
 mod routes;
 mod sse;

@@ -21,6 +21,7 @@ use tidings_bus::{Bus, BusError, BusEvent, EventKind, LiveSubscription, LiveTarg
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::accounting::Accounting;
 use crate::clock::Clock;
 use crate::delivery::LiveEvent;
 use crate::hub::{CatchUpQueue, Hub, Interest};
@@ -232,6 +233,11 @@ struct Subscriptions {
     /// When interests were subscribed, while that is recent ([`PROPAGATION`]); the
     /// subscription to every partition under [`Interest::Partition`]s' own key `None`.
     added: std::collections::HashMap<Option<Interest>, tokio::time::Instant>,
+    /// Subscriptions sent but not confirmed (the confirmation failed): the next
+    /// confirmation covers them too.
+    unconfirmed: Vec<Interest>,
+    /// What the hub may not count on yet (`ready.rs`).
+    accounting: Accounting,
 }
 
 /// The share of member partitions (numerator, denominator) from which the node takes
@@ -249,6 +255,8 @@ impl Subscriptions {
             all_members: None,
             sequences,
             added: std::collections::HashMap::new(),
+            unconfirmed: Vec::new(),
+            accounting: Accounting::default(),
         }
     }
 
@@ -310,9 +318,23 @@ impl Subscriptions {
         }
     }
 
+    /// Drops `interest`'s subscription; the hub must no longer count on it
+    /// ([`Hub::release`], [`Hub::unaccount`]).
     fn remove(&mut self, interest: &Interest) {
+        self.accounting.forget(interest);
         if let Some(cancel) = self.held.remove(interest) {
             cancel.cancel();
+        }
+    }
+
+    /// The server has every subscription sent so far: the new ones may be counted on
+    /// once a read of the stream's extent follows (`accounting.rs`).
+    fn confirmed(&mut self, added: Vec<Interest>, clustered: bool) {
+        let earlier = std::mem::take(&mut self.unconfirmed);
+        for interest in earlier.into_iter().chain(added) {
+            if self.held.contains_key(&interest) {
+                self.accounting.subscribed(interest, clustered);
+            }
         }
     }
 }
@@ -327,6 +349,7 @@ async fn run(
     let mut subscriptions = Subscriptions::new(Sequences::new(bus.incarnations()));
     let mut losses = bus.losses();
     loop {
+        let next_account = subscriptions.accounting.next_at();
         tokio::select! {
             biased;
             () = shutdown.cancelled() => return,
@@ -351,7 +374,7 @@ async fn run(
                 }
                 // Both consult the hub as it is now, so their order does not matter.
                 for interest in released {
-                    if !hub.wants(&interest) {
+                    if hub.release(&interest) {
                         subscriptions.remove(&interest);
                     }
                 }
@@ -371,6 +394,7 @@ async fn run(
                     }
                 }
                 metrics.interests.set(subscriptions.len() as i64);
+                account(&node, &mut subscriptions).await;
                 // Commands come first (`biased`), and a connect storm keeps them coming:
                 // live messages already here go out after every batch of them, so a
                 // storm never starves delivery (nor fills the subscriptions' channels
@@ -380,7 +404,7 @@ async fn run(
                 }
             }
             () = lost_release.notified() => {
-                let stale: Vec<Interest> = subscriptions.held.keys().filter(|i| !hub.wants(i)).cloned().collect();
+                let stale: Vec<Interest> = subscriptions.held.keys().filter(|i| hub.release(i)).cloned().collect();
                 tracing::debug!(stale = stale.len(), "a release was lost; swept what is held");
                 for interest in &stale {
                     subscriptions.remove(interest);
@@ -395,8 +419,13 @@ async fn run(
                 for conn in hub.resync_all() {
                     node.catch_ups.push(conn);
                 }
+                subscriptions.accounting.voided(bus.clustered());
             }
-            Ok(()) = subscriptions.sequences.incarnations.changed() => subscriptions.sequences.replaced(&node),
+            Ok(()) = subscriptions.sequences.incarnations.changed() => {
+                subscriptions.sequences.replaced(&node);
+                subscriptions.accounting.voided(bus.clustered());
+            }
+            () = sleep_until(next_account), if next_account.is_some() => account(&node, &mut subscriptions).await,
             Some(first) = subscriptions.streams.next(), if !subscriptions.is_empty() => {
                 dispatch_waiting(&node, &mut subscriptions, vec![first]).await;
             }
@@ -431,6 +460,7 @@ async fn dispatch_waiting(node: &LiveDeps, subscriptions: &mut Subscriptions, mu
         }
         if sequences.incarnations.has_changed().unwrap_or(false) {
             sequences.replaced(node);
+            subscriptions.accounting.voided(node.bus.clustered());
             return;
         }
     }
@@ -560,7 +590,7 @@ fn dispatch(node: &LiveDeps, event: BusEvent, wakers: &mut Vec<std::task::Waker>
 async fn ensure(node: &LiveDeps, subscriptions: &mut Subscriptions, interests: Vec<Interest>) -> Result<(), BusError> {
     let (bus, hub) = (&node.bus, &node.hub);
     all_members(node, subscriptions).await?;
-    let mut added = false;
+    let mut added = Vec::new();
     let wanted: HashSet<Interest> = interests.into_iter().collect();
     for interest in wanted {
         if subscriptions.covers(&interest) || !hub.wants(&interest) {
@@ -571,13 +601,17 @@ async fn ensure(node: &LiveDeps, subscriptions: &mut Subscriptions, interests: V
             Interest::Topic(t) => LiveTarget::Topic(t),
         };
         let subscriber = bus.subscribe_live(target).await?;
-        subscriptions.insert(interest, subscriber);
-        added = true;
+        subscriptions.insert(interest.clone(), subscriber);
+        added.push(interest);
     }
     // Enough for a connection's hand-over: what its catch-up asks the stream next
     // goes over the same NATS connection, after these SUBs (see `Bus::flush`).
-    if added {
-        bus.flush().await?;
+    if !added.is_empty() {
+        if let Err(e) = bus.flush().await {
+            subscriptions.unconfirmed.extend(added);
+            return Err(e);
+        }
+        subscriptions.confirmed(added, bus.clustered());
     }
     Ok(())
 }
@@ -606,6 +640,7 @@ async fn all_members(node: &LiveDeps, subscriptions: &mut Subscriptions) -> Resu
         }
         return Err(e);
     }
+    subscriptions.accounting.subscribed_all_members(node.bus.clustered());
     dispatch_waiting(node, subscriptions, Vec::new()).await;
     let partitions: Vec<Interest> = subscriptions
         .held
@@ -614,6 +649,7 @@ async fn all_members(node: &LiveDeps, subscriptions: &mut Subscriptions) -> Resu
         .cloned()
         .collect();
     for interest in &partitions {
+        node.hub.unaccount(interest);
         subscriptions.remove(interest);
     }
     tracing::info!(
@@ -649,7 +685,11 @@ async fn partitions_again(node: &LiveDeps, subscriptions: &mut Subscriptions) ->
         }
         return Err(e);
     }
+    let partitions = needed.iter().map(|p| Interest::Partition(*p)).collect();
+    subscriptions.confirmed(partitions, node.bus.clustered());
     dispatch_waiting(node, subscriptions, Vec::new()).await;
+    node.hub.unaccount_all_members();
+    subscriptions.accounting.forget_all_members();
     if let Some(all) = subscriptions.all_members.take() {
         all.cancel();
     }
@@ -659,6 +699,44 @@ async fn partitions_again(node: &LiveDeps, subscriptions: &mut Subscriptions) ->
         "member partitions subscribed one by one again"
     );
     Ok(())
+}
+
+/// Reads the stream's extent when a read is due (`accounting.rs`), so the hub may
+/// count on the subscriptions it follows and on the node's position (`ready.rs`). The
+/// live task dispatches nothing meanwhile: every event handed to the hub before the
+/// read was stored before it, so the extent read covers it.
+async fn account(node: &LiveDeps, subscriptions: &mut Subscriptions) {
+    if !subscriptions.accounting.due() {
+        return;
+    }
+    let due = subscriptions.accounting.take_due();
+    match node.bus.extent().await {
+        // Only in the incarnation this task has dealt with; a new one ends every
+        // stream first (`Sequences::replaced`), then is read again.
+        Ok(extent) if extent.epoch == *subscriptions.sequences.incarnations.borrow() => {
+            let interests: Vec<Interest> = due
+                .interests
+                .into_iter()
+                .filter(|i| subscriptions.held.contains_key(i))
+                .collect();
+            let all_members = due.all_members && subscriptions.all_members.is_some();
+            node.hub
+                .accounted(extent.epoch, extent.last_seq, &interests, all_members);
+        }
+        Ok(_) => subscriptions.accounting.failed(due),
+        Err(e) => {
+            tracing::debug!(error = %e, "reading the stream's extent failed; streams start through a catch-up");
+            subscriptions.accounting.failed(due);
+        }
+    }
+}
+
+/// A `select!` branch's timer that may be off (`None` never fires).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Waits until the server has every subscription this node sent ([`Bus::barrier`]).

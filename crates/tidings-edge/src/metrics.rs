@@ -9,6 +9,7 @@ pub(crate) struct EdgeMetrics {
     pub(crate) connections: IntGauge,
     pub(crate) max_connections: IntGauge,
     pub(crate) opened: IntCounter,
+    pub(crate) started_live: IntCounter,
     pub(crate) closed: IntCounterVec,
     pub(crate) refused: IntCounterVec,
     pub(crate) delivered_live: IntCounter,
@@ -107,6 +108,10 @@ impl EdgeMetrics {
                 "The node's stream limit (TIDINGS_MAX_CONNECTIONS)",
             ),
             opened: counter("tidings_edge_connections_opened_total", "SSE streams opened"),
+            started_live: counter(
+                "tidings_edge_connections_started_live_total",
+                "Fresh SSE streams that started live at once, without a catch-up: the node already held and had accounted for their interest",
+            ),
             closed: counter_vec(
                 "tidings_edge_connections_closed_total",
                 "SSE streams closed, by reason (client_gone, slow_consumer, drain, token_expired, stream_replaced, error)",

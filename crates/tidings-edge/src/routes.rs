@@ -211,12 +211,14 @@ async fn open_stream(
         state.clock.now(),
         kill,
     );
-    let interests = match state.hub.register(
+    let fresh = matches!(resume, LastEventId::Fresh);
+    let registered = match state.hub.register(
         &conn,
+        fresh,
         state.limits.max_connections,
         state.limits.max_connections_per_member,
     ) {
-        Ok(interests) => interests,
+        Ok(registered) => registered,
         Err(Refused::NodeFull) => return Err(EdgeError::Unavailable("this node is at its connection limit".into())),
         Err(Refused::MemberFull) => return Err(EdgeError::MemberLimit),
     };
@@ -227,10 +229,15 @@ async fn open_stream(
     conn.delivery()
         .push_control(sse::retry(state.limits.retry), None, state.clock.now());
     let body = SseBody::new(conn.clone(), state.clone());
-    state
-        .lifecycle
-        .streams
-        .spawn(catch_up::open(state.clone(), conn, resume, interests));
+    match registered.live_at {
+        // Queued before the response goes: the head, `retry:` and `connected` leave in
+        // one write.
+        Some(at) => catch_up::start_live(&state, conn, at),
+        None => {
+            let open = catch_up::open(state.clone(), conn, resume, registered.interests);
+            state.lifecycle.streams.spawn(open);
+        }
+    }
 
     let mut response = Response::new(Body::new(body));
     // hyper keeps each connection's response header map for the next response: size
