@@ -8,6 +8,7 @@ mod client;
 mod cluster;
 mod measure;
 mod scenarios;
+mod servers;
 
 use clap::Parser as _;
 
