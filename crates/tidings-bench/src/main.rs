@@ -6,6 +6,7 @@
 
 mod client;
 mod cluster;
+mod histogram;
 mod measure;
 mod scenarios;
 mod servers;
