@@ -12,6 +12,8 @@ use tidings_proto::v1::notification_service_client::NotificationServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use crate::servers::{self, Server};
+
 /// The HS256 secret the spawned edges verify and the bench signs with.
 pub(crate) const JWT_SECRET: &str = "tidings-bench-secret-0123456789abcdef";
 const API_KEY: &str = "bench-key-0123456789";
@@ -157,6 +159,18 @@ impl Cluster {
         tidings_bus::Bus::connect(&nats, &settings, "tidings-bench")
             .await
             .context("connecting to the cluster's stream")
+    }
+
+    /// The nats-server this cluster's nodes use, found by the port of its URL (the
+    /// bench does not start it), or why it cannot be found.
+    pub(crate) fn nats_server(&self) -> Result<Server, String> {
+        servers::find(&self.nats_url, 4222, "nats-server")
+    }
+
+    /// The Postgres server holding this cluster's database, found as
+    /// [`nats_server`](Self::nats_server) is.
+    pub(crate) fn postgres(&self) -> Result<Server, String> {
+        servers::find(&self.admin_url, 5432, "postgres")
     }
 
     pub(crate) async fn client(&self) -> anyhow::Result<Client> {

@@ -6,8 +6,10 @@
 
 mod client;
 mod cluster;
+mod histogram;
 mod measure;
 mod scenarios;
+mod servers;
 
 use clap::Parser as _;
 

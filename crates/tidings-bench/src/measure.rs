@@ -81,12 +81,40 @@ pub(crate) async fn edge_gauge(http: SocketAddr, name: &str) -> anyhow::Result<f
 /// User + system CPU time a process has used.
 pub(crate) fn cpu(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may contain spaces) start after ") ".
-    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / clock_ticks() as f64)
+    ticks(Stat::parse(&stat).map_or(0, |s| s.own_ticks))
+}
+
+/// What the bench reads from `/proc/<pid>/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stat {
+    pub(crate) ppid: u32,
+    /// utime + stime, in clock ticks.
+    pub(crate) own_ticks: u64,
+    /// cutime + cstime: the CPU of children that have exited and been waited for (a
+    /// Postgres backend that ends is counted here, in the postmaster).
+    pub(crate) children_ticks: u64,
+}
+
+impl Stat {
+    pub(crate) fn parse(stat: &str) -> Option<Self> {
+        // Fields after the command name (which may contain spaces and parentheses)
+        // start after the last ") ".
+        let (_, rest) = stat.rsplit_once(") ")?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+        // ppid is field 4 of the whole line, utime..cstime fields 14 to 17: 1 and 11
+        // to 14 after the name.
+        Some(Self {
+            ppid: u32::try_from(field(1)?).ok()?,
+            own_ticks: field(11)? + field(12)?,
+            children_ticks: field(13)? + field(14)?,
+        })
+    }
+}
+
+/// `ticks` clock ticks as a duration.
+pub(crate) fn ticks(ticks: u64) -> Duration {
+    Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
 }
 
 /// Processes whose executable is named `name` (e.g. every `nats-server` on the machine).
@@ -105,14 +133,19 @@ pub(crate) fn own_cpu() -> Duration {
     cpu(std::process::id())
 }
 
+/// Clock ticks per second (`getconf CLK_TCK`, asked once).
 fn clock_ticks() -> u64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(100)
+    })
 }
 
 /// Wall-clock now as Unix nanoseconds (carried in event data for latency).
@@ -121,4 +154,26 @@ pub(crate) fn now_nanos() -> u128 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_after_a_name_with_spaces_and_parentheses() {
+        let line = "2249 (postgres: 15/main: x) y) S 2248 2248 2248 0 -1 4194368 4 0 0 0 \
+                    7 3 11 13 20 0 1 0 3062 222543872 1 18446744073709551615 0 0 0";
+        let stat = Stat::parse(line).expect("parses");
+        assert_eq!(
+            stat,
+            Stat {
+                ppid: 2248,
+                own_ticks: 10,
+                children_ticks: 24
+            }
+        );
+        assert_eq!(Stat::parse("12 (short"), None);
+        assert_eq!(Stat::parse(""), None);
+    }
 }

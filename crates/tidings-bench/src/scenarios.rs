@@ -22,10 +22,13 @@ pub(crate) enum Scenario {
     /// rate and edge RSS per connection.
     Idle(idle::Args),
     /// N connected members; send at a fixed rate through the api to random members;
-    /// report publish→receive latency percentiles and verify every delivery.
+    /// report publish→receive latency percentiles and the CPU per Send of the api,
+    /// nats-server and Postgres, and verify every delivery.
     Unicast(unicast::Args),
-    /// N subscribers of one topic; publish M messages back to back; report deliveries
-    /// per second, edge CPU per delivery and latency percentiles.
+    /// N subscribers of one topic; publish M messages back to back, or `--rate` per
+    /// second (paced; sustained with `--duration`); report deliveries per second, edge
+    /// CPU per delivery and latency percentiles, and for a scheduled run the publisher's
+    /// lag, offered vs achieved deliveries per second and whether the cluster kept up.
     Broadcast(broadcast::Args),
     /// SendStream at rising concurrency: notifications per second persisted and
     /// published, and the api's CPU per notification.

@@ -1,7 +1,10 @@
 //! `unicast`: members connected, notifications at a fixed rate to random members,
 //! through the api (`--path durable`) or straight to the stream (`--path edge`).
 //! Every notification must reach its member once, in stream order, under the SSE id the
-//! publisher was given; the report is publish→receive latency and CPU per process.
+//! publisher was given; the report is publish→receive latency and CPU per process:
+//! the api's, nats-server's and Postgres' (the whole server: backends, WAL writer,
+//! checkpointer) per notification sent, each read over the measured window, the last
+//! two only where they are found on this machine (`servers.rs`), else "unknown".
 
 mod publisher;
 
@@ -15,6 +18,7 @@ use tokio::sync::Mutex;
 
 use crate::cluster::Cluster;
 use crate::measure::{Percentiles, cpu, own_cpu};
+use crate::servers::Server;
 use publisher::{Path, Publisher, Sent};
 
 #[derive(Debug, clap::Args)]
@@ -50,6 +54,8 @@ struct Got {
 type Seen = Vec<Got>;
 
 pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String> {
+    // Found before anything connects: the search reads every process's open files.
+    let (nats, postgres) = (cluster.nats_server(), cluster.postgres());
     let edges: Vec<_> = cluster.edges.iter().map(|e| e.addr).collect();
     let members: Vec<String> = (0..args.members).map(|i| format!("uni-{i}")).collect();
     let conns = super::connect_all(&edges, &members, &[], 200).await?;
@@ -89,10 +95,15 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
     let publisher = Publisher::new(args.path, cluster).await?;
     let total = (f64::from(args.rate) * args.duration.as_secs_f64()).round() as usize;
     let expected: Arc<Mutex<HashMap<usize, Vec<Sent>>>> = Arc::default();
+    let server_cpu = || Servers {
+        nats: nats.as_ref().ok().map(Server::cpu),
+        postgres: postgres.as_ref().ok().map(Server::cpu),
+    };
     let cpu_before = (
         cpu(cluster.api.pid()),
         cluster.edges.iter().map(|e| cpu(e.pid())).sum::<Duration>(),
         own_cpu(),
+        server_cpu(),
     );
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -129,6 +140,7 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
         cpu(cluster.api.pid()),
         cluster.edges.iter().map(|e| cpu(e.pid())).sum::<Duration>(),
         own_cpu(),
+        server_cpu(),
     );
     for r in readers {
         r.abort();
@@ -184,26 +196,133 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
         Path::Durable => "durable",
         Path::Edge => "edge",
     };
+    let (api_cpu, edge_cpu, own_cpu) = (
+        cpu_after.0.saturating_sub(cpu_before.0),
+        cpu_after.1.saturating_sub(cpu_before.1),
+        cpu_after.2.saturating_sub(cpu_before.2),
+    );
+    let used = |after: Option<Duration>, before: Option<Duration>| Some(after?.saturating_sub(before?));
+    let (nats_cpu, postgres_cpu) = (
+        used(cpu_after.3.nats, cpu_before.3.nats),
+        used(cpu_after.3.postgres, cpu_before.3.postgres),
+    );
+    let per_send = PerSend::of(total, api_cpu, nats_cpu, postgres_cpu);
+    let seconds = |d: Option<Duration>| d.map_or_else(|| "unknown".to_owned(), |d| format!("{:.2}", d.as_secs_f64()));
     let report = format!(
-        "unicast ({path} path): {total} notifications to {} members at {}/s ({send_seconds:.2} s)\n  latency {}\n  at the socket {}\n  p99 (ms) by second sent: {}\n  lost {lost}, duplicated {duplicated}, out of order {disordered}, unexpected {unexpected}, wrong id {wrong_id}\n  CPU s: api {:.2}, edges {:.2}, load generator {:.2}\n{}",
+        "unicast ({path} path): {total} notifications to {} members at {}/s ({send_seconds:.2} s)\n  latency {}\n  at the socket {}\n  p99 (ms) by second sent: {}\n  lost {lost}, duplicated {duplicated}, out of order {disordered}, unexpected {unexpected}, wrong id {wrong_id}\n  CPU s: api {:.2}, nats-server {}, Postgres {}, edges {:.2}, load generator {:.2}\n  {}\n  (nats-server {}; Postgres {})\n{}",
         args.members,
         args.rate,
         percentiles.map(|p| p.row()).unwrap_or_default(),
         arrival.map(|p| p.row()).unwrap_or_default(),
         p99_by_second.join(" "),
-        (cpu_after.0 - cpu_before.0).as_secs_f64(),
-        (cpu_after.1 - cpu_before.1).as_secs_f64(),
-        (cpu_after.2 - cpu_before.2).as_secs_f64(),
+        api_cpu.as_secs_f64(),
+        seconds(nats_cpu),
+        seconds(postgres_cpu),
+        edge_cpu.as_secs_f64(),
+        own_cpu.as_secs_f64(),
+        per_send.row(match args.path {
+            Path::Durable => "Send",
+            Path::Edge => "notification",
+        }),
+        found(&nats),
+        found(&postgres),
         serde_json::json!({
             "scenario": "unicast", "path": path, "members": args.members, "rate": args.rate, "sent": total,
             "latency": percentiles.map(|p| p.json()), "latency_at_socket": arrival.map(|p| p.json()), "lost": lost, "duplicated": duplicated,
-            "out_of_order": disordered, "unexpected": unexpected, "wrong_id": wrong_id, "api_cpu_s": (cpu_after.0 - cpu_before.0).as_secs_f64(),
-            "edge_cpu_s": (cpu_after.1 - cpu_before.1).as_secs_f64(),
-            "generator_cpu_s": (cpu_after.2 - cpu_before.2).as_secs_f64(), "ok": ok,
+            "out_of_order": disordered, "unexpected": unexpected, "wrong_id": wrong_id, "api_cpu_s": api_cpu.as_secs_f64(),
+            "nats_cpu_s": nats_cpu.map(|d| d.as_secs_f64()), "postgres_cpu_s": postgres_cpu.map(|d| d.as_secs_f64()),
+            "edge_cpu_s": edge_cpu.as_secs_f64(), "generator_cpu_s": own_cpu.as_secs_f64(),
+            "api_cpu_us_per_send": per_send.api, "nats_cpu_us_per_send": per_send.nats,
+            "postgres_cpu_us_per_send": per_send.postgres, "api_nats_cpu_us_per_send": per_send.api_nats(),
+            "api_nats_postgres_cpu_us_per_send": per_send.all(), "ok": ok,
         })
     );
     if !ok {
         bail!("{report}\nverification failed");
     }
     Ok(report)
+}
+
+/// CPU of the servers the cluster uses but the bench did not start, where found.
+struct Servers {
+    nats: Option<Duration>,
+    postgres: Option<Duration>,
+}
+
+/// CPU per notification sent, in µs, of the processes on the durable path; `None`
+/// where a server was not found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct PerSend {
+    api: f64,
+    nats: Option<f64>,
+    postgres: Option<f64>,
+}
+
+impl PerSend {
+    fn of(sent: usize, api: Duration, nats: Option<Duration>, postgres: Option<Duration>) -> Self {
+        let us = |d: Duration| d.as_secs_f64() * 1e6 / sent.max(1) as f64;
+        Self {
+            api: us(api),
+            nats: nats.map(us),
+            postgres: postgres.map(us),
+        }
+    }
+
+    /// api + nats-server: issue 20's figure for the durable path.
+    fn api_nats(&self) -> Option<f64> {
+        Some(self.api + self.nats?)
+    }
+
+    /// api + nats-server + Postgres.
+    fn all(&self) -> Option<f64> {
+        Some(self.api_nats()? + self.postgres?)
+    }
+
+    fn row(&self, unit: &str) -> String {
+        let us = |v: Option<f64>| v.map_or_else(|| "unknown".to_owned(), |v| format!("{v:.0} µs"));
+        format!(
+            "CPU per {unit}: api {}, nats-server {}, Postgres {}; api + nats-server {}; all three {}",
+            us(Some(self.api)),
+            us(self.nats),
+            us(self.postgres),
+            us(self.api_nats()),
+            us(self.all())
+        )
+    }
+}
+
+/// How a server was found, or why not.
+fn found(server: &Result<Server, String>) -> String {
+    match server {
+        Ok(s) => format!("pid {} on port {}, with its descendants", s.pid, s.port),
+        Err(why) => format!("unknown: {why}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_per_send_and_its_sums() {
+        let ms = Duration::from_millis;
+        let known = PerSend::of(1000, ms(300), Some(ms(100)), Some(ms(250)));
+        assert_eq!(
+            (known.api, known.nats, known.postgres),
+            (300.0, Some(100.0), Some(250.0))
+        );
+        assert_eq!((known.api_nats(), known.all()), (Some(400.0), Some(650.0)));
+        assert_eq!(
+            known.row("Send"),
+            "CPU per Send: api 300 µs, nats-server 100 µs, Postgres 250 µs; api + nats-server 400 µs; all three 650 µs"
+        );
+        // An unknown server makes every sum that needs it unknown, not smaller.
+        let no_postgres = PerSend::of(1000, ms(300), Some(ms(100)), None);
+        assert_eq!((no_postgres.api_nats(), no_postgres.all()), (Some(400.0), None));
+        let no_nats = PerSend::of(1000, ms(300), None, Some(ms(250)));
+        assert_eq!((no_nats.api_nats(), no_nats.all()), (None, None));
+        assert!(no_nats.row("Send").contains("nats-server unknown"));
+        // Nothing sent divides by one, not zero.
+        assert_eq!(PerSend::of(0, ms(1), None, None).api, 1000.0);
+    }
 }
