@@ -43,7 +43,8 @@ export interface LockManagerLike {
 export interface BroadcastChannelLike {
   postMessage(message: unknown): void;
   close(): void;
-  onmessage: ((event: { data: any }) => void) | null;
+  /** The client sets it; it reads only `event.data`. */
+  onmessage: ((event: MessageEvent) => void) | null;
 }
 
 export interface TidingsOptions {
@@ -151,10 +152,13 @@ export interface InboxPage {
   nextCursor: string;
 }
 
+/** Notification ids: an array, a Set or another iterable of them, but not one id as a string (rejected with a TypeError). */
+export type Ids<I extends Iterable<string>> = I extends string ? never : I;
+
 export interface TidingsInbox {
   list(options?: ListOptions): Promise<InboxPage>;
   /** Marks these notifications read; resolves with the new unread count. */
-  markRead(ids: Iterable<string>): Promise<number>;
+  markRead<I extends Iterable<string>>(ids: Ids<I>): Promise<number>;
   /** Marks everything up to the newest notification read; 0 (and no call) when the inbox is empty. */
   markAllRead(): Promise<number>;
   /**
@@ -162,19 +166,23 @@ export interface TidingsInbox {
    * listed with `archived: 'only'`); they leave the store. Resolves with the new unread
    * count; rejects with code `not_found` (archiving nothing) if one is not the member's.
    */
-  archive(ids: Iterable<string>): Promise<number>;
+  archive<I extends Iterable<string>>(ids: Ids<I>): Promise<number>;
   /**
    * Deletes these notifications for good; they leave the store. Ids the member does not
    * have are skipped, so a retry succeeds. Resolves with the new unread count.
    */
-  delete(ids: Iterable<string>): Promise<number>;
+  delete<I extends Iterable<string>>(ids: Ids<I>): Promise<number>;
   unreadCount(): Promise<number>;
 }
 
 export interface TidingsClient {
   /** Listens to a client event, or to a topic by its event name; returns the unsubscribe function. */
   on<K extends keyof ClientEvents>(event: K, fn: ClientEvents[K]): () => void;
-  on<T = unknown>(topic: string, fn: (data: T, meta: TopicMeta) => void): () => void;
+  /** A topic by its event name; a client event's name always means the client event (use `onTopic`). */
+  on<T = unknown, N extends string = string>(
+    topic: N extends keyof ClientEvents ? never : N,
+    fn: (data: T, meta: TopicMeta) => void,
+  ): () => void;
   /** Listens to a topic whatever its name (also one named like a client event). */
   onTopic<T = unknown>(name: string, fn: (data: T, meta: TopicMeta) => void): () => void;
   /** Inbox REST calls; they reject with code `unauthenticated` for an anonymous client. */

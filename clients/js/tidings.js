@@ -288,6 +288,16 @@ function markItems(list, pick, now) {
   return changed ? Object.freeze(next) : list;
 }
 
+/**
+ * Notification ids as an array of strings. One id as a string is refused: spread, it
+ * would name each of its characters.
+ * @param {Iterable<string> | null | undefined} ids
+ */
+function idList(ids) {
+  if (typeof ids === 'string') throw new TypeError('ids must be an array (or another iterable) of ids, not one id as a string');
+  return [...(ids ?? [])].map(String);
+}
+
 /** Whether two status objects say the same thing. */
 function sameStatus(a, b) {
   const keys = Object.keys(a);
@@ -938,7 +948,7 @@ class Tidings {
   }
 
   async #markRead(ids) {
-    const list = [...(ids ?? [])].map(String);
+    const list = idList(ids);
     if (list.length === 0) return this.#state.unreadCount;
     const body = await this.#rest('/v1/notifications/read', { method: 'POST', body: { ids: list } });
     const count = Number(body.unreadCount ?? 0);
@@ -972,7 +982,7 @@ class Tidings {
    * also follows by the stream's `unread` event.
    */
   async #drop(what, ids) {
-    const list = [...(ids ?? [])].map(String);
+    const list = idList(ids);
     if (list.length === 0) return this.#state.unreadCount;
     const body = await this.#rest(`/v1/notifications/${what}`, { method: 'POST', body: { ids: list } });
     const count = Number(body.unreadCount ?? 0);

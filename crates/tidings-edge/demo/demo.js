@@ -60,16 +60,22 @@ function renderBadge(count) {
   badge.hidden = !count;
   badge.textContent = count > 99 ? '99+' : String(count);
   $('bell').setAttribute('aria-label', count ? `Notifications, ${count} unread` : 'Notifications, none unread');
+  // A disabled button drops the focus: a keyboard user who marked all read stays in the inbox.
+  if (!count && document.activeElement === $('mark-all')) $('inbox-title').focus();
   $('mark-all').disabled = !count;
 }
 
 function renderInbox(notifications) {
   const list = $('notifications');
   const empty = $('inbox-empty');
+  // Every change redraws the list: a keyboard user on one of its buttons keeps a place.
+  const focusedId = list.contains(document.activeElement) ? document.activeElement.closest('li')?.dataset.id : null;
+  const order = [...list.querySelectorAll('li button')].map((b) => b.closest('li').dataset.id);
   list.replaceChildren();
   if (!notifications) {
     empty.textContent = 'Sign in to see your notifications.';
     empty.hidden = false;
+    if (focusedId) $('inbox-title').focus();
     return;
   }
   empty.textContent = 'Nothing yet: send yourself a notification.';
@@ -99,6 +105,20 @@ function renderInbox(notifications) {
     }
     list.append(item);
   }
+  if (focusedId) refocus(list, focusedId, order);
+}
+
+/**
+ * Focus back on item `id`'s button; when it has none any more (marked read), on the
+ * next item's "Mark read" (`order`: the items that had one, before), else the previous
+ * one's, else the inbox heading.
+ */
+function refocus(list, id, order) {
+  const buttons = new Map([...list.querySelectorAll('li button')].map((b) => [b.closest('li').dataset.id, b]));
+  const at = order.indexOf(id);
+  const candidates = [id, ...order.slice(at + 1), ...order.slice(0, Math.max(at, 0)).reverse()];
+  const next = candidates.find((other) => buttons.has(other));
+  (next ? buttons.get(next) : $('inbox-title')).focus();
 }
 
 function renderRanking(board) {
