@@ -103,6 +103,8 @@ export interface ConnectedInfo {
   memberId: string | null;
   node: string;
   resumed: boolean;
+  /** The member's routing key (absent on an anonymous stream); the client sends it back as `?affinity=` on every later connect. */
+  affinity?: string;
 }
 
 /** The store's immutable snapshot; a new object only when something changed. */

@@ -10,7 +10,10 @@
  *   last one delivered (same stream epoch) is dropped: nothing lost, nothing repeated;
  * - credentials are asked for on every connect (a ticket is single use), and again
  *   when the edge announces the token's expiry (`reauth`);
- * - with `shareAcrossTabs`, one tab holds the stream and the others mirror it.
+ * - with `shareAcrossTabs`, one tab holds the stream and the others mirror it;
+ * - every connect after the first carries the member's routing key (`affinity` in the
+ *   `connected` event) as `?affinity=`, so a load balancer hashing on it sends the
+ *   member to the edge that holds its partition (deploy/README.md).
  *
  * @module tidings
  */
@@ -405,6 +408,8 @@ class Tidings {
   #lastEventId = null;
   #position = null;
   #lastReauthAt = null;
+  /** The routing key from the last `connected` (null: none yet, or anonymous). */
+  #affinity = null;
 
   // Cross-tab
   #channel = null;
@@ -684,6 +689,10 @@ class Tidings {
     } else if (auth.mode === 'ticket') {
       params.set('ticket', await auth.getTicket({ reason }));
     }
+    // The load balancer's routing key: a query parameter, which reaches it where the
+    // edge's cookie is not sent (another site, or no credentials). The edge never
+    // trusts it: the credential decides the member.
+    if (this.#affinity && auth.authenticated) params.set('affinity', this.#affinity);
     const query = params.toString();
     return {
       url: `${this.#edgeUrl}/v1/stream${query ? `?${query}` : ''}`,
@@ -806,6 +815,7 @@ class Tidings {
     switch (type) {
       case 'connected':
         patch.member = data?.memberId ?? null;
+        this.#affinity = typeof data?.affinity === 'string' && data.affinity ? data.affinity : null;
         emit = () => this.#emit('connected', data);
         break;
       case 'resumed':
@@ -1059,7 +1069,8 @@ class Tidings {
       case 'hello':
         if (this.#leader) {
           const { status, topics, lastEventId, member, unreadCount } = this.#state;
-          this.#postAny({ kind: 'snapshot', snapshot: { status, topics, lastEventId, member, unreadCount } });
+          const affinity = this.#affinity;
+          this.#postAny({ kind: 'snapshot', snapshot: { status, topics, lastEventId, member, unreadCount, affinity } });
         }
         break;
       case 'snapshot':
@@ -1083,6 +1094,8 @@ class Tidings {
       topics: Object.freeze({ ...this.#state.topics, ...snapshot.topics }),
       member: snapshot.member ?? this.#state.member,
     };
+    // A follower that takes the stream over later connects with the leader's key.
+    if (typeof snapshot.affinity === 'string' && snapshot.affinity) this.#affinity = snapshot.affinity;
     const theirs = parseEventId(snapshot.lastEventId);
     const ours = this.#position;
     const behind = snapshot.lastEventId && (!ours || !theirs || theirs.epoch !== ours.epoch || theirs.seq > ours.seq);

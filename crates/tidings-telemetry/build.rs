@@ -2,7 +2,6 @@
 //! variable itself when set (the image build passes its `REVISION` argument, having no
 //! `.git`), else `git rev-parse`, else `unknown`.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
@@ -15,7 +14,11 @@ fn main() {
     println!("cargo:rustc-env=TIDINGS_COMMIT={}", commit.trim());
 }
 
-/// The checkout's commit, and the files whose change means a new one.
+/// The checkout's commit, and the files whose change means a new one: `HEAD`, the
+/// branch it names, the packed refs. `--git-path` says where git keeps each, which in a
+/// linked worktree is not one directory (`HEAD` in the worktree's, refs in the common
+/// one). A file that does not exist is not watched: cargo would rerun this script at
+/// every build, and rebuild every crate that depends on this one.
 fn git_commit() -> Option<String> {
     let git = |args: &[&str]| {
         let out = Command::new("git").args(args).output().ok()?;
@@ -24,12 +27,14 @@ fn git_commit() -> Option<String> {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     };
     let commit = git(&["rev-parse", "--short=12", "HEAD"])?;
-    if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]).map(PathBuf::from) {
-        for file in ["HEAD", "packed-refs"] {
-            println!("cargo:rerun-if-changed={}", dir.join(file).display());
-        }
-        if let Some(head) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={}", dir.join(head).display());
+    let mut files = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
+    files.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+    let here = std::env::current_dir().unwrap_or_default();
+    for file in files {
+        if let Some(path) = git(&["rev-parse", "--git-path", &file]).map(|p| here.join(p))
+            && path.exists()
+        {
+            println!("cargo:rerun-if-changed={}", path.display());
         }
     }
     Some(commit)

@@ -1,3 +1,4 @@
+mod affinity;
 mod delivery;
 mod demo;
 mod drain;

@@ -266,8 +266,10 @@ export function testOptions(edge, timers, extra = {}) {
   };
 }
 
-/** The `connected` event an edge sends first. */
-export function connected(s, { id = 'e1-0', member = 'alice', resumed = false, retry = 3000 } = {}) {
+/** The `connected` event an edge sends first (with a routing key when `affinity` is given). */
+export function connected(s, { id = 'e1-0', member = 'alice', resumed = false, retry = 3000, affinity } = {}) {
   s.push(`retry: ${retry}\n\n`);
-  s.event('connected', { connectionId: 1, memberId: member, node: 'edge-1', resumed }, id);
+  const data = { connectionId: 1, memberId: member, node: 'edge-1', resumed };
+  if (affinity !== undefined) data.affinity = affinity;
+  s.event('connected', data, id);
 }

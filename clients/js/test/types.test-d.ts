@@ -115,6 +115,7 @@ client.on('connected', (info) => {
   expectType<ConnectedInfo>()(info);
   expectType<string | null>()(info.memberId);
   expectType<boolean>()(info.resumed);
+  expectType<string | undefined>()(info.affinity);
 });
 client.on('error', (error) => expectType<unknown>()(error));
 client.on('status', (status) => {

@@ -145,6 +145,16 @@ impl Cluster {
     /// nodes inherit ours, `TIDINGS_STREAM_*` included) with this cluster's stream name
     /// and prefix, so ensuring the stream changes nothing.
     pub(crate) async fn bus(&self) -> anyhow::Result<tidings_bus::Bus> {
+        let settings = self.stream_settings()?;
+        let nats = tidings_bus::NatsConfig::new(self.nats_url.clone());
+        tidings_bus::Bus::connect(&nats, &settings, "tidings-bench")
+            .await
+            .context("connecting to the cluster's stream")
+    }
+
+    /// The stream settings the nodes run with: the same environment (the nodes inherit
+    /// ours, `TIDINGS_STREAM_*` included) with this cluster's stream name and prefix.
+    fn stream_settings(&self) -> anyhow::Result<tidings_bus::StreamSettings> {
         #[derive(clap::Parser)]
         struct FromEnv {
             #[command(flatten)]
@@ -155,10 +165,12 @@ impl Cluster {
             .stream;
         settings.name = self.stream.clone();
         settings.prefix = self.subject_prefix.clone();
-        let nats = tidings_bus::NatsConfig::new(self.nats_url.clone());
-        tidings_bus::Bus::connect(&nats, &settings, "tidings-bench")
-            .await
-            .context("connecting to the cluster's stream")
+        Ok(settings)
+    }
+
+    /// The member partitions of the cluster's stream (`TIDINGS_STREAM_PARTITIONS`).
+    pub(crate) fn partitions(&self) -> anyhow::Result<u16> {
+        Ok(self.stream_settings()?.partitions)
     }
 
     /// The nats-server this cluster's nodes use, found by the port of its URL (the

@@ -8,6 +8,7 @@ mod client;
 mod cluster;
 mod histogram;
 mod measure;
+mod routing;
 mod scenarios;
 mod servers;
 

@@ -67,15 +67,26 @@ pub(crate) fn open_files(pid: u32) -> usize {
 
 /// The value of an unlabelled gauge or counter `name` on `http`'s `/metrics`.
 pub(crate) async fn edge_gauge(http: SocketAddr, name: &str) -> anyhow::Result<f64> {
+    Ok(edge_metrics(http, &[name]).await?[0])
+}
+
+/// The values of unlabelled gauges or counters on `http`'s `/metrics`, read in one
+/// scrape, in the order of `names`.
+pub(crate) async fn edge_metrics(http: SocketAddr, names: &[&str]) -> anyhow::Result<Vec<f64>> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut s = tokio::net::TcpStream::connect(http).await?;
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
         .await?;
     let mut body = String::new();
     s.read_to_string(&mut body).await?;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .with_context(|| format!("no {name} in {http}/metrics"))
+    names
+        .iter()
+        .map(|name| {
+            body.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+                .with_context(|| format!("no {name} in {http}/metrics"))
+        })
+        .collect()
 }
 
 /// User + system CPU time a process has used.

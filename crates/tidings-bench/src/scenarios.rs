@@ -21,9 +21,10 @@ pub(crate) enum Scenario {
     /// Open N idle SSE connections over the edges from worker processes; report connect
     /// rate and edge RSS per connection.
     Idle(idle::Args),
-    /// N connected members; send at a fixed rate through the api to random members;
-    /// report publish→receive latency percentiles and the CPU per Send of the api,
-    /// nats-server and Postgres, and verify every delivery.
+    /// N connected members, spread over the edges round robin or by partition;
+    /// send at a fixed rate through the api to random members; report publish→receive
+    /// latency percentiles, the CPU per Send of the api, nats-server and Postgres, each
+    /// edge's NATS traffic and CPU, and verify every delivery.
     Unicast(unicast::Args),
     /// N subscribers of one topic; publish M messages back to back, or `--rate` per
     /// second (paced; sustained with `--duration`); report deliveries per second, edge
@@ -104,19 +105,41 @@ pub(crate) async fn connect_spread(
     concurrency: usize,
     sources: Sources,
 ) -> anyhow::Result<Vec<SseConn>> {
+    let opened = connect_each(
+        edges,
+        |j| (first + j) % edges.len(),
+        members,
+        topics,
+        concurrency,
+        sources,
+    )
+    .await?;
+    Ok(opened.into_iter().map(|(conn, _)| conn).collect())
+}
+
+/// Opens one stream per member, `concurrency` at a time, `members[j]` on edge
+/// `edge_of(j)`, and waits for each `connected` event, returned beside its stream.
+pub(crate) async fn connect_each(
+    edges: &[SocketAddr],
+    edge_of: impl Fn(usize) -> usize,
+    members: &[String],
+    topics: &[&str],
+    concurrency: usize,
+    sources: Sources,
+) -> anyhow::Result<Vec<(SseConn, client::Event)>> {
     let query = if topics.is_empty() {
         String::new()
     } else {
         format!("&topics={}", topics.join(","))
     };
     let opened = futures::stream::iter(members.iter().enumerate().map(|(j, member)| {
-        let edge = edges[(first + j) % edges.len()];
+        let edge = edges[edge_of(j)];
         let token = token(member, topics);
         let query = query.clone();
         async move {
             let mut conn = client::open(edge, sources.ip(j), &token, &query, None).await?;
             match conn.next().await? {
-                Some(e) if e.event == "connected" => Ok(conn),
+                Some(e) if e.event == "connected" => Ok((conn, e)),
                 other => anyhow::bail!("expected connected, got {other:?}"),
             }
         }

@@ -56,6 +56,13 @@ pub struct Bus {
     pub(crate) replies: Arc<tokio::sync::OnceCell<Arc<crate::direct::Replies>>>,
 }
 
+/// Bytes a process read from and wrote to its NATS connection ([`Bus::traffic`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub received_bytes: u64,
+    pub sent_bytes: u64,
+}
+
 /// What a process may do to the stream's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Access {
@@ -246,6 +253,16 @@ impl Bus {
 
     pub(crate) fn request_timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// What crossed this process's NATS connection since it started, every reconnect
+    /// included, protocol lines and all: how much NATS traffic a node takes.
+    pub fn traffic(&self) -> Traffic {
+        let stats = self.client.statistics();
+        Traffic {
+            received_bytes: stats.in_bytes.load(Ordering::Relaxed),
+            sent_bytes: stats.out_bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// How many times the client reconnected to NATS since it first connected.

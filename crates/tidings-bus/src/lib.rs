@@ -38,7 +38,7 @@ mod stored;
 mod subject;
 mod ticket;
 
-pub use bus::{BATCH_DIRECT_GET_VERSION, Bus, MIN_SERVER_VERSION};
+pub use bus::{BATCH_DIRECT_GET_VERSION, Bus, MIN_SERVER_VERSION, Traffic};
 pub use config::{NatsConfig, StreamSettings};
 pub use error::BusError;
 pub use event::{BusEvent, EventKind, RESERVED_EVENT_NAMES, UNREAD_EVENT};

@@ -87,7 +87,7 @@ pub(crate) fn start_live(state: &Arc<EdgeState>, conn: Arc<Conn>, at: StartAt) {
     let connected = sse::connected(
         &id_of(at.epoch, at.seq),
         conn.id,
-        conn.inbox.as_ref().map(|i| i.member.as_str()),
+        conn.inbox.as_ref().map(|i| (i.member.as_str(), i.partition)),
         &state.node,
         false,
     );
@@ -145,7 +145,7 @@ async fn start(state: &EdgeState, conn: &Conn, resume: &LastEventId, interests: 
     let connected = sse::connected(
         &id,
         conn.id,
-        conn.inbox.as_ref().map(|i| i.member.as_str()),
+        conn.inbox.as_ref().map(|i| (i.member.as_str(), i.partition)),
         &state.node,
         resumed,
     );

@@ -17,6 +17,8 @@
 //!   catch-up queue.
 //! - `accounting.rs`: which new subscriptions the hub may not count on yet.
 //! - `auth.rs`: subscriber JWTs (HS256, RS256, ES256, EdDSA), credentials, tickets.
+//! - `affinity.rs`: the member's routing key for load balancers: handed out, checked,
+//!   never trusted.
 //! - `api_client.rs`: the gRPC client of the api (inbox calls, unread counts; the
 //!   demo's Send and Publish).
 //! - `metrics.rs`: the Prometheus series of `/metrics`.
@@ -41,6 +43,7 @@
 //! - `app.rs`: [`EdgeApp`]: build (connect, bind) and run (serve, drain, shutdown).
 
 mod accounting;
+mod affinity;
 mod api_client;
 mod app;
 mod auth;

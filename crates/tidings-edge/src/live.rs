@@ -295,6 +295,17 @@ impl Subscriptions {
         self.held.len() + usize::from(self.all_members.is_some())
     }
 
+    /// Sets the gauges of what the node holds: its subscriptions, and the member
+    /// partitions (of `total`) whose messages reach it.
+    fn report(&self, metrics: &EdgeMetrics, total: u16) {
+        metrics.interests.set(self.len() as i64);
+        let partitions = match self.all_members {
+            Some(_) => usize::from(total),
+            None => self.held.keys().filter(|i| matches!(i, Interest::Partition(_))).count(),
+        };
+        metrics.live_partitions.set(partitions as i64);
+    }
+
     /// Whether messages for `interest` reach this node.
     fn covers(&self, interest: &Interest) -> bool {
         match interest {
@@ -393,7 +404,7 @@ async fn run(
                         let _ = reply.send(result.clone().map(taken));
                     }
                 }
-                metrics.interests.set(subscriptions.len() as i64);
+                subscriptions.report(metrics, bus.subjects().partitions());
                 account(&node, &mut subscriptions).await;
                 // Commands come first (`biased`), and a connect storm keeps them coming:
                 // live messages already here go out after every batch of them, so a
@@ -412,7 +423,7 @@ async fn run(
                 if let Err(e) = partitions_again(&node, &mut subscriptions).await {
                     tracing::warn!(error = %e, "could not go back to partition subscriptions");
                 }
-                metrics.interests.set(subscriptions.len() as i64);
+                subscriptions.report(metrics, bus.subjects().partitions());
             }
             Ok(()) = losses.changed() => {
                 tracing::info!("live delivery may have missed messages; connections replay");

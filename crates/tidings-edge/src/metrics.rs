@@ -20,7 +20,12 @@ pub(crate) struct EdgeMetrics {
     pub(crate) latency_replay: Histogram,
     pub(crate) live_received: IntCounter,
     pub(crate) interests: IntGauge,
+    pub(crate) live_partitions: IntGauge,
+    pub(crate) affinity_mismatches: IntCounter,
     pub(crate) nats_reconnects: IntCounter,
+    /// Copied from the bus's connection statistics when scraped.
+    pub(crate) nats_received_bytes: IntCounter,
+    pub(crate) nats_sent_bytes: IntCounter,
     /// Copied from the bus's counters when scraped.
     pub(crate) replays_direct: IntCounter,
     pub(crate) replays_consumer: IntCounter,
@@ -136,7 +141,23 @@ impl EdgeMetrics {
                 "tidings_edge_nats_interests",
                 "NATS subscriptions held (member partitions and topics)",
             ),
+            live_partitions: gauge(
+                "tidings_edge_live_partitions",
+                "Member partitions whose live messages this node receives: those its connections live in, or every partition while it holds one subscription to all of them",
+            ),
+            affinity_mismatches: counter(
+                "tidings_edge_affinity_mismatches_total",
+                "Authenticated streams that presented an affinity key (?affinity= or the tidings_affinity cookie) other than their member's partition; served anyway, and given the right cookie",
+            ),
             nats_reconnects: counter("tidings_edge_nats_reconnects_total", "Reconnections to NATS"),
+            nats_received_bytes: counter(
+                "tidings_edge_nats_received_bytes_total",
+                "Bytes read from this node's NATS connection (live messages, replays, protocol)",
+            ),
+            nats_sent_bytes: counter(
+                "tidings_edge_nats_sent_bytes_total",
+                "Bytes written to this node's NATS connection",
+            ),
             registry,
         }
     }

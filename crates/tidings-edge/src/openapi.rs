@@ -177,7 +177,10 @@ mod tests {
         let doc: serde_json::Value = serde_json::from_str(&openapi_json()).unwrap();
         let schemas = &doc["components"]["schemas"];
         for (schema, frame) in [
-            ("SseConnected", crate::sse::connected("a-1", 1, Some("m"), "edge", true)),
+            (
+                "SseConnected",
+                crate::sse::connected("a-1", 1, Some(("m", 517)), "edge", true),
+            ),
             ("SseResumed", crate::sse::resumed(2)),
             ("SseUnread", crate::sse::unread(3)),
             ("SseReset", crate::sse::reset(None, "why")),

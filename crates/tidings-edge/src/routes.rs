@@ -17,6 +17,7 @@ use tidings_domain::{LastEventId, Topic};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::affinity;
 use crate::auth::{self, AuthError, Claims, Credential};
 use crate::body::SseBody;
 use crate::catch_up;
@@ -77,6 +78,10 @@ pub(crate) struct StreamQuery {
     /// Where to resume, for clients that cannot send the `Last-Event-ID` header.
     #[serde(rename = "lastEventId")]
     last_event_id: Option<String>,
+    /// The routing key the last `connected` event (or ticket) gave, for a load
+    /// balancer to hash on (it wins over the `tidings_affinity` cookie). Never
+    /// trusted: the credential decides the member, and a wrong key is served anyway.
+    affinity: Option<String>,
 }
 
 /// `POST /v1/stream/ticket`'s answer.
@@ -86,6 +91,11 @@ pub(crate) struct TicketReply {
     /// Open the stream with `?ticket=` once, within `expiresIn` seconds.
     ticket: String,
     expires_in: u64,
+    /// The member's routing key: add it to the stream URL as `affinity`, so that a load
+    /// balancer hashing on it routes the stream to the edge holding the member's
+    /// partition (also set as the `tidings_affinity` cookie).
+    #[schema(example = "517")]
+    affinity: String,
 }
 
 /// Open the member's Server-Sent Events stream.
@@ -102,7 +112,9 @@ pub(crate) struct TicketReply {
         ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received: the stream resumes after it"),
     ),
     responses(
-        (status = 200, description = sse::EVENTS, content_type = "text/event-stream", body = String),
+        (status = 200, description = sse::EVENTS, content_type = "text/event-stream", body = String, headers(
+            ("Set-Cookie" = String, description = "On an authenticated stream: `tidings_affinity=<key>`, the member's routing key (see `affinity`)"),
+        )),
         (status = 400, description = "A bad topic name or too many topics, or a bad query string", body = ErrorBody),
         (status = 401, description = "No credential (and not only public topics), or an invalid or expired one", body = ErrorBody),
         (status = 403, description = "The token does not allow a requested topic", body = ErrorBody),
@@ -187,10 +199,15 @@ async fn open_stream(
         query.last_event_id.as_deref(),
     );
 
+    // The routing key: checked, never trusted (the credential decided the member).
+    let mut affinity = None;
     let (inbox, expires_at) = match subscriber {
         Some(subscriber) => {
+            let partition = state.bus.subjects().partition_of(&subscriber.member);
+            let presented = affinity::presented(query.affinity.as_deref(), headers);
+            affinity = Some((partition, affinity::mismatched(presented, partition)));
             let inbox = Inbox {
-                partition: state.bus.subjects().partition_of(&subscriber.member),
+                partition,
                 member: subscriber.member,
             };
             let expires_at = subscriber
@@ -222,6 +239,14 @@ async fn open_stream(
         Err(Refused::NodeFull) => return Err(EdgeError::Unavailable("this node is at its connection limit".into())),
         Err(Refused::MemberFull) => return Err(EdgeError::MemberLimit),
     };
+    if let Some((partition, true)) = affinity {
+        state.metrics.affinity_mismatches.inc();
+        tracing::debug!(
+            connection = conn.id,
+            partition,
+            "affinity key not the member's partition"
+        );
+    }
     // Per-stream lines are debug: at info, formatting and writing the opened and closed
     // lines cost about a tenth of the CPU a connection takes (BENCHMARKS.md);
     // the metrics count every stream and every close by reason.
@@ -241,12 +266,20 @@ async fn open_stream(
 
     let mut response = Response::new(Body::new(body));
     // hyper keeps each connection's response header map for the next response: size
-    // it for these three headers, not the default.
-    *response.headers_mut() = HeaderMap::with_capacity(3);
+    // it for these headers, not the default.
+    *response.headers_mut() = HeaderMap::with_capacity(4);
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    // Every authenticated stream hands out its key, right or not before: a browser
+    // whose cookie was missing or stale lands on the right edge next time.
+    if let Some((partition, _)) = affinity {
+        h.insert(
+            header::SET_COOKIE,
+            affinity::set_cookie(partition, affinity::is_https(headers)),
+        );
+    }
     Ok(response)
 }
 
@@ -279,7 +312,9 @@ fn requested_topics(raw: Option<&str>) -> Result<Vec<Topic>, EdgeError> {
     path = "/v1/stream/ticket",
     tag = "stream",
     responses(
-        (status = 201, description = "A ticket for one stream", body = TicketReply),
+        (status = 201, description = "A ticket for one stream", body = TicketReply, headers(
+            ("Set-Cookie" = String, description = "`tidings_affinity=<key>`, the member's routing key"),
+        )),
         (status = 401, description = "No token, or an invalid or expired one", body = ErrorBody),
         (status = 503, description = "The ticket store (NATS) is unavailable; retry after `Retry-After`", body = ErrorBody),
     ),
@@ -306,11 +341,14 @@ async fn ticket(State(state): State<Arc<EdgeState>>, headers: HeaderMap) -> Resu
         .issue(value.into())
         .await
         .map_err(|e| EdgeError::Unavailable(e.to_string()))?;
+    let partition = state.bus.subjects().partition_of(&subscriber.member);
     let body = TicketReply {
         ticket: id,
         expires_in: tidings_bus::TICKET_TTL.as_secs(),
+        affinity: affinity::key_of(partition),
     };
-    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+    let cookie = affinity::set_cookie(partition, affinity::is_https(&headers));
+    Ok((StatusCode::CREATED, [(header::SET_COOKIE, cookie)], axum::Json(body)).into_response())
 }
 
 async fn readyz(State(state): State<Arc<EdgeState>>) -> Response {
@@ -330,6 +368,7 @@ async fn metrics(State(state): State<Arc<EdgeState>>) -> Response {
     let m = &state.metrics;
     m.nats_reconnects
         .inc_by(state.bus.reconnects().saturating_sub(m.nats_reconnects.get()));
+    let traffic = state.bus.traffic();
     let replays = state.bus.replay_counts();
     for (counter, total) in [
         (&m.replays_direct, replays.direct),
@@ -338,6 +377,8 @@ async fn metrics(State(state): State<Arc<EdgeState>>) -> Response {
         (&m.replays_window, state.resumes.answered_from_window()),
         (&m.replay_passes, replays.scans),
         (&m.replay_pass_messages, replays.scanned_messages),
+        (&m.nats_received_bytes, traffic.received_bytes),
+        (&m.nats_sent_bytes, traffic.sent_bytes),
     ] {
         counter.inc_by(total.saturating_sub(counter.get()));
     }

@@ -82,6 +82,22 @@ pub(crate) struct Connected<'a> {
     pub(crate) node: &'a str,
     /// Whether the stream resumes from a Last-Event-ID.
     pub(crate) resumed: bool,
+    /// The member's routing key (its live partition, in decimal; absent on an
+    /// anonymous stream): send it back as `?affinity=` on the next connect, so a load
+    /// balancer hashing on it routes the member to the edge that holds its partition.
+    /// Opaque to clients.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "as_decimal_string")]
+    #[schema(value_type = Option<String>, example = "517")]
+    pub(crate) affinity: Option<u16>,
+}
+
+/// A partition as the affinity key spells it: a decimal string (written without
+/// allocating).
+fn as_decimal_string<S: serde::Serializer>(partition: &Option<u16>, s: S) -> Result<S::Ok, S::Error> {
+    match partition {
+        Some(p) => s.collect_str(p),
+        None => s.serialize_none(),
+    }
 }
 
 /// The data of `resumed`: the replay of a resumed stream is written; everything after
@@ -132,13 +148,14 @@ fn ours(id: Option<&str>, name: &str, data: &impl Serialize) -> Bytes {
     event(id, name, &data)
 }
 
-/// The first event of every stream (see [`Connected`]).
-pub(crate) fn connected(id: &str, connection: u64, member: Option<&str>, node: &str, resumed: bool) -> Bytes {
+/// The first event of every stream (see [`Connected`]); `member` with its partition.
+pub(crate) fn connected(id: &str, connection: u64, member: Option<(&str, u16)>, node: &str, resumed: bool) -> Bytes {
     let data = Connected {
         connection_id: connection,
-        member_id: member,
+        member_id: member.map(|(m, _)| m),
         node,
         resumed,
+        affinity: member.map(|(_, p)| p),
     };
     ours(Some(id), "connected", &data)
 }
@@ -193,12 +210,21 @@ mod tests {
         );
         assert_eq!(&retry(Duration::from_millis(2500))[..], b"retry: 2500\n\n");
         assert_eq!(&unread(3)[..], b"event: unread\ndata: {\"unreadCount\":3}\n\n");
+        assert_eq!(
+            &connected("a-1", 2, Some(("m", 517)), "edge", false)[..],
+            &b"id: a-1\nevent: connected\ndata: {\"connectionId\":2,\"memberId\":\"m\",\"node\":\"edge\",\"resumed\":false,\"affinity\":\"517\"}\n\n"[..]
+        );
+        // An anonymous stream has no member, so no key.
+        assert_eq!(
+            &connected("a-1", 3, None, "edge", true)[..],
+            &b"id: a-1\nevent: connected\ndata: {\"connectionId\":3,\"memberId\":null,\"node\":\"edge\",\"resumed\":true}\n\n"[..]
+        );
     }
 
     #[test]
     fn every_event_tidings_sends_is_reserved_from_topics() {
         let ours = [
-            connected("a-1", 1, Some("m"), "edge", false),
+            connected("a-1", 1, Some(("m", 7)), "edge", false),
             reset(None, "why"),
             reauth(1),
             unread(0),

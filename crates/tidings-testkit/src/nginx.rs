@@ -33,11 +33,26 @@ impl Nginx {
         );
     }
 
-    /// Starts nginx with `deploy/nginx/tidings.conf`, proxying to `edges`.
+    /// Starts nginx with `deploy/nginx/tidings.conf`, proxying to `edges`. The file
+    /// lists two (`edge-1`, `edge-2`, as docker-compose.yml has); a third edge and more
+    /// get a `server` line like the last one's.
     pub async fn start(edges: &[SocketAddr]) -> Self {
         let conf_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nginx/tidings.conf");
         let mut conf =
             std::fs::read_to_string(&conf_path).unwrap_or_else(|e| panic!("reading {}: {e}", conf_path.display()));
+        for i in 2..edges.len() {
+            let name = format!("server edge-{i}:8080");
+            if conf.contains(&format!("server edge-{}:8080", i + 1)) {
+                continue;
+            }
+            let line = conf
+                .lines()
+                .find(|l| l.trim_start().starts_with(&name))
+                .unwrap_or_else(|| panic!("{} must list `{name}`", conf_path.display()))
+                .to_owned();
+            let next = line.replace(&format!("edge-{i}:"), &format!("edge-{}:", i + 1));
+            conf = conf.replacen(&line, &format!("{line}\n{next}"), 1);
+        }
         for (i, edge) in edges.iter().enumerate() {
             let name = format!("server edge-{}:8080", i + 1);
             assert!(conf.contains(&name), "{} must list `{name}`", conf_path.display());

@@ -5,6 +5,10 @@
 //! the api's, nats-server's and Postgres' (the whole server: backends, WAL writer,
 //! checkpointer) per notification sent, each read over the measured window, the last
 //! two only where they are found on this machine (`servers.rs`), else "unknown".
+//!
+//! Members go to the edges round robin or by partition (`--routing`, `routing.rs`);
+//! each edge's NATS traffic, live messages, live partitions and CPU are read over the
+//! same window, to show what routing by member saves each edge.
 
 mod publisher;
 
@@ -16,8 +20,10 @@ use anyhow::bail;
 use rand::Rng as _;
 use tokio::sync::Mutex;
 
+use crate::client::Sources;
 use crate::cluster::Cluster;
-use crate::measure::{Percentiles, cpu, own_cpu};
+use crate::measure::{Percentiles, cpu, edge_metrics, own_cpu};
+use crate::routing::Routing;
 use crate::servers::Server;
 use publisher::{Path, Publisher, Sent};
 
@@ -36,6 +42,10 @@ pub(crate) struct Args {
     /// the cluster's stream directly, as the api would, to measure edges and NATS alone.
     #[arg(long, value_enum, default_value_t = Path::Durable)]
     path: Path,
+    /// How members are spread over the edges: `round-robin`, or `affinity` (by
+    /// partition, as a load balancer hashing on the routing key does).
+    #[arg(long, value_enum, default_value_t = Routing::RoundRobin)]
+    routing: Routing,
 }
 
 /// One notification a member's stream received.
@@ -58,7 +68,28 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
     let (nats, postgres) = (cluster.nats_server(), cluster.postgres());
     let edges: Vec<_> = cluster.edges.iter().map(|e| e.addr).collect();
     let members: Vec<String> = (0..args.members).map(|i| format!("uni-{i}")).collect();
-    let conns = super::connect_all(&edges, &members, &[], 200).await?;
+    let partitions = cluster.partitions()?;
+    let ids = members
+        .iter()
+        .map(|m| tidings_domain::MemberId::parse(m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let edge_of = |i: usize| args.routing.edge_of(i, &ids[i], partitions, edges.len());
+    let opened = super::connect_each(&edges, edge_of, &members, &[], 200, Sources::ALL).await?;
+    let mut conns = Vec::with_capacity(opened.len());
+    for (i, (conn, connected)) in opened.into_iter().enumerate() {
+        // The edge's partition of the member is the bench's: routing by it is routing
+        // by what the edge subscribes to.
+        let data: serde_json::Value = serde_json::from_str(&connected.data)?;
+        let partition = ids[i].partition(partitions).to_string();
+        if data["affinity"].as_str() != Some(partition.as_str()) {
+            bail!(
+                "{}: the edge's affinity is {}, the bench computed {partition}",
+                members[i],
+                data["affinity"]
+            );
+        }
+        conns.push(conn);
+    }
     let seen: Arc<Vec<Mutex<Seen>>> = Arc::new((0..args.members).map(|_| Mutex::new(Vec::new())).collect());
     let run_start = crate::measure::now_nanos();
     let mut readers = Vec::new();
@@ -99,6 +130,7 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
         nats: nats.as_ref().ok().map(Server::cpu),
         postgres: postgres.as_ref().ok().map(Server::cpu),
     };
+    let edges_before = read_edges(cluster).await?;
     let cpu_before = (
         cpu(cluster.api.pid()),
         cluster.edges.iter().map(|e| cpu(e.pid())).sum::<Duration>(),
@@ -142,6 +174,13 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
         own_cpu(),
         server_cpu(),
     );
+    let edges_after = read_edges(cluster).await?;
+    let per_edge: Vec<EdgeUse> = edges_before
+        .iter()
+        .zip(&edges_after)
+        .map(|(before, after)| EdgeUse::between(before, after))
+        .collect();
+    let fan_in = FanIn::of(&per_edge, total, partitions);
     for r in readers {
         r.abort();
     }
@@ -209,7 +248,9 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
     let per_send = PerSend::of(total, api_cpu, nats_cpu, postgres_cpu);
     let seconds = |d: Option<Duration>| d.map_or_else(|| "unknown".to_owned(), |d| format!("{:.2}", d.as_secs_f64()));
     let report = format!(
-        "unicast ({path} path): {total} notifications to {} members at {}/s ({send_seconds:.2} s)\n  latency {}\n  at the socket {}\n  p99 (ms) by second sent: {}\n  lost {lost}, duplicated {duplicated}, out of order {disordered}, unexpected {unexpected}, wrong id {wrong_id}\n  CPU s: api {:.2}, nats-server {}, Postgres {}, edges {:.2}, load generator {:.2}\n  {}\n  (nats-server {}; Postgres {})\n{}",
+        "unicast ({path} path, {} routing over {} edges): {total} notifications to {} members at {}/s ({send_seconds:.2} s)\n  latency {}\n  at the socket {}\n  p99 (ms) by second sent: {}\n  lost {lost}, duplicated {duplicated}, out of order {disordered}, unexpected {unexpected}, wrong id {wrong_id}\n  CPU s: api {:.2}, nats-server {}, Postgres {}, edges {:.2}, load generator {:.2}\n  {}\n  (nats-server {}; Postgres {})\n{}\n{}",
+        args.routing.name(),
+        edges.len(),
         args.members,
         args.rate,
         percentiles.map(|p| p.row()).unwrap_or_default(),
@@ -226,8 +267,13 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
         }),
         found(&nats),
         found(&postgres),
+        fan_in.rows(&per_edge),
         serde_json::json!({
-            "scenario": "unicast", "path": path, "members": args.members, "rate": args.rate, "sent": total,
+            "scenario": "unicast", "path": path, "routing": args.routing.name(), "members": args.members,
+            "rate": args.rate, "sent": total, "partitions": partitions,
+            "edges": per_edge.iter().map(EdgeUse::json).collect::<Vec<_>>(),
+            "edge_cpu_us_per_notification": fan_in.edge_cpu_us, "edge_receipts_per_notification": fan_in.receipts,
+            "nats_received_bytes_per_notification": fan_in.nats_bytes,
             "latency": percentiles.map(|p| p.json()), "latency_at_socket": arrival.map(|p| p.json()), "lost": lost, "duplicated": duplicated,
             "out_of_order": disordered, "unexpected": unexpected, "wrong_id": wrong_id, "api_cpu_s": api_cpu.as_secs_f64(),
             "nats_cpu_s": nats_cpu.map(|d| d.as_secs_f64()), "postgres_cpu_s": postgres_cpu.map(|d| d.as_secs_f64()),
@@ -241,6 +287,107 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
         bail!("{report}\nverification failed");
     }
     Ok(report)
+}
+
+/// What one edge reports and has used, read before and after the measured window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct EdgeReading {
+    cpu: Duration,
+    nats_received_bytes: f64,
+    live_messages: f64,
+    live_partitions: f64,
+}
+
+async fn read_edges(cluster: &Cluster) -> anyhow::Result<Vec<EdgeReading>> {
+    let mut readings = Vec::new();
+    for edge in &cluster.edges {
+        let names = [
+            "tidings_edge_nats_received_bytes_total",
+            "tidings_edge_live_messages_received_total",
+            "tidings_edge_live_partitions",
+        ];
+        let values = edge_metrics(edge.addr, &names).await?;
+        readings.push(EdgeReading {
+            cpu: cpu(edge.pid()),
+            nats_received_bytes: values[0],
+            live_messages: values[1],
+            live_partitions: values[2],
+        });
+    }
+    Ok(readings)
+}
+
+/// One edge over the measured window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct EdgeUse {
+    cpu: Duration,
+    nats_received_bytes: f64,
+    live_messages: f64,
+    /// At the start of the window (every stream is open by then).
+    live_partitions: f64,
+}
+
+impl EdgeUse {
+    fn between(before: &EdgeReading, after: &EdgeReading) -> Self {
+        Self {
+            cpu: after.cpu.saturating_sub(before.cpu),
+            nats_received_bytes: after.nats_received_bytes - before.nats_received_bytes,
+            live_messages: after.live_messages - before.live_messages,
+            live_partitions: before.live_partitions,
+        }
+    }
+
+    #[cfg(test)]
+    fn with_partitions(self, live_partitions: f64) -> Self {
+        Self {
+            live_partitions,
+            ..self
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "cpu_s": self.cpu.as_secs_f64(), "nats_received_bytes": self.nats_received_bytes,
+            "live_messages": self.live_messages, "live_partitions": self.live_partitions,
+        })
+    }
+}
+
+/// The edges together, per notification sent: how many edges received it from NATS,
+/// the NATS bytes they read, the CPU they spent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct FanIn {
+    partitions: u16,
+    receipts: f64,
+    nats_bytes: f64,
+    edge_cpu_us: f64,
+}
+
+impl FanIn {
+    fn of(edges: &[EdgeUse], sent: usize, partitions: u16) -> Self {
+        let sent = sent.max(1) as f64;
+        Self {
+            partitions,
+            receipts: edges.iter().map(|e| e.live_messages).sum::<f64>() / sent,
+            nats_bytes: edges.iter().map(|e| e.nats_received_bytes).sum::<f64>() / sent,
+            edge_cpu_us: edges.iter().map(|e| e.cpu.as_secs_f64()).sum::<f64>() * 1e6 / sent,
+        }
+    }
+
+    fn rows(&self, edges: &[EdgeUse]) -> String {
+        let each = |f: &dyn Fn(&EdgeUse) -> String| edges.iter().map(f).collect::<Vec<_>>().join(" / ");
+        format!(
+            "  per edge: live partitions {} (of {}); NATS received {} MB; live messages {}; CPU {} s\n  per notification, edges together: received by {:.2} edges, {:.0} B of NATS traffic, {:.0} µs of edge CPU",
+            each(&|e| format!("{:.0}", e.live_partitions)),
+            self.partitions,
+            each(&|e| format!("{:.2}", e.nats_received_bytes / 1e6)),
+            each(&|e| format!("{:.0}", e.live_messages)),
+            each(&|e| format!("{:.2}", e.cpu.as_secs_f64())),
+            self.receipts,
+            self.nats_bytes,
+            self.edge_cpu_us,
+        )
+    }
 }
 
 /// CPU of the servers the cluster uses but the bench did not start, where found.
@@ -324,5 +471,43 @@ mod tests {
         assert!(no_nats.row("Send").contains("nats-server unknown"));
         // Nothing sent divides by one, not zero.
         assert_eq!(PerSend::of(0, ms(1), None, None).api, 1000.0);
+    }
+
+    #[test]
+    fn fan_in_sums_the_edges_per_notification() {
+        let edge = |cpu_ms, bytes, messages| EdgeUse {
+            cpu: Duration::from_millis(cpu_ms),
+            nats_received_bytes: bytes,
+            live_messages: messages,
+            live_partitions: 1024.0,
+        };
+        // Round robin: all three edges received all 1,000.
+        let edges = [edge(100, 4e5, 1000.0), edge(120, 4e5, 1000.0), edge(80, 4e5, 1000.0)];
+        let fan_in = FanIn::of(&edges, 1000, 1024);
+        assert_eq!(
+            (fan_in.receipts, fan_in.nats_bytes, fan_in.edge_cpu_us),
+            (3.0, 1200.0, 300.0)
+        );
+        assert!(
+            fan_in.rows(&edges).contains("received by 3.00 edges"),
+            "{}",
+            fan_in.rows(&edges)
+        );
+        let before = EdgeReading {
+            cpu: Duration::from_millis(50),
+            nats_received_bytes: 10.0,
+            live_messages: 2.0,
+            live_partitions: 341.0,
+        };
+        let after = EdgeReading {
+            cpu: Duration::from_millis(80),
+            nats_received_bytes: 110.0,
+            live_messages: 7.0,
+            live_partitions: 0.0,
+        };
+        assert_eq!(
+            EdgeUse::between(&before, &after),
+            edge(30, 100.0, 5.0).with_partitions(341.0)
+        );
     }
 }
