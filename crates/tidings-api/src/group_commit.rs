@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tidings_domain::StreamEpoch;
-use tidings_store::{NewSend, NotificationKey, SendOutcome};
+use tidings_store::{HELD_IDLE, Held, NewSend, NotificationKey, SendOutcome};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 use tracing::Span;
@@ -32,9 +32,10 @@ use crate::ApiError;
 use crate::send::{MAX_BATCH_REQUESTS, MAX_BATCH_ROWS, Receipt, Written};
 use crate::state::ApiState;
 
-/// Writers, each with at most one transaction open. Enough to overlap one batch's
-/// commit with the next one's publish; few enough that batches form under load
-/// instead of each Send taking a pool connection of its own.
+/// Writers, each with at most one transaction open on a connection of its own
+/// (`tidings_store::Held`, as the recorder's). Enough to overlap one batch's commit
+/// with the next one's publish; few enough that batches form under load instead of
+/// each Send taking a pool connection of its own.
 const WRITERS: usize = 4;
 /// Sends waiting for a writer. A full queue makes callers wait (backpressure), it
 /// never drops one.
@@ -97,10 +98,25 @@ impl GroupCommit {
 /// them as one batch. The queue's lock is held only while taking, so the next writer
 /// takes the Sends that arrive during this one's write.
 async fn write(state: ApiState, jobs: Arc<Mutex<mpsc::Receiver<Job>>>, recorder: mpsc::Sender<ToRecord>) {
+    let mut db = state.store.held();
     loop {
         let batch = {
-            let mut jobs = jobs.lock().await;
-            let Some(first) = jobs.recv().await else { return };
+            // Idle for a while: the connection goes back to the pool until work comes.
+            let mut jobs = match tokio::time::timeout(HELD_IDLE, jobs.lock()).await {
+                Ok(jobs) => jobs,
+                Err(_) => {
+                    db.release();
+                    jobs.lock().await
+                }
+            };
+            let first = match tokio::time::timeout(HELD_IDLE, jobs.recv()).await {
+                Ok(first) => first,
+                Err(_) => {
+                    db.release();
+                    jobs.recv().await
+                }
+            };
+            let Some(first) = first else { return };
             let mut rows = first.send.members.len();
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH_REQUESTS && rows < MAX_BATCH_ROWS {
@@ -120,14 +136,14 @@ async fn write(state: ApiState, jobs: Arc<Mutex<mpsc::Receiver<Job>>>, recorder:
                 .stage_queued
                 .observe(job.queued_at.elapsed().as_secs_f64());
         }
-        write_batch(&state, batch, &recorder).await;
+        write_batch(&state, &mut db, batch, &recorder).await;
     }
 }
 
 /// Writes one batch and passes it to the recorder. The store stops a batch at an
 /// idempotency conflict (a SendStream must answer in order); unary Sends are
 /// independent, so the ones it skipped are written again, in a batch of their own.
-async fn write_batch(state: &ApiState, batch: Vec<Job>, recorder: &mpsc::Sender<ToRecord>) {
+async fn write_batch(state: &ApiState, db: &mut Held, batch: Vec<Job>, recorder: &mpsc::Sender<ToRecord>) {
     let mut sends = Vec::with_capacity(batch.len());
     let mut callers = Vec::with_capacity(batch.len());
     let mut replies = Vec::with_capacity(batch.len());
@@ -137,7 +153,7 @@ async fn write_batch(state: &ApiState, batch: Vec<Job>, recorder: &mpsc::Sender<
         replies.push(job.reply);
     }
     while !sends.is_empty() {
-        let written = match state.write(&sends, &callers).await {
+        let written = match state.write(db, &sends, &callers).await {
             Ok(written) => written,
             // A statement Postgres refused may have failed for one Send's data: each is
             // written again alone, so only that Send fails, never the producers whose
@@ -151,7 +167,7 @@ async fn write_batch(state: &ApiState, batch: Vec<Job>, recorder: &mpsc::Sender<
                         reply,
                         queued_at: Instant::now(),
                     };
-                    Box::pin(write_batch(state, vec![job], recorder)).await;
+                    Box::pin(write_batch(state, db, vec![job], recorder)).await;
                 }
                 return;
             }
@@ -191,7 +207,16 @@ async fn write_batch(state: &ApiState, batch: Vec<Job>, recorder: &mpsc::Sender<
 /// The recorder: records every published batch waiting, in one statement per stream
 /// epoch (normally one), then answers their Sends.
 async fn record(state: ApiState, mut published: mpsc::Receiver<ToRecord>) {
-    while let Some(first) = published.recv().await {
+    let mut db = state.store.held();
+    loop {
+        let first = match tokio::time::timeout(HELD_IDLE, published.recv()).await {
+            Ok(first) => first,
+            Err(_) => {
+                db.release();
+                published.recv().await
+            }
+        };
+        let Some(first) = first else { return };
         let mut batches = vec![first];
         while batches.len() < RECORDING {
             match published.try_recv() {
@@ -208,7 +233,7 @@ async fn record(state: ApiState, mut published: mpsc::Receiver<ToRecord>) {
             }
         }
         for (epoch, rows) in by_epoch {
-            state.record(&rows, epoch).await;
+            state.record(&mut db, &rows, epoch).await;
         }
         for batch in batches {
             for (reply, result) in batch.replies.into_iter().zip(batch.written.receipts()) {

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use tidings_domain::{EventId, MemberId, StreamEpoch};
-use tidings_store::{NewSend, NotificationKey, RowState, SendOutcome, StoredRow};
+use tidings_store::{Held, NewSend, NotificationKey, RowState, SendOutcome, StoredRow};
 use tracing::{Instrument as _, Span};
 use uuid::Uuid;
 
@@ -48,7 +48,8 @@ pub(crate) struct Delivery {
 
 impl ApiState {
     /// Stores every send in one transaction, publishes the new rows, records their
-    /// sequences, and returns one result per send, in order. An error for the whole
+    /// sequences, and returns one result per send, in order. `db` is the calling
+    /// worker's connection (`tidings_store::Held`). An error for the whole
     /// batch means nothing was stored.
     ///
     /// `callers[i]` is the span of the call that asked for `sends[i]`: a batch may serve
@@ -56,11 +57,12 @@ impl ApiState {
     /// publish spans, so one trace still follows each notification to the SSE write.
     pub(crate) async fn send(
         &self,
+        db: &mut Held,
         sends: &[NewSend],
         callers: &[Span],
     ) -> Result<Vec<Result<Receipt, ApiError>>, ApiError> {
-        let written = self.write(sends, callers).await?;
-        self.record(&written.published, written.epoch).await;
+        let written = self.write(db, sends, callers).await?;
+        self.record(db, &written.published, written.epoch).await;
         Ok(written.receipts())
     }
 
@@ -68,10 +70,10 @@ impl ApiState {
     /// returns, the notifications are on their way to the edges; recording their
     /// sequences is bookkeeping the caller does next, alone ([`ApiState::record`]) or
     /// together with other batches.
-    pub(crate) async fn write(&self, sends: &[NewSend], callers: &[Span]) -> Result<Written, ApiError> {
+    pub(crate) async fn write(&self, db: &mut Held, sends: &[NewSend], callers: &[Span]) -> Result<Written, ApiError> {
         debug_assert_eq!(sends.len(), callers.len());
         let traces = Traces::of(callers);
-        let outcomes = self.commit(sends, &traces).await?;
+        let outcomes = self.commit(db, sends, &traces).await?;
         if self.fault == Fault::CrashAfterCommit {
             tracing::error!("fault injection: crashing between commit and publish");
             std::process::abort();
@@ -93,22 +95,26 @@ impl ApiState {
     /// Records stream sequences on the rows and clears their outbox entries. Recording
     /// is bookkeeping: if it fails, the relay re-publishes, and the Nats-Msg-Id makes
     /// JetStream answer with the same sequence.
-    pub(crate) async fn record(&self, published: &[(NotificationKey, u64)], epoch: StreamEpoch) {
+    pub(crate) async fn record(&self, db: &mut Held, published: &[(NotificationKey, u64)], epoch: StreamEpoch) {
         if published.is_empty() {
             return;
         }
-        if let Err(e) = self.store.record_published(published, epoch.0).await {
+        if let Err(e) = db.record_published(published, epoch.0).await {
             tracing::warn!(error = %e, "recording published sequences failed; relay will reconcile");
         }
     }
 
     /// Rows plus outbox entries, in one transaction.
-    async fn commit(&self, sends: &[NewSend], traces: &Traces<'_>) -> Result<Vec<SendOutcome>, ApiError> {
+    async fn commit(
+        &self,
+        db: &mut Held,
+        sends: &[NewSend],
+        traces: &Traces<'_>,
+    ) -> Result<Vec<SendOutcome>, ApiError> {
         let spans =
             traces.spans(|parent| tracing::info_span!(parent: parent, "postgres.insert_sends", sends = sends.len()));
         let started = Instant::now();
-        let outcomes = self
-            .store
+        let outcomes = db
             .insert_sends(sends, self.relay_grace())
             .instrument(first(&spans))
             .await;

@@ -16,7 +16,7 @@
 //! stream's error reaches the client as it came.
 
 use futures::{FutureExt as _, Stream, StreamExt as _};
-use tidings_store::NewSend;
+use tidings_store::{HELD_IDLE, Held, NewSend};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -70,6 +70,7 @@ async fn run<S, E>(
     S: Stream<Item = Result<NewSend, E>> + Unpin,
     E: From<ApiError>,
 {
+    let mut db = state.store.held();
     loop {
         let first = tokio::select! {
             biased;
@@ -79,10 +80,16 @@ async fn run<S, E>(
                 return;
             }
             next = inbound.next() => next,
+            // A call idle for a while holds no connection: a producer may keep a
+            // stream open and quiet for hours.
+            () = tokio::time::sleep(HELD_IDLE), if db.is_holding() => {
+                db.release();
+                continue;
+            }
         };
         let Some(first) = first else { return };
         let (sends, stop) = arrived(first, &mut inbound);
-        if !sends.is_empty() && !answer(&state, &sends, &answers).await {
+        if !sends.is_empty() && !answer(&state, &mut db, &sends, &answers).await {
             return;
         }
         if let Some(e) = stop {
@@ -121,11 +128,12 @@ where
 /// failed request, a failed batch, or a client gone).
 async fn answer<E: From<ApiError>>(
     state: &ApiState,
+    db: &mut Held,
     sends: &[NewSend],
     answers: &mpsc::Sender<Result<Receipt, E>>,
 ) -> bool {
     let callers = vec![tracing::Span::current(); sends.len()];
-    match state.send(sends, &callers).await {
+    match state.send(db, sends, &callers).await {
         Ok(results) => {
             for result in results {
                 let failed = result.is_err();

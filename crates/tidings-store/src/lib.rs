@@ -9,6 +9,7 @@
 //! Layout:
 //! - `config.rs`: [`DbConfig`] (`DATABASE_URL` and pool limits).
 //! - `pool.rs`: [`Store`]: connect (creating the database if missing) and migrate.
+//! - `held.rs`: [`Held`]: a connection one busy worker keeps between statements.
 //! - `send.rs`: the write path: rows, outbox entries and idempotency in one transaction.
 //! - `inbox.rs`: paging (with the archive filter), unread count, mark read; `Selection`
 //!   (ids or up to an id), shared by mark read, archive and delete.
@@ -19,6 +20,7 @@
 
 mod config;
 mod error;
+mod held;
 mod inbox;
 mod lifecycle;
 mod outbox;
@@ -28,6 +30,7 @@ mod send;
 
 pub use config::{DEFAULT_DATABASE_URL, DbConfig};
 pub use error::StoreError;
+pub use held::{Held, IDLE as HELD_IDLE};
 pub use inbox::{Archived, InboxItem, Selection};
 pub use lifecycle::{Archive, Changed};
 pub use outbox::{NotificationKey, OutboxBacklog, PendingPublish};

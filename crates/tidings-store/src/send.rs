@@ -5,11 +5,11 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::{Connection as _, PgConnection};
 use tidings_domain::{MemberId, NotificationType};
 use uuid::Uuid;
 
-use crate::{NotificationKey, Store, StoreError};
+use crate::{Held, NotificationKey, Store, StoreError};
 
 /// One Send, validated: everything the store needs to write its rows.
 #[derive(Debug, Clone)]
@@ -84,101 +84,8 @@ impl Store {
     /// sends after it are skipped. Outbox entries become due for the relay after `relay_grace`, giving
     /// the caller time to publish them itself first.
     pub async fn insert_sends(&self, sends: &[NewSend], relay_grace: Duration) -> Result<Vec<SendOutcome>, StoreError> {
-        // Ids are UUIDv7: time-ordered, so inbox order is id order.
-        let planned: Vec<Vec<Uuid>> = sends
-            .iter()
-            .map(|s| s.members.iter().map(|_| Uuid::now_v7()).collect())
-            .collect();
-        if sends.iter().all(|s| s.idempotency_key.is_none()) {
-            // Nothing to look up before or after: the one insert statement is its own
-            // transaction: one round trip instead of three (begin, insert, commit).
-            let batch: Vec<(&NewSend, &[Uuid])> =
-                sends.iter().zip(&planned).map(|(s, ids)| (s, ids.as_slice())).collect();
-            let mut conn = self.pool().acquire().await?;
-            let mut inserted = insert_rows(&mut conn, &batch, relay_grace).await?;
-            return Ok(sends
-                .iter()
-                .zip(planned)
-                .map(|(send, ids)| fresh_rows(send, ids, &mut inserted))
-                .collect());
-        }
-        // A concurrent call with one of these keys but other members can make our insert
-        // store part of a send (the members it did not take): that transaction is rolled
-        // back and the batch written again, now seeing the other call's rows. Each try
-        // that loses such a race means another call committed the key meanwhile.
-        for _ in 0..MAX_KEY_RACES {
-            if let Some(outcomes) = self.insert_keyed(sends, &planned, relay_grace).await? {
-                return Ok(outcomes);
-            }
-        }
-        Err(StoreError::KeyContended)
-    }
-
-    /// [`Store::insert_sends`] for a batch with idempotency keys: `None` when a
-    /// concurrent call with one of the keys made this try store part of a send, and the
-    /// try was rolled back.
-    async fn insert_keyed(
-        &self,
-        sends: &[NewSend],
-        planned: &[Vec<Uuid>],
-        relay_grace: Duration,
-    ) -> Result<Option<Vec<SendOutcome>>, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        let mut outcomes: Vec<Option<SendOutcome>> = vec![None; sends.len()];
-
-        // Keys seen before: replay their rows, or refuse a different member set.
-        let mut earlier = existing_rows(&mut tx, sends.iter()).await?;
-        for (send, outcome) in sends.iter().zip(outcomes.iter_mut()) {
-            if let Some(rows) = key_of(send).and_then(|k| earlier.remove(&k)) {
-                *outcome = Some(replay(send, rows));
-            }
-        }
-        if let Some(first) = outcomes.iter().position(|o| o == &Some(SendOutcome::KeyConflict)) {
-            for later in &mut outcomes[first + 1..] {
-                *later = Some(SendOutcome::Skipped);
-            }
-        }
-
-        let to_insert: Vec<(&NewSend, &[Uuid])> = sends
-            .iter()
-            .zip(planned)
-            .zip(&outcomes)
-            .filter(|(_, o)| o.is_none())
-            .map(|((s, ids), _)| (s, ids.as_slice()))
-            .collect();
-        let mut fresh = insert_rows(&mut tx, &to_insert, relay_grace).await?;
-
-        // A concurrent call may have stored the same key between our check and insert:
-        // our insert then skipped those rows, and the winner's rows are visible now.
-        let raced: Vec<(&NewSend, &Vec<Uuid>)> = sends
-            .iter()
-            .zip(planned)
-            .zip(&outcomes)
-            .filter(|((s, ids), o)| o.is_none() && key_of(s).is_some() && !fresh.all(ids))
-            .map(|(pair, _)| pair)
-            .collect();
-        if raced.iter().any(|(_, ids)| fresh.any(ids)) {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        let mut raced_rows = existing_rows(&mut tx, raced.iter().map(|(s, _)| *s)).await?;
-        tx.commit().await?;
-
-        Ok(Some(
-            sends
-                .iter()
-                .zip(planned.iter().cloned())
-                .zip(outcomes)
-                .map(|((send, ids), outcome)| match outcome {
-                    Some(done) => done,
-                    None if !fresh.all(&ids) => match key_of(send).and_then(|k| raced_rows.remove(&k)) {
-                        Some(rows) => replay(send, rows),
-                        None => SendOutcome::KeyConflict,
-                    },
-                    None => fresh_rows(send, ids, &mut fresh),
-                })
-                .collect(),
-        ))
+        let mut conn = self.pool().acquire().await?;
+        insert_sends(&mut conn, sends, relay_grace).await
     }
 
     /// Records stream sequences after JetStream acknowledged the publishes, and
@@ -187,6 +94,128 @@ impl Store {
         let mut conn = self.pool().acquire().await?;
         crate::outbox::record_published(&mut conn, published, epoch).await
     }
+}
+
+impl Held {
+    /// [`Store::insert_sends`] on this worker's connection.
+    pub async fn insert_sends(
+        &mut self,
+        sends: &[NewSend],
+        relay_grace: Duration,
+    ) -> Result<Vec<SendOutcome>, StoreError> {
+        self.run(async |conn| insert_sends(conn, sends, relay_grace).await)
+            .await
+    }
+
+    /// [`Store::record_published`] on this worker's connection.
+    pub async fn record_published(
+        &mut self,
+        published: &[(NotificationKey, u64)],
+        epoch: u64,
+    ) -> Result<(), StoreError> {
+        self.run(async |conn| crate::outbox::record_published(conn, published, epoch).await)
+            .await
+    }
+}
+
+async fn insert_sends(
+    conn: &mut PgConnection,
+    sends: &[NewSend],
+    relay_grace: Duration,
+) -> Result<Vec<SendOutcome>, StoreError> {
+    // Ids are UUIDv7: time-ordered, so inbox order is id order.
+    let planned: Vec<Vec<Uuid>> = sends
+        .iter()
+        .map(|s| s.members.iter().map(|_| Uuid::now_v7()).collect())
+        .collect();
+    if sends.iter().all(|s| s.idempotency_key.is_none()) {
+        // Nothing to look up before or after: the one insert statement is its own
+        // transaction: one round trip instead of three (begin, insert, commit).
+        let batch: Vec<(&NewSend, &[Uuid])> = sends.iter().zip(&planned).map(|(s, ids)| (s, ids.as_slice())).collect();
+        let mut inserted = insert_rows(conn, &batch, relay_grace).await?;
+        return Ok(sends
+            .iter()
+            .zip(planned)
+            .map(|(send, ids)| fresh_rows(send, ids, &mut inserted))
+            .collect());
+    }
+    // A concurrent call with one of these keys but other members can make our insert
+    // store part of a send (the members it did not take): that transaction is rolled
+    // back and the batch written again, now seeing the other call's rows. Each try
+    // that loses such a race means another call committed the key meanwhile.
+    for _ in 0..MAX_KEY_RACES {
+        if let Some(outcomes) = insert_keyed(conn, sends, &planned, relay_grace).await? {
+            return Ok(outcomes);
+        }
+    }
+    Err(StoreError::KeyContended)
+}
+
+/// [`Store::insert_sends`] for a batch with idempotency keys: `None` when a
+/// concurrent call with one of the keys made this try store part of a send, and the
+/// try was rolled back.
+async fn insert_keyed(
+    conn: &mut PgConnection,
+    sends: &[NewSend],
+    planned: &[Vec<Uuid>],
+    relay_grace: Duration,
+) -> Result<Option<Vec<SendOutcome>>, StoreError> {
+    let mut tx = conn.begin().await?;
+    let mut outcomes: Vec<Option<SendOutcome>> = vec![None; sends.len()];
+
+    // Keys seen before: replay their rows, or refuse a different member set.
+    let mut earlier = existing_rows(&mut tx, sends.iter()).await?;
+    for (send, outcome) in sends.iter().zip(outcomes.iter_mut()) {
+        if let Some(rows) = key_of(send).and_then(|k| earlier.remove(&k)) {
+            *outcome = Some(replay(send, rows));
+        }
+    }
+    if let Some(first) = outcomes.iter().position(|o| o == &Some(SendOutcome::KeyConflict)) {
+        for later in &mut outcomes[first + 1..] {
+            *later = Some(SendOutcome::Skipped);
+        }
+    }
+
+    let to_insert: Vec<(&NewSend, &[Uuid])> = sends
+        .iter()
+        .zip(planned)
+        .zip(&outcomes)
+        .filter(|(_, o)| o.is_none())
+        .map(|((s, ids), _)| (s, ids.as_slice()))
+        .collect();
+    let mut fresh = insert_rows(&mut tx, &to_insert, relay_grace).await?;
+
+    // A concurrent call may have stored the same key between our check and insert:
+    // our insert then skipped those rows, and the winner's rows are visible now.
+    let raced: Vec<(&NewSend, &Vec<Uuid>)> = sends
+        .iter()
+        .zip(planned)
+        .zip(&outcomes)
+        .filter(|((s, ids), o)| o.is_none() && key_of(s).is_some() && !fresh.all(ids))
+        .map(|(pair, _)| pair)
+        .collect();
+    if raced.iter().any(|(_, ids)| fresh.any(ids)) {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    let mut raced_rows = existing_rows(&mut tx, raced.iter().map(|(s, _)| *s)).await?;
+    tx.commit().await?;
+
+    Ok(Some(
+        sends
+            .iter()
+            .zip(planned.iter().cloned())
+            .zip(outcomes)
+            .map(|((send, ids), outcome)| match outcome {
+                Some(done) => done,
+                None if !fresh.all(&ids) => match key_of(send).and_then(|k| raced_rows.remove(&k)) {
+                    Some(rows) => replay(send, rows),
+                    None => SendOutcome::KeyConflict,
+                },
+                None => fresh_rows(send, ids, &mut fresh),
+            })
+            .collect(),
+    ))
 }
 
 type Key = (String, String);
@@ -250,7 +279,7 @@ struct ExistingRow {
 }
 
 async fn existing_rows<'a>(
-    tx: &mut Transaction<'static, Postgres>,
+    conn: &mut PgConnection,
     sends: impl Iterator<Item = &'a NewSend>,
 ) -> Result<HashMap<Key, Vec<ExistingRow>>, StoreError> {
     let (producers, keys): (Vec<String>, Vec<String>) = sends.filter_map(key_of).unzip();
@@ -264,7 +293,7 @@ async fn existing_rows<'a>(
     )
     .bind(&producers)
     .bind(&keys)
-    .fetch_all(&mut **tx)
+    .fetch_all(conn)
     .await?;
     let mut grouped: HashMap<Key, Vec<ExistingRow>> = HashMap::new();
     for row in rows {

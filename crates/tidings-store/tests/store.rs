@@ -11,6 +11,8 @@ use tidings_store::{Archived, NewSend, PendingPublish, RowState, Selection, Send
 use tidings_testkit::TestDb;
 use uuid::Uuid;
 
+#[path = "store/held.rs"]
+mod held;
 #[path = "store/lifecycle.rs"]
 mod lifecycle;
 
