@@ -39,7 +39,10 @@ RUN channel="$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)" \
 
 FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
-# Dependencies only: this layer is reused until Cargo.toml/Cargo.lock change.
+# The patched crates (`[patch.crates-io]` in Cargo.toml) are dependencies, not workspace
+# members: the recipe does not carry them, so cook needs their source.
+COPY vendor vendor
+# Dependencies only: this layer is reused until Cargo.toml/Cargo.lock or vendor/ change.
 RUN cargo chef cook --release --locked -p tidings --recipe-path recipe.json
 COPY . .
 # No .git in the context: the commit `tidings --version` and tidings_build_info report

@@ -348,6 +348,11 @@ impl StatsHandle {
     }
 }
 
+/// Where each connection's read and write buffers start (hyper's default is 8 KiB). An
+/// SSE event or a request head larger than this grows the buffer; an idle stream keeps
+/// only this much of each.
+const INITIAL_BUF_SIZE: usize = 1024;
+
 /// Accepts connections until `stop` completes, serving each with hyper's HTTP/1.1
 /// connection builder directly. Compared with `axum::serve` (hyper-util's auto builder,
 /// which sniffs for HTTP/2 and keeps a 16 KiB read buffer per connection), this saves
@@ -378,9 +383,13 @@ async fn serve_http1(
         let mut builder = hyper::server::conn::http1::Builder::new();
         // One buffer, no vectored-write queue; a client that never finishes its request
         // head is dropped rather than holding a connection open.
-        // hyper buffers at most 64 KiB of a response before writing it out.
+        // hyper buffers at most 64 KiB of a response before writing it out. Both buffers
+        // start at 1 KiB instead of hyper's 8 (a patched hyper, vendor/hyper/TIDINGS.md):
+        // an idle stream keeps both, and they were half of its memory. A larger request
+        // head grows the read buffer for as long as it needs.
         builder
             .writev(false)
+            .initial_buf_size(INITIAL_BUF_SIZE)
             .max_buf_size(64 * 1024)
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(Duration::from_secs(30));

@@ -250,6 +250,55 @@ async fn header_and_query_floods_are_refused_and_the_node_keeps_serving() {
     assert_eq!(s.next().await.event, "connected");
 }
 
+/// A request head far larger than the edge's initial 1 KiB read buffer, trickled in
+/// small writes (20 KiB of cookies, as a browser behind a busy domain may send), still
+/// opens the member's stream: the buffer grows for the head and shrinks back after.
+#[tokio::test]
+async fn a_large_request_head_in_small_pieces_still_opens_the_stream() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let cluster = TestCluster::start(1).await;
+    let token = TestEdge::token("crumbs", &[], Duration::from_secs(600));
+    let cookies: String = (0..220).map(|i| format!("c{i:03}={}; ", "x".repeat(90))).collect();
+    let head = format!(
+        "GET /v1/stream HTTP/1.1\r\nHost: e\r\nAccept: text/event-stream\r\n\
+         Authorization: Bearer {token}\r\nCookie: {cookies}\r\n\r\n"
+    );
+    assert!(head.len() > 20_000, "{}", head.len());
+    let mut socket = tokio::net::TcpStream::connect(cluster.edges[0].addr).await.unwrap();
+    socket.set_nodelay(true).unwrap();
+    for piece in head.as_bytes().chunks(700) {
+        socket.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut answer = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let read_until_connected = async {
+        while !String::from_utf8_lossy(&answer).contains("event: connected") {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read_until_connected)
+        .await
+        .expect("the stream opens within 10 s");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.200}");
+    // And the stream is live: a notification sent now arrives on it.
+    cluster.send(&["crumbs"], "after a long head").await;
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !String::from_utf8_lossy(&rest).contains("after a long head") {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before the notification");
+            rest.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the notification arrives within 10 s");
+}
+
 /// One member's token never reaches another member's notifications: not on its stream,
 /// not by resuming from a position between the other's events, not in its inbox, not
 /// by marking the other's notifications read (by id or as an `up_to` position).
