@@ -85,9 +85,7 @@ impl EdgeApp {
         if let Err(e) = tickets.open().await {
             tracing::warn!(error = %e, "stream tickets are unavailable until their bucket can be opened");
         }
-        let listener = TcpListener::bind(o.listen)
-            .await
-            .with_context(|| format!("binding TIDINGS_EDGE_LISTEN {}", o.listen))?;
+        let listener = listen(o.listen).with_context(|| format!("binding TIDINGS_EDGE_LISTEN {}", o.listen))?;
         let api = ApiClient::new(&o.api_url, o.api_key.as_ref()).context("TIDINGS_API_URL")?;
 
         let background = TaskTracker::new();
@@ -348,6 +346,31 @@ impl StatsHandle {
     }
 }
 
+/// The edge's listening socket, as `TcpListener::bind` makes it (address reuse, a
+/// backlog of 1,024) and with `TCP_NODELAY`, which Linux copies to every accepted
+/// socket: one system call at start instead of one per connection.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// An event must leave when it is written, not wait for the client's acknowledgement
+/// of the one before (Nagle's algorithm). On Linux the socket has it from the listener.
+fn without_nagle(tcp: &tokio::net::TcpStream) {
+    #[cfg(not(target_os = "linux"))]
+    let _ = tcp.set_nodelay(true);
+    #[cfg(target_os = "linux")]
+    let _ = tcp;
+}
+
 /// Where each connection's read and write buffers start (hyper's default is 8 KiB). An
 /// SSE event or a request head larger than this grows the buffer; an idle stream keeps
 /// only this much of each.
@@ -379,7 +402,7 @@ async fn serve_http1(
                 }
             },
         };
-        let _ = tcp.set_nodelay(true);
+        without_nagle(&tcp);
         let mut builder = hyper::server::conn::http1::Builder::new();
         // One buffer, no vectored-write queue; a client that never finishes its request
         // head is dropped rather than holding a connection open.
@@ -430,5 +453,20 @@ impl<F: std::future::Future> std::future::Future for UntilKilled<F> {
             return std::task::Poll::Ready(());
         }
         this.connection.poll(cx).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_do_not_wait_for_nagle() {
+        let listener = listen(SocketAddr::from(([127, 0, 0, 1], 0))).expect("binds");
+        let addr = listener.local_addr().expect("bound");
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connects");
+        let (accepted, _) = listener.accept().await.expect("accepts");
+        without_nagle(&accepted);
+        assert!(accepted.nodelay().expect("readable option"));
     }
 }
