@@ -3,8 +3,9 @@
 //! Every query is bounded by one member's index entries: paging walks
 //! `notification_member_active` (the default list, archived rows left out),
 //! `notification_member_unread_active` (`unread_only`) or the primary key (member_id, id)
-//! (archived included or only) from the cursor, and the unread count touches only the
-//! member's unread rows that are not archived.
+//! (archived included or only) from the cursor. The unread count is one row of
+//! `member_unread`, which triggers on `notification` keep exact (migration 000500): a
+//! primary-key lookup, however many unread notifications the member has.
 
 use chrono::{DateTime, Utc};
 use tidings_domain::MemberId;
@@ -52,10 +53,9 @@ pub enum Selection {
     UpTo(Uuid),
 }
 
-/// A member's unread count: unread and not archived, off
-/// `notification_member_unread_active`.
-pub(crate) const UNREAD_COUNT: &str =
-    "select count(*) from notification where member_id = $1 and read_at is null and archived_at is null";
+/// A member's unread count (unread and not archived): their counter, and 0 without one
+/// (a member gets a counter row at their first unread notification).
+pub(crate) const UNREAD_COUNT: &str = "select coalesce((select count from member_unread where member_id = $1), 0)";
 
 impl Store {
     /// A page of the member's inbox, newest first, strictly older than `before` (the
@@ -93,13 +93,15 @@ impl Store {
             .await?)
     }
 
-    /// The unread counts of many members, in their order: one query, each count
-    /// served by the same index as [`Store::unread_count`].
+    /// The unread counts of many members, in their order: one query, one counter
+    /// lookup per member.
     pub async fn unread_counts(&self, members: &[MemberId]) -> Result<Vec<u64>, StoreError> {
         let ids: Vec<&str> = members.iter().map(MemberId::as_str).collect();
         let counts: Vec<i64> = sqlx::query_scalar(
-            "select (select count(*) from notification n where n.member_id = m.id and n.read_at is null and n.archived_at is null)
-             from unnest($1::text[]) with ordinality as m(id, i) order by m.i",
+            "select coalesce(u.count, 0)
+             from unnest($1::text[]) with ordinality as m(id, i)
+             left join member_unread u on u.member_id = m.id
+             order by m.i",
         )
         .bind(&ids)
         .fetch_all(self.pool())
@@ -163,7 +165,8 @@ pub(crate) async fn has(tx: &mut sqlx::PgConnection, member: &MemberId, id: Uuid
     )
 }
 
-/// The member's unread count, inside the transaction of a change.
+/// The member's unread count, inside the transaction of a change: the counter the
+/// change's statement moved, locked by this transaction until it commits.
 pub(crate) async fn unread(tx: &mut sqlx::PgConnection, member: &MemberId) -> Result<u64, StoreError> {
     let count: i64 = sqlx::query_scalar(UNREAD_COUNT)
         .bind(member.as_str())

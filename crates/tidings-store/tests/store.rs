@@ -15,6 +15,8 @@ use uuid::Uuid;
 mod held;
 #[path = "store/lifecycle.rs"]
 mod lifecycle;
+#[path = "store/unread.rs"]
+mod unread;
 
 fn member(s: &str) -> MemberId {
     MemberId::parse(s).unwrap()
