@@ -8,7 +8,7 @@
 //! primary-key lookup, however many unread notifications the member has.
 
 use chrono::{DateTime, Utc};
-use tidings_domain::MemberId;
+use tidings_domain::{MemberId, UnreadCount};
 use uuid::Uuid;
 
 use crate::{Store, StoreError};
@@ -56,6 +56,9 @@ pub enum Selection {
 /// A member's unread count (unread and not archived): their counter, and 0 without one
 /// (a member gets a counter row at their first unread notification).
 pub(crate) const UNREAD_COUNT: &str = "select coalesce((select count from member_unread where member_id = $1), 0)";
+/// [`UNREAD_COUNT`] with the counter's version (0 without a row).
+const UNREAD_COUNT_VERSION: &str = "select coalesce(u.count, 0), coalesce(u.version, 0)
+     from (select 1) as one left join member_unread u on u.member_id = $1";
 
 impl Store {
     /// A page of the member's inbox, newest first, strictly older than `before` (the
@@ -93,12 +96,12 @@ impl Store {
             .await?)
     }
 
-    /// The unread counts of many members, in their order: one query, one counter
-    /// lookup per member.
-    pub async fn unread_counts(&self, members: &[MemberId]) -> Result<Vec<u64>, StoreError> {
+    /// The unread counts of many members with their versions, in their order: one
+    /// query, one counter lookup per member.
+    pub async fn unread_counts(&self, members: &[MemberId]) -> Result<Vec<UnreadCount>, StoreError> {
         let ids: Vec<&str> = members.iter().map(MemberId::as_str).collect();
-        let counts: Vec<i64> = sqlx::query_scalar(
-            "select coalesce(u.count, 0)
+        let counts: Vec<(i64, i64)> = sqlx::query_as(
+            "select coalesce(u.count, 0), coalesce(u.version, 0)
              from unnest($1::text[]) with ordinality as m(id, i)
              left join member_unread u on u.member_id = m.id
              order by m.i",
@@ -106,7 +109,7 @@ impl Store {
         .bind(&ids)
         .fetch_all(self.pool())
         .await?;
-        Ok(counts.into_iter().map(i64::unsigned_abs).collect())
+        Ok(counts.into_iter().map(unread_count).collect())
     }
 
     /// The number of the member's unread notifications.
@@ -121,7 +124,7 @@ impl Store {
     /// Marks notifications read (already-read ones keep their first `read_at`) and
     /// returns the new unread count. Ids of other members or unknown ids are ignored;
     /// `None` when `UpTo` names no notification of this member.
-    pub async fn mark_read(&self, member: &MemberId, which: &Selection) -> Result<Option<u64>, StoreError> {
+    pub async fn mark_read(&self, member: &MemberId, which: &Selection) -> Result<Option<UnreadCount>, StoreError> {
         let mut tx = self.pool().begin().await?;
         match which {
             Selection::Ids(ids) => {
@@ -165,12 +168,19 @@ pub(crate) async fn has(tx: &mut sqlx::PgConnection, member: &MemberId, id: Uuid
     )
 }
 
-/// The member's unread count, inside the transaction of a change: the counter the
-/// change's statement moved, locked by this transaction until it commits.
-pub(crate) async fn unread(tx: &mut sqlx::PgConnection, member: &MemberId) -> Result<u64, StoreError> {
-    let count: i64 = sqlx::query_scalar(UNREAD_COUNT)
+/// The member's unread count and version, inside the transaction of a change: the
+/// counter the change's statement moved, locked by this transaction until it commits.
+pub(crate) async fn unread(tx: &mut sqlx::PgConnection, member: &MemberId) -> Result<UnreadCount, StoreError> {
+    let row: (i64, i64) = sqlx::query_as(UNREAD_COUNT_VERSION)
         .bind(member.as_str())
         .fetch_one(tx)
         .await?;
-    Ok(count.unsigned_abs())
+    Ok(unread_count(row))
+}
+
+fn unread_count((count, version): (i64, i64)) -> UnreadCount {
+    UnreadCount {
+        count: count.unsigned_abs(),
+        version: version.unsigned_abs(),
+    }
 }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
+use tidings_domain::UnreadCount;
 use tidings_store::{Selection, Store};
 use tidings_testkit::TestDb;
 use uuid::Uuid;
@@ -91,14 +92,29 @@ async fn the_counter_follows_sends_reads_archives_deletes_and_retention() {
     );
 
     assert_eq!(
-        store.mark_read(&m, &Selection::Ids(vec![mine[9]])).await.unwrap(),
+        store
+            .mark_read(&m, &Selection::Ids(vec![mine[9]]))
+            .await
+            .unwrap()
+            .map(|u| u.count),
         Some(9)
     );
     assert_eq!(
-        store.mark_read(&m, &Selection::Ids(vec![mine[9]])).await.unwrap(),
+        store
+            .mark_read(&m, &Selection::Ids(vec![mine[9]]))
+            .await
+            .unwrap()
+            .map(|u| u.count),
         Some(9)
     );
-    assert_eq!(store.mark_read(&m, &Selection::UpTo(mine[2])).await.unwrap(), Some(6));
+    assert_eq!(
+        store
+            .mark_read(&m, &Selection::UpTo(mine[2]))
+            .await
+            .unwrap()
+            .map(|u| u.count),
+        Some(6)
+    );
     assert_eq!(version(&db, "m").await, 14);
     assert!(mismatches(&db.pool).await.is_empty());
 
@@ -114,12 +130,22 @@ async fn the_counter_follows_sends_reads_archives_deletes_and_retention() {
     assert!(mismatches(&db.pool).await.is_empty());
 
     // Mark all read.
-    assert_eq!(store.mark_read(&m, &Selection::UpTo(mine[9])).await.unwrap(), Some(0));
+    assert_eq!(
+        store
+            .mark_read(&m, &Selection::UpTo(mine[9]))
+            .await
+            .unwrap()
+            .map(|u| u.count),
+        Some(0)
+    );
     assert_eq!(
         store
             .unread_counts(&[m.clone(), member("other"), member("nobody")])
             .await
-            .unwrap(),
+            .unwrap()
+            .iter()
+            .map(|u| u.count)
+            .collect::<Vec<_>>(),
         [0, 10, 0]
     );
 
@@ -159,7 +185,14 @@ async fn a_mark_all_read_of_thousands_moves_the_counter_once() {
         .await
         .unwrap()[0]
         .id;
-    assert_eq!(store.mark_read(&m, &Selection::UpTo(newest)).await.unwrap(), Some(0));
+    assert_eq!(
+        store
+            .mark_read(&m, &Selection::UpTo(newest))
+            .await
+            .unwrap()
+            .map(|u| u.count),
+        Some(0)
+    );
     assert_eq!(version(&db, "m").await, 4_000);
     assert!(mismatches(&db.pool).await.is_empty());
 }
@@ -233,4 +266,78 @@ async fn concurrent_writers_keep_every_counter_exact() {
         .await
         .unwrap();
     assert!(total > 0);
+}
+
+/// A Send's rows carry their member's count: a member's k-th row of the statement
+/// their count before it plus k, at their version plus k.
+#[tokio::test]
+async fn each_fresh_row_carries_its_members_count_and_version() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let out = store
+        .insert_sends(
+            &[send(&["m"], None), send(&["x", "m"], None), send(&["m"], Some("k"))],
+            NOW,
+        )
+        .await
+        .unwrap();
+    let carried: Vec<(String, Option<UnreadCount>)> = out
+        .iter()
+        .flat_map(|o| rows(o).iter().map(|r| (r.member_id.to_string(), r.unread)))
+        .collect();
+    let at = |count, version| Some(UnreadCount { count, version });
+    assert_eq!(
+        carried,
+        [
+            ("m".to_owned(), at(1, 1)),
+            ("x".to_owned(), at(1, 1)),
+            ("m".to_owned(), at(2, 2)),
+            ("m".to_owned(), at(3, 3)),
+        ]
+    );
+    assert!(
+        mismatches(&db.pool).await.is_empty(),
+        "the trigger did not count them twice"
+    );
+
+    // A retry of the keyed send stores nothing and carries nothing.
+    let again = store.insert_sends(&[send(&["m"], Some("k"))], NOW).await.unwrap();
+    assert_eq!(rows(&again[0])[0].unread, None);
+    assert_eq!(store.unread_count(&member("m")).await.unwrap(), 3);
+
+    let read = store
+        .mark_read(&member("m"), &Selection::UpTo(rows(&out[0])[0].id))
+        .await
+        .unwrap();
+    assert_eq!(read, at(2, 4));
+    let next = store.insert_sends(&[send(&["m"], None)], NOW).await.unwrap();
+    assert_eq!(rows(&next[0])[0].unread, at(3, 5));
+}
+
+/// Sends to one member from concurrent calls: every row carries a version of its own,
+/// and the count at that version, as if the calls had run one after another.
+#[tokio::test]
+async fn concurrent_sends_to_one_member_carry_distinct_versions() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut carried = Vec::new();
+                for _ in 0..25 {
+                    let out = store.insert_sends(&[send(&["m"], None)], NOW).await.unwrap();
+                    carried.push(rows(&out[0])[0].unread.unwrap());
+                }
+                carried
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_by_key(|c| c.version);
+    let want: Vec<UnreadCount> = (1..=100).map(|v| UnreadCount { count: v, version: v }).collect();
+    assert_eq!(all, want);
 }
