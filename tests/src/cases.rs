@@ -16,3 +16,4 @@ mod start_live;
 mod startup;
 mod storm;
 mod topics;
+mod unread;

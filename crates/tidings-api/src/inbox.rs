@@ -3,7 +3,7 @@
 //! unread-change announcement after every change (mark read, archive, delete), so the
 //! badge of every tab stays exact.
 
-use tidings_domain::MemberId;
+use tidings_domain::{MemberId, UnreadCount};
 use tidings_store::{Archive, Archived, Changed, InboxItem, Selection};
 use uuid::Uuid;
 
@@ -44,7 +44,11 @@ impl ApiState {
 
     /// Marks notifications read and returns the new unread count; `None` when `which`
     /// is `UpTo` an id the member does not have.
-    pub(crate) async fn mark_read(&self, member: &MemberId, which: &Selection) -> Result<Option<u64>, ApiError> {
+    pub(crate) async fn mark_read(
+        &self,
+        member: &MemberId,
+        which: &Selection,
+    ) -> Result<Option<UnreadCount>, ApiError> {
         let unread = self.store.mark_read(member, which).await?;
         if let Some(count) = unread {
             self.announce_unread_change(member, count).await;
@@ -57,7 +61,7 @@ impl ApiState {
     pub(crate) async fn archive(&self, member: &MemberId, which: &Selection) -> Result<Archive, ApiError> {
         let outcome = self.store.archive(member, which).await?;
         if let Archive::Done(changed) = outcome {
-            self.announce_unread_change(member, changed.unread_count).await;
+            self.announce_unread_change(member, changed.unread).await;
         }
         Ok(outcome)
     }
@@ -66,7 +70,7 @@ impl ApiState {
     /// was deleted: a retry whose first answer was lost still refreshes the badges).
     pub(crate) async fn delete(&self, member: &MemberId, which: &Selection) -> Result<Changed, ApiError> {
         let changed = self.store.delete(member, which).await?;
-        self.announce_unread_change(member, changed.unread_count).await;
+        self.announce_unread_change(member, changed.unread).await;
         Ok(changed)
     }
 
@@ -74,21 +78,21 @@ impl ApiState {
         Ok(self.store.unread_count(member).await?)
     }
 
-    /// One count per member, in order.
-    pub(crate) async fn unread_counts(&self, members: &[MemberId]) -> Result<Vec<u64>, ApiError> {
+    /// One count per member, in order, with its version.
+    pub(crate) async fn unread_counts(&self, members: &[MemberId]) -> Result<Vec<UnreadCount>, ApiError> {
         Ok(self.store.unread_counts(members).await?)
     }
 
-    /// Tells every edge holding the member that its unread count changed (edges fetch
-    /// the count itself, so concurrent changes can never leave a stale one behind).
+    /// Tells every edge holding the member its new unread count, with the version that
+    /// lets an edge tell it from an older one that arrives later (a notification's).
     /// Best effort and not stored (see [`tidings_bus::Bus::announce_unread`]): the
     /// read state is committed either way, and a stream's next connect or
     /// notification refreshes the badge.
-    async fn announce_unread_change(&self, member: &MemberId, unread_count: u64) {
+    async fn announce_unread_change(&self, member: &MemberId, unread: UnreadCount) {
         if !self.bus.is_connected() {
             return;
         }
-        if let Err(e) = self.bus.announce_unread(member, unread_count).await {
+        if let Err(e) = self.bus.announce_unread(member, unread).await {
             tracing::debug!(error = %e, "announcing an unread change failed");
         }
     }

@@ -13,7 +13,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tidings_bus::{Outgoing, Subjects};
-use tidings_domain::MemberId;
+use tidings_domain::{MemberId, UnreadCount};
 use uuid::Uuid;
 
 /// One stored notification row, as both publishing paths see it.
@@ -27,6 +27,9 @@ pub(crate) struct Notification<'a> {
     pub(crate) data: Option<&'a str>,
     pub(crate) group_id: Option<&'a str>,
     pub(crate) created_at: DateTime<Utc>,
+    /// The member's unread count with this notification, when the publisher knows it
+    /// (the inline publish, from the insert; not the relay).
+    pub(crate) unread: Option<UnreadCount>,
 }
 
 /// The message that publishes `n` to its member's subject. `Nats-Msg-Id` is the
@@ -38,6 +41,7 @@ pub(crate) fn message(subjects: &Subjects, n: &Notification<'_>, traceparent: Op
         msg_id: Some(n.id.to_string()),
         event: None,
         traceparent,
+        unread: n.unread,
         payload: notification(n.id, n.kind, n.content, n.data, n.group_id, n.created_at),
     }
 }

@@ -262,6 +262,9 @@ fn message(state: &ApiState, e: &PendingPublish) -> Option<Outgoing> {
         data: e.data.as_deref(),
         group_id: e.group_id.as_deref(),
         created_at: e.created_at,
+        // The relay publishes late: the count at insert may be stale, so it carries none
+        // and edges fetch the current one.
+        unread: None,
     };
     Some(payload::message(state.bus.subjects(), &notification, traceparent))
 }

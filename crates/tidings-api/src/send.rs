@@ -271,6 +271,7 @@ impl<'a> Fresh<'a> {
             data: self.data,
             group_id: self.send.group_id.as_deref(),
             created_at: self.send.created_at,
+            unread: self.row.unread,
         }
     }
 }

@@ -158,7 +158,9 @@ impl Service {
         let member = convert::member("member_id", &req.member_id)?;
         let which = convert::mark_read(&req)?;
         match self.state.mark_read(&member, &which).await? {
-            Some(unread_count) => Ok(pb::MarkReadResponse { unread_count }),
+            Some(unread) => Ok(pb::MarkReadResponse {
+                unread_count: unread.count,
+            }),
             None => Err(ApiError::NotFound(format!(
                 "up_to: no notification {} for this member",
                 req.up_to
@@ -174,7 +176,7 @@ impl Service {
         let which = convert::selection(&req.ids, &req.up_to)?;
         match self.state.archive(&member, &which).await? {
             Archive::Done(changed) => Ok(pb::ArchiveNotificationsResponse {
-                unread_count: changed.unread_count,
+                unread_count: changed.unread.count,
                 archived: changed.changed,
             }),
             Archive::NotFound(id) => {
@@ -194,7 +196,7 @@ impl Service {
         let which = convert::selection(&req.ids, &req.up_to)?;
         let changed = self.state.delete(&member, &which).await?;
         Ok(pb::DeleteNotificationsResponse {
-            unread_count: changed.unread_count,
+            unread_count: changed.unread.count,
             deleted: changed.changed,
         })
     }
@@ -205,14 +207,17 @@ impl Service {
     ) -> Result<pb::GetUnreadCountResponse, ApiError> {
         let (members, many) = convert::unread_members(&req)?;
         Ok(if many {
+            let counts = self.state.unread_counts(&members).await?;
             pb::GetUnreadCountResponse {
                 unread_count: 0,
-                unread_counts: self.state.unread_counts(&members).await?,
+                unread_counts: counts.iter().map(|c| c.count).collect(),
+                unread_versions: counts.iter().map(|c| c.version).collect(),
             }
         } else {
             pb::GetUnreadCountResponse {
                 unread_count: self.state.unread_count(&members[0]).await?,
                 unread_counts: Vec::new(),
+                unread_versions: Vec::new(),
             }
         })
     }

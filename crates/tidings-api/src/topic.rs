@@ -32,6 +32,7 @@ impl ApiState {
             msg_id: None,
             event: Some(message.event),
             traceparent,
+            unread: None,
             payload: message.data_json.into(),
         };
         match self.bus.publish_all(vec![outgoing], self.publish_timeout).await.pop() {

@@ -4,7 +4,9 @@ use async_nats::HeaderMap;
 use async_nats::header::{NATS_LAST_SEQUENCE, NATS_SEQUENCE, NATS_SUBJECT};
 use bytes::Bytes;
 
-use crate::publish::{EVENT, PUBLISHED_AT, TRACEPARENT};
+use tidings_domain::UnreadCount;
+
+use crate::publish::{EVENT, PUBLISHED_AT, TRACEPARENT, UNREAD};
 use crate::{SubjectTarget, Subjects};
 
 /// What an event is, from its subject and `Tidings-Event` header.
@@ -53,6 +55,9 @@ pub struct BusEvent {
     /// Publisher's clock at publish, Unix nanoseconds.
     pub published_at: Option<u128>,
     pub traceparent: Option<String>,
+    /// The member's unread count with this change (the `Tidings-Unread` header), when
+    /// the publisher carried it.
+    pub unread: Option<UnreadCount>,
 }
 
 impl BusEvent {
@@ -93,6 +98,7 @@ impl BusEvent {
             payload,
             published_at: headers.get_last(PUBLISHED_AT).and_then(|v| v.as_str().parse().ok()),
             traceparent: None,
+            unread: unread_of(headers),
         })
     }
 
@@ -141,8 +147,13 @@ impl BusEvent {
             payload,
             published_at: headers.get_last(PUBLISHED_AT).and_then(|v| v.as_str().parse().ok()),
             traceparent: headers.get_last(TRACEPARENT).map(|v| v.as_str().to_owned()),
+            unread: unread_of(headers),
         })
     }
+}
+
+fn unread_of(headers: &HeaderMap) -> Option<UnreadCount> {
+    UnreadCount::parse(headers.get_last(UNREAD)?.as_str())
 }
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {

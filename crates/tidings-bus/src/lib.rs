@@ -43,7 +43,7 @@ pub use config::{NatsConfig, StreamSettings};
 pub use error::BusError;
 pub use event::{BusEvent, EventKind, RESERVED_EVENT_NAMES, UNREAD_EVENT};
 pub use live::{INTEREST_PROPAGATION, LiveSubscription, LiveTarget};
-pub use publish::{EVENT, Outgoing, PUBLISHED_AT, Stored, TRACEPARENT};
+pub use publish::{EVENT, Outgoing, PUBLISHED_AT, Stored, TRACEPARENT, UNREAD};
 pub use replay::{Replay, ReplayCounts, ReplayError, ReplayRange, StreamExtent};
 pub use subject::{SubjectTarget, Subjects};
 pub use ticket::{TICKET_TTL, TicketError, Tickets};

@@ -9,7 +9,7 @@ use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
 use futures::future::join_all;
 
-use tidings_domain::MemberId;
+use tidings_domain::{MemberId, UnreadCount};
 
 use crate::{Bus, BusError};
 
@@ -20,6 +20,11 @@ pub const PUBLISHED_AT: &str = "Tidings-Published-At";
 pub const EVENT: &str = "Tidings-Event";
 /// W3C trace context, lower-case: NATS header names are case-sensitive.
 pub const TRACEPARENT: &str = "traceparent";
+/// The member's unread count just after the message's change, `<count>;<version>`
+/// ([`UnreadCount`]): on a notification the api published inline and on an unread
+/// announcement. Optional: without it (the relay's publishes, an older api's) edges
+/// fetch the count.
+pub const UNREAD: &str = "Tidings-Unread";
 
 /// One message to store in the stream.
 #[derive(Debug, Clone)]
@@ -32,6 +37,8 @@ pub struct Outgoing {
     /// The SSE event name for topic messages; notifications are always `notification`.
     pub event: Option<String>,
     pub traceparent: Option<String>,
+    /// The member's unread count with this notification (the [`UNREAD`] header).
+    pub unread: Option<UnreadCount>,
     /// Exactly the bytes an SSE `data:` carries.
     pub payload: Bytes,
 }
@@ -89,16 +96,18 @@ impl Bus {
         results
     }
 
-    /// Tells the edges holding `member` that its unread count is now `unread_count`:
+    /// Tells the edges holding `member` that its unread count is now `unread` (in the
+    /// payload for older edges, and with its version in the [`UNREAD`] header):
     /// a core NATS message on the member's live subject, not stored. Stored, every
     /// MarkRead would take a place in the member's history — count against the replay
     /// limit of a client that was away, and push its notifications out of a stream
     /// that keeps a bounded number per subject. Edges re-read the count on every
     /// connect anyway, so one lost announcement costs a stale badge until then.
-    pub async fn announce_unread(&self, member: &MemberId, unread_count: u64) -> Result<(), BusError> {
+    pub async fn announce_unread(&self, member: &MemberId, unread: UnreadCount) -> Result<(), BusError> {
         let mut headers = HeaderMap::new();
         headers.insert(EVENT, crate::UNREAD_EVENT);
-        let payload = serde_json::json!({ "unreadCount": unread_count }).to_string();
+        headers.insert(UNREAD, unread.to_string().as_str());
+        let payload = serde_json::json!({ "unreadCount": unread.count }).to_string();
         self.client
             .publish_with_headers(self.subjects().live_member(member), headers, payload.into())
             .await
@@ -125,6 +134,9 @@ fn build(m: Outgoing) -> PublishMessage {
     }
     if let Some(tp) = &m.traceparent {
         headers.insert(TRACEPARENT, tp.as_str());
+    }
+    if let Some(unread) = &m.unread {
+        headers.insert(UNREAD, unread.to_string().as_str());
     }
     let message = PublishMessage::build().headers(headers).payload(m.payload);
     match &m.msg_id {

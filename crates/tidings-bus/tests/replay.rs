@@ -26,6 +26,7 @@ async fn publish(bus: &Bus, messages: &[(&str, Option<&str>)]) -> Vec<u64> {
             msg_id: None,
             event: event.map(str::to_owned),
             traceparent: None,
+            unread: None,
             payload: format!("{{\"n\":{i}}}").into(),
         })
         .collect();

@@ -14,6 +14,7 @@
 //! - `event_id.rs`: [`EventId`], the SSE `id:` carrying stream sequence and incarnation.
 //! - `last_event_id.rs`: [`LastEventId`], a connecting client's position (header or query).
 //! - `data.rs`: [`compact_json`], a producer's `data_json` checked and kept exactly.
+//! - `unread.rs`: [`UnreadCount`], a member's unread count with its counter's version.
 //! - `secret.rs`: [`Secret`], a value whose `Debug` never shows it.
 //! - `config_error.rs`: [`ConfigError`], a start-up error naming the bad variable.
 
@@ -25,6 +26,7 @@ mod last_event_id;
 mod member;
 mod secret;
 mod topic;
+mod unread;
 
 pub use config_error::ConfigError;
 pub use data::{DataError, compact_json, json_holds_nul};
@@ -34,3 +36,4 @@ pub use last_event_id::LastEventId;
 pub use member::{MemberId, MemberIdError, SubjectToken, SubjectTokenError};
 pub use secret::Secret;
 pub use topic::{Topic, TopicError};
+pub use unread::UnreadCount;

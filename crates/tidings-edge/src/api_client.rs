@@ -109,27 +109,25 @@ impl ApiClient {
         Ok(self.inner.clone().delete_notifications(request).await?.into_inner())
     }
 
-    /// The unread counts of `members`, in their order (at most 500: the api's bound).
-    pub(crate) async fn unread_counts(&self, members: &[MemberId]) -> Result<Vec<u64>, tonic::Status> {
+    /// The unread counts of `members`, in their order (at most 500: the api's bound),
+    /// each with its version; `None` versions from an api that predates them.
+    pub(crate) async fn unread_counts(&self, members: &[MemberId]) -> Result<Vec<(u64, Option<u64>)>, tonic::Status> {
         let request = pb::GetUnreadCountRequest {
             member_ids: members.iter().map(MemberId::to_string).collect(),
             ..Default::default()
         };
-        let counts = self
-            .inner
-            .clone()
-            .get_unread_count(request)
-            .await?
-            .into_inner()
-            .unread_counts;
-        if counts.len() != members.len() {
+        let response = self.inner.clone().get_unread_count(request).await?.into_inner();
+        let (counts, versions) = (response.unread_counts, response.unread_versions);
+        if counts.len() != members.len() || !(versions.is_empty() || versions.len() == counts.len()) {
             return Err(tonic::Status::internal(format!(
-                "{} unread counts for {} members",
+                "{} unread counts and {} versions for {} members",
                 counts.len(),
+                versions.len(),
                 members.len()
             )));
         }
-        Ok(counts)
+        let mut versions = versions.into_iter();
+        Ok(counts.into_iter().map(|c| (c, versions.next())).collect())
     }
 
     pub(crate) async fn unread_count(&self, member: &MemberId) -> Result<u64, tonic::Status> {

@@ -95,7 +95,14 @@ impl EdgeApp {
         metrics.max_connections.set(i64::from(o.max_connections));
         let clock = Arc::new(Clock::default());
         let shutdown = &lifecycle.shutdown;
-        let unread = Unread::spawn(api.clone(), hub.clone(), clock.clone(), shutdown.clone(), &background);
+        let unread = Unread::spawn(
+            api.clone(),
+            hub.clone(),
+            clock.clone(),
+            metrics.unread_fetched.clone(),
+            shutdown.clone(),
+            &background,
+        );
         let (catch_up_queue, catch_ups) = CatchUps::new(o.max_connections as usize);
         let live = Live::spawn(
             LiveDeps {

@@ -89,6 +89,7 @@ mod tests {
             payload: Bytes::new(),
             published_at: None,
             traceparent: None,
+            unread: None,
         }
     }
 

@@ -11,6 +11,7 @@ use std::task::Waker;
 
 use bytes::Bytes;
 use tidings_bus::BusEvent;
+use tidings_domain::UnreadCount;
 
 use crate::cursor::Cursor;
 use crate::queue::{Path, Queue, Queued, UNREAD_SLOT};
@@ -120,6 +121,9 @@ pub(crate) struct Delivery {
     /// The newest unread count that arrived while catching up: it follows the
     /// `connected` event and the replay, never precedes them.
     unread: Option<Bytes>,
+    /// The version of the newest unread count queued for this stream: a count carried
+    /// or fetched with a version no higher is older news, and dropped.
+    unread_version: Option<u64>,
 }
 
 impl Delivery {
@@ -135,6 +139,7 @@ impl Delivery {
             ended: None,
             reauth_sent: false,
             unread: None,
+            unread_version: None,
         }
     }
 
@@ -184,8 +189,18 @@ impl Delivery {
     }
 
     /// Queues the member's new unread count, replacing one still queued; while
-    /// catching up it waits for the hand-over to live.
-    pub(crate) fn push_unread(&mut self, frame: Bytes, now: u32) {
+    /// catching up it waits for the hand-over to live. `frame` shows `count`; a count
+    /// with its version goes only if it supersedes every one queued before, so counts
+    /// arriving out of order (a notification's and a MarkRead's take different paths; a
+    /// fetch answers late) never show an older count after a newer one. `None` (an
+    /// older api's count, without a version) always goes.
+    pub(crate) fn push_unread(&mut self, frame: Bytes, count: Option<UnreadCount>, now: u32) {
+        if let Some(count) = count {
+            if !count.supersedes(self.unread_version) {
+                return;
+            }
+            self.unread_version = Some(count.version);
+        }
         match self.phase {
             Phase::Live => self.push_control(frame, Some(UNREAD_SLOT), now),
             Phase::CatchingUp { .. } => self.unread = Some(frame),
@@ -444,6 +459,7 @@ mod tests {
                 payload: Bytes::new(),
                 published_at: None,
                 traceparent: None,
+                unread: None,
             },
             frame: Some(Bytes::from(format!("{seq};"))),
         })
@@ -561,15 +577,33 @@ mod tests {
         for seq in 1..=5 {
             assert_eq!(d.offer(&out(seq, seq - 1, "t"), Some(0), 0), Step::Delivered);
         }
-        d.push_unread(Bytes::from_static(b"u1;"), 0);
-        d.push_unread(Bytes::from_static(b"u2;"), 0);
+        d.push_unread(Bytes::from_static(b"u1;"), None, 0);
+        d.push_unread(Bytes::from_static(b"u2;"), None, 0);
         assert_eq!(drain(&mut d), "5;u2;");
+    }
+
+    #[test]
+    fn an_unread_count_older_than_one_queued_before_is_dropped() {
+        let at = |version| Some(UnreadCount { count: 0, version });
+        let mut d = live(8, 0);
+        d.push_unread(Bytes::from_static(b"u3;"), at(3), 0);
+        assert_eq!(drain(&mut d), "u3;");
+        d.push_unread(Bytes::from_static(b"u2;"), at(2), 0);
+        d.push_unread(Bytes::from_static(b"u3;"), at(3), 0);
+        assert_eq!(drain(&mut d), "", "older, or the same again");
+        d.push_unread(Bytes::from_static(b"u5;"), at(5), 0);
+        d.push_unread(Bytes::from_static(b"u4;"), at(4), 0);
+        assert_eq!(drain(&mut d), "u5;");
+        d.push_unread(Bytes::from_static(b"u?;"), None, 0);
+        assert_eq!(drain(&mut d), "u?;", "a count without a version always goes");
+        d.push_unread(Bytes::from_static(b"u4;"), at(4), 0);
+        assert_eq!(drain(&mut d), "", "and leaves the newest version as it was");
     }
 
     #[test]
     fn an_unread_count_waits_for_the_hand_over_to_live() {
         let mut d = Delivery::new(8, 0);
-        d.push_unread(Bytes::from_static(b"u1;"), 0);
+        d.push_unread(Bytes::from_static(b"u1;"), None, 0);
         d.push_control(Bytes::from_static(b"connected;"), None, 0);
         assert_eq!(d.settle(0).0, Next::Live);
         assert_eq!(drain(&mut d), "connected;u1;");

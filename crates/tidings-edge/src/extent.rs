@@ -104,6 +104,7 @@ mod tests {
                 msg_id: None,
                 event: None,
                 traceparent: None,
+                unread: None,
                 payload: "{}".into(),
             })
             .collect();

@@ -17,7 +17,7 @@ use std::task::Waker;
 use bytes::Bytes;
 use indexmap::IndexMap;
 use tidings_bus::SubjectTarget;
-use tidings_domain::{MemberId, Topic};
+use tidings_domain::{MemberId, Topic, UnreadCount};
 use tokio::sync::mpsc;
 
 use crate::delivery::{Closed, Delivery, LiveEvent, Step};
@@ -443,12 +443,14 @@ impl Hub {
         dispatched
     }
 
-    /// Tells every connection of `member` its new unread count.
-    pub(crate) fn unread(&self, member: &MemberId, frame: &Bytes, now: u32) {
+    /// Tells every connection of `member` its new unread count (`frame`, showing
+    /// `count`; see `Delivery::push_unread`); returns how many connections there were.
+    pub(crate) fn unread(&self, member: &MemberId, frame: &Bytes, count: Option<UnreadCount>, now: u32) -> usize {
         let tabs = self.tabs(member);
-        for conn in tabs {
-            conn.delivery().push_unread(frame.clone(), now);
+        for conn in &tabs {
+            conn.delivery().push_unread(frame.clone(), count, now);
         }
+        tabs.len()
     }
 
     /// Whether `member` has a connection on this node.
@@ -528,6 +530,7 @@ mod tests {
                 payload: Bytes::new(),
                 published_at: None,
                 traceparent: None,
+                unread: None,
             },
             frame: Some(Bytes::from(format!("{seq};"))),
         })

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use futures::{FutureExt as _, StreamExt as _};
 use tidings_bus::{Bus, BusError, BusEvent, EventKind, LiveSubscription, LiveTarget, SubjectTarget};
+use tidings_domain::{MemberId, UnreadCount};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -578,7 +579,7 @@ fn dispatch(node: &LiveDeps, event: BusEvent, wakers: &mut Vec<std::task::Waker>
         if let SubjectTarget::Member(member) = &event.target
             && node.hub.holds(member)
         {
-            node.unread.refresh(member.clone());
+            show_unread(node, member, event.unread);
         }
         return;
     }
@@ -594,7 +595,19 @@ fn dispatch(node: &LiveDeps, event: BusEvent, wakers: &mut Vec<std::task::Waker>
         (&event.kind, &event.target)
         && dispatched.reached > 0
     {
-        node.unread.refresh(member.clone());
+        show_unread(node, member, event.unread);
+    }
+}
+
+/// The member's count after a change: the one the message carried, shown at once, or,
+/// for a message without one, a fetch.
+fn show_unread(node: &LiveDeps, member: &MemberId, carried: Option<UnreadCount>) {
+    match carried {
+        Some(count) => {
+            let shown = crate::unread::carried(&node.hub, member, count, node.clock.now());
+            node.metrics.unread_carried.inc_by(shown as u64);
+        }
+        None => node.unread.refresh(member.clone()),
     }
 }
 

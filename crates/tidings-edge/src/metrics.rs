@@ -33,6 +33,10 @@ pub(crate) struct EdgeMetrics {
     pub(crate) replays_window: IntCounter,
     pub(crate) replay_passes: IntCounter,
     pub(crate) replay_pass_messages: IntCounter,
+    /// Unread counts shown, by where they came from: carried by the message
+    /// (`Tidings-Unread`) or fetched from the api.
+    pub(crate) unread_carried: IntCounter,
+    pub(crate) unread_fetched: IntCounter,
 }
 
 impl EdgeMetrics {
@@ -91,7 +95,14 @@ impl EdgeMetrics {
             "Replays (resumes and gap fetches) by how the stream was read (direct_get, consumer, window)",
             "method",
         );
+        let unread = counter_vec(
+            "tidings_edge_unread_counts_total",
+            "Unread counts handed to this node's streams, by source: carried (in the message that changed the count) or fetched (GetUnreadCount: at connect, and for messages without a count)",
+            "source",
+        );
         Self {
+            unread_carried: unread.with_label_values(&["carried"]),
+            unread_fetched: unread.with_label_values(&["fetched"]),
             replays_direct: replays.with_label_values(&["direct_get"]),
             replays_consumer: replays.with_label_values(&["consumer"]),
             replays_window: replays.with_label_values(&["window"]),

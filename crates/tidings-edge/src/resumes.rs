@@ -351,6 +351,7 @@ mod tests {
             payload: Bytes::from_static(b"{}"),
             published_at: None,
             traceparent: None,
+            unread: None,
         }
     }
 

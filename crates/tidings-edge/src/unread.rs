@@ -1,6 +1,13 @@
-//! Unread counts for badges: after a notification or a MarkRead, the member's count is
-//! fetched from the api and pushed to the member's connections on this node as an
-//! `unread` event. Fetches are coalesced per member: one in flight, and one more if
+//! Unread counts for badges, pushed to the member's connections on this node as an
+//! `unread` event. A notification the api published inline and every unread
+//! announcement carry the member's count with its version (`Tidings-Unread`): it is
+//! shown at once ([`carried`]), no call to the api. The count is fetched from the api
+//! at connect and after a message without one (the outbox relay's publishes, an older
+//! api's). Each connection keeps the newest version it was given and drops older counts
+//! (`Delivery::push_unread`), so a fetch answered late, or a notification's count
+//! overtaken by a MarkRead's, never shows an older count after a newer one.
+//!
+//! Fetches are coalesced per member: one in flight, and one more if
 //! anything changed meanwhile, so the last count sent is never older than the last
 //! change. Members waiting together are fetched together: one GetUnreadCount call
 //! (one query on the api) for up to [`BATCH`] members, a few calls in flight, each
@@ -12,7 +19,8 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tidings_domain::MemberId;
+use prometheus::IntCounter;
+use tidings_domain::{MemberId, UnreadCount};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -42,15 +50,17 @@ pub(crate) struct Unread {
 }
 
 impl Unread {
+    /// `fetched` counts the counts fetched and handed to connections.
     pub(crate) fn spawn(
         api: ApiClient,
         hub: Arc<Hub>,
         clock: Arc<Clock>,
+        fetched: IntCounter,
         shutdown: CancellationToken,
         tracker: &tokio_util::task::TaskTracker,
     ) -> Self {
         let (requests, rx) = mpsc::channel(QUEUE);
-        tracker.spawn(run(api, hub, clock, rx, shutdown, tracker.clone()));
+        tracker.spawn(run(api, hub, clock, fetched, rx, shutdown, tracker.clone()));
         Self {
             requests,
             dropped: Arc::default(),
@@ -69,10 +79,17 @@ impl Unread {
     }
 }
 
+/// Shows `count`, carried by the message that changed it, on the member's connections
+/// here; returns how many there are.
+pub(crate) fn carried(hub: &Hub, member: &MemberId, count: UnreadCount, now: u32) -> usize {
+    hub.unread(member, &sse::unread(count.count), Some(count), now)
+}
+
 async fn run(
     api: ApiClient,
     hub: Arc<Hub>,
     clock: Arc<Clock>,
+    fetched: IntCounter,
     mut requests: mpsc::Receiver<MemberId>,
     shutdown: CancellationToken,
     tracker: tokio_util::task::TaskTracker,
@@ -94,12 +111,20 @@ async fn run(
                 in_flight.insert(member.clone());
             }
             calls += 1;
-            let (api, hub, clock, done_tx) = (api.clone(), hub.clone(), clock.clone(), done_tx.clone());
+            let (api, hub, clock, fetched, done_tx) = (
+                api.clone(),
+                hub.clone(),
+                clock.clone(),
+                fetched.clone(),
+                done_tx.clone(),
+            );
             tracker.spawn(async move {
                 match api.unread_counts(&batch).await {
                     Ok(counts) => {
-                        for (member, count) in batch.iter().zip(counts) {
-                            hub.unread(member, &sse::unread(count), clock.now());
+                        for (member, (count, version)) in batch.iter().zip(counts) {
+                            let versioned = version.map(|version| UnreadCount { count, version });
+                            let shown = hub.unread(member, &sse::unread(count), versioned, clock.now());
+                            fetched.inc_by(shown as u64);
                         }
                     }
                     Err(e) => tracing::debug!(members = batch.len(), error = %e, "unread counts unavailable"),

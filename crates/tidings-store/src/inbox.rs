@@ -3,11 +3,12 @@
 //! Every query is bounded by one member's index entries: paging walks
 //! `notification_member_active` (the default list, archived rows left out),
 //! `notification_member_unread_active` (`unread_only`) or the primary key (member_id, id)
-//! (archived included or only) from the cursor, and the unread count touches only the
-//! member's unread rows that are not archived.
+//! (archived included or only) from the cursor. The unread count is one row of
+//! `member_unread`, which triggers on `notification` keep exact (migration 000500): a
+//! primary-key lookup, however many unread notifications the member has.
 
 use chrono::{DateTime, Utc};
-use tidings_domain::MemberId;
+use tidings_domain::{MemberId, UnreadCount};
 use uuid::Uuid;
 
 use crate::{Store, StoreError};
@@ -52,10 +53,12 @@ pub enum Selection {
     UpTo(Uuid),
 }
 
-/// A member's unread count: unread and not archived, off
-/// `notification_member_unread_active`.
-pub(crate) const UNREAD_COUNT: &str =
-    "select count(*) from notification where member_id = $1 and read_at is null and archived_at is null";
+/// A member's unread count (unread and not archived): their counter, and 0 without one
+/// (a member gets a counter row at their first unread notification).
+pub(crate) const UNREAD_COUNT: &str = "select coalesce((select count from member_unread where member_id = $1), 0)";
+/// [`UNREAD_COUNT`] with the counter's version (0 without a row).
+const UNREAD_COUNT_VERSION: &str = "select coalesce(u.count, 0), coalesce(u.version, 0)
+     from (select 1) as one left join member_unread u on u.member_id = $1";
 
 impl Store {
     /// A page of the member's inbox, newest first, strictly older than `before` (the
@@ -93,18 +96,20 @@ impl Store {
             .await?)
     }
 
-    /// The unread counts of many members, in their order: one query, each count
-    /// served by the same index as [`Store::unread_count`].
-    pub async fn unread_counts(&self, members: &[MemberId]) -> Result<Vec<u64>, StoreError> {
+    /// The unread counts of many members with their versions, in their order: one
+    /// query, one counter lookup per member.
+    pub async fn unread_counts(&self, members: &[MemberId]) -> Result<Vec<UnreadCount>, StoreError> {
         let ids: Vec<&str> = members.iter().map(MemberId::as_str).collect();
-        let counts: Vec<i64> = sqlx::query_scalar(
-            "select (select count(*) from notification n where n.member_id = m.id and n.read_at is null and n.archived_at is null)
-             from unnest($1::text[]) with ordinality as m(id, i) order by m.i",
+        let counts: Vec<(i64, i64)> = sqlx::query_as(
+            "select coalesce(u.count, 0), coalesce(u.version, 0)
+             from unnest($1::text[]) with ordinality as m(id, i)
+             left join member_unread u on u.member_id = m.id
+             order by m.i",
         )
         .bind(&ids)
         .fetch_all(self.pool())
         .await?;
-        Ok(counts.into_iter().map(i64::unsigned_abs).collect())
+        Ok(counts.into_iter().map(unread_count).collect())
     }
 
     /// The number of the member's unread notifications.
@@ -119,7 +124,7 @@ impl Store {
     /// Marks notifications read (already-read ones keep their first `read_at`) and
     /// returns the new unread count. Ids of other members or unknown ids are ignored;
     /// `None` when `UpTo` names no notification of this member.
-    pub async fn mark_read(&self, member: &MemberId, which: &Selection) -> Result<Option<u64>, StoreError> {
+    pub async fn mark_read(&self, member: &MemberId, which: &Selection) -> Result<Option<UnreadCount>, StoreError> {
         let mut tx = self.pool().begin().await?;
         match which {
             Selection::Ids(ids) => {
@@ -163,11 +168,19 @@ pub(crate) async fn has(tx: &mut sqlx::PgConnection, member: &MemberId, id: Uuid
     )
 }
 
-/// The member's unread count, inside the transaction of a change.
-pub(crate) async fn unread(tx: &mut sqlx::PgConnection, member: &MemberId) -> Result<u64, StoreError> {
-    let count: i64 = sqlx::query_scalar(UNREAD_COUNT)
+/// The member's unread count and version, inside the transaction of a change: the
+/// counter the change's statement moved, locked by this transaction until it commits.
+pub(crate) async fn unread(tx: &mut sqlx::PgConnection, member: &MemberId) -> Result<UnreadCount, StoreError> {
+    let row: (i64, i64) = sqlx::query_as(UNREAD_COUNT_VERSION)
         .bind(member.as_str())
         .fetch_one(tx)
         .await?;
-    Ok(count.unsigned_abs())
+    Ok(unread_count(row))
+}
+
+fn unread_count((count, version): (i64, i64)) -> UnreadCount {
+    UnreadCount {
+        count: count.unsigned_abs(),
+        version: version.unsigned_abs(),
+    }
 }

@@ -11,7 +11,8 @@
 //! - `pool.rs`: [`Store`]: connect (creating the database if missing) and migrate.
 //! - `held.rs`: [`Held`]: a connection one busy worker keeps between statements.
 //! - `send.rs`: the write path: rows, outbox entries and idempotency in one transaction.
-//! - `inbox.rs`: paging (with the archive filter), unread count, mark read; `Selection`
+//! - `inbox.rs`: paging (with the archive filter), unread count (`member_unread`, the
+//!   counters triggers keep), mark read; `Selection`
 //!   (ids or up to an id), shared by mark read, archive and delete.
 //! - `lifecycle.rs`: archive and delete, each with the new unread count.
 //! - `retention.rs`: the retention lock and the batch that deletes expired notifications.

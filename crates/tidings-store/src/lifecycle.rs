@@ -5,7 +5,7 @@
 //! Every statement names the member (`member_id = $1`): a member's notifications only,
 //! never another's, and each one served by the member's index entries.
 
-use tidings_domain::MemberId;
+use tidings_domain::{MemberId, UnreadCount};
 use uuid::Uuid;
 
 use crate::inbox::{has, unread};
@@ -16,8 +16,8 @@ use crate::{Selection, Store, StoreError};
 pub struct Changed {
     /// Notifications archived (not counting those archived before) or deleted.
     pub changed: u64,
-    /// The member's unread count after the change.
-    pub unread_count: u64,
+    /// The member's unread count after the change, with its version.
+    pub unread: UnreadCount,
 }
 
 /// An archive's answer.
@@ -71,9 +71,9 @@ impl Store {
                 .rows_affected()
             }
         };
-        let unread_count = unread(&mut tx, member).await?;
+        let unread = unread(&mut tx, member).await?;
         tx.commit().await?;
-        Ok(Archive::Done(Changed { changed, unread_count }))
+        Ok(Archive::Done(Changed { changed, unread }))
     }
 
     /// Deletes the selected notifications of the member, outbox entries included (one
@@ -97,8 +97,8 @@ impl Store {
                 .await?
                 .rows_affected(),
         };
-        let unread_count = unread(&mut tx, member).await?;
+        let unread = unread(&mut tx, member).await?;
         tx.commit().await?;
-        Ok(Changed { changed, unread_count })
+        Ok(Changed { changed, unread })
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::{Connection as _, PgConnection};
-use tidings_domain::{MemberId, NotificationType};
+use tidings_domain::{MemberId, NotificationType, UnreadCount};
 use uuid::Uuid;
 
 use crate::{Held, NotificationKey, Store, StoreError};
@@ -56,6 +56,10 @@ pub struct StoredRow {
     pub member_id: MemberId,
     pub created_at: DateTime<Utc>,
     pub state: RowState,
+    /// For a fresh row, the member's unread count just after it was stored: a member's
+    /// k-th row of the statement carries their count before it plus k, at their
+    /// counter's version plus k. `None` for rows of an earlier call.
+    pub unread: Option<UnreadCount>,
 }
 
 impl StoredRow {
@@ -235,6 +239,7 @@ fn fresh_rows(send: &NewSend, ids: Vec<Uuid>, inserted: &mut Inserted) -> SendOu
             member_id: member.clone(),
             created_at: send.created_at,
             state: RowState::Fresh,
+            unread: inserted.unread.get(&id).copied(),
         })
         .collect();
     SendOutcome::Stored { rows, data }
@@ -262,6 +267,7 @@ fn replay(send: &NewSend, rows: Vec<ExistingRow>) -> SendOutcome {
             member_id: member.clone(),
             created_at: row.created_at,
             state,
+            unread: None,
         });
     }
     SendOutcome::Stored { rows: out, data: None }
@@ -312,6 +318,8 @@ struct Inserted {
     ids: HashSet<Uuid>,
     /// Postgres' rendering of each send's data, by the id of the send's first row.
     data: HashMap<Uuid, String>,
+    /// Each row's member's unread count just after it, by id.
+    unread: HashMap<Uuid, UnreadCount>,
 }
 
 impl Inserted {
@@ -336,6 +344,13 @@ const MAX_KEY_RACES: usize = 3;
 /// inbox read that rendering back, so the inline publish uses it too and a notification
 /// carries the same bytes whichever path publishes it. The rendering is computed once
 /// per send and travels once, however many members the send has.
+///
+/// It also moves the members' unread counters (`member_unread`) itself, in member
+/// order, and returns each row's count: a member's k-th row (in id order) carries
+/// their count before the statement plus k, at their version plus k. It tells the
+/// insert trigger (migration 000500) so in `tidings.unread_counted`, and the trigger
+/// leaves these rows to it. A member without a counter row has no unread notification
+/// (migration 000600 filled the table in), so the row it creates starts from 0.
 async fn insert_rows(
     conn: &mut PgConnection,
     sends: &[(&NewSend, &[Uuid])],
@@ -362,7 +377,7 @@ async fn insert_rows(
         }
     }
     let grace_ms = i64::try_from(relay_grace.as_millis()).unwrap_or(i64::MAX);
-    let inserted: Vec<(Uuid, Option<String>)> = sqlx::query_as(
+    let inserted: Vec<(Uuid, Option<String>, i64, i64)> = sqlx::query_as(
         "with t as (
              select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                                   $7::timestamptz[], $8::text[], $9::text[], $10::text[], $12::bool[])
@@ -379,8 +394,25 @@ async fn insert_rows(
              insert into outbox (member_id, notification_id, next_attempt_at, traceparent)
              select ins.member_id, ins.id, now() + $11 * interval '1 millisecond', t.traceparent
              from ins join t using (member_id, id)
+         ),
+         added as (
+             select member_id, count(*) as n from ins
+             cross join (select set_config('tidings.unread_counted', 'on', true)) as told
+             group by member_id
+         ),
+         counted as (
+             insert into member_unread as u (member_id, count, version)
+             select member_id, n, n from added order by member_id
+             on conflict (member_id) do update
+                 set count = u.count + excluded.count, version = u.version + excluded.version
+             returning member_id, count, version
          )
-         select ins.id, case when t.render then ins.data::text end from ins join t using (member_id, id)",
+         select ins.id, case when t.render then ins.data::text end,
+                c.count - a.n + k.k, c.version - a.n + k.k
+         from ins join t using (member_id, id)
+         join (select id, row_number() over (partition by member_id order by id) as k from ins) k using (id)
+         join added a using (member_id)
+         join counted c using (member_id)",
     )
     .bind(&cols.id)
     .bind(&cols.member)
@@ -397,8 +429,15 @@ async fn insert_rows(
     .fetch_all(conn)
     .await?;
     let mut out = Inserted::default();
-    for (id, data) in inserted {
+    for (id, data, count, version) in inserted {
         out.ids.insert(id);
+        out.unread.insert(
+            id,
+            UnreadCount {
+                count: count.unsigned_abs(),
+                version: version.unsigned_abs(),
+            },
+        );
         if let Some(data) = data {
             out.data.insert(id, data);
         }

@@ -91,6 +91,8 @@ async fn keying_by_member_migrates_a_populated_database_while_the_previous_relea
         "the pending entries are kept"
     );
     assert_eq!(inbox(&db.pool, "m7").await, before, "the inbox reads the same");
+    let wrong = unread_mismatches(&db.pool).await;
+    assert!(wrong.is_empty(), "counters that differ from count(*): {wrong:?}");
 
     // The keys a table distributed by member needs.
     assert_eq!(primary_key(&db.pool, "notification").await, ["member_id", "id"]);
@@ -166,6 +168,106 @@ async fn keying_by_member_migrates_a_populated_database_while_the_previous_relea
         .await
         .unwrap()[0];
     assert_eq!((newest.id, newest.stream_seq), (rows[0].id, Some(99)));
+}
+
+/// The last migration before the unread counters.
+const BEFORE_UNREAD_COUNTERS: i64 = 20261207000400;
+
+/// The previous release reading, archiving and deleting: a member's mark all read, the
+/// archive of one notification and the delete of another. It knows nothing of the
+/// counters, which the triggers keep for it.
+const PREVIOUS_MARK_ALL_READ: &str = "update notification set read_at = now() where member_id = $1 and read_at is null";
+const PREVIOUS_ARCHIVE: &str = "update notification set archived_at = now()
+     where member_id = $1 and id = (select id from notification where member_id = $1 and archived_at is null order by id desc limit 1)";
+const PREVIOUS_DELETE: &str = "delete from notification where member_id = $1 and id = (select id from notification where member_id = $1 order by id limit 1)";
+
+/// The counters start exact for a populated database however the previous release's
+/// writes interleave with the triggers' installation and the batched backfill.
+#[tokio::test]
+async fn the_unread_counters_are_filled_in_exactly_while_the_previous_release_writes() {
+    let db = TestDb::migrated_to(BEFORE_UNREAD_COUNTERS).await;
+    populate(&db.pool).await;
+
+    let phase = Arc::new(AtomicU8::new(BEFORE));
+    let during = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for w in 0..3_i64 {
+        let (pool, phase, during) = (pool(&db.url, 1).await, phase.clone(), during.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let began = phase.load(Ordering::SeqCst);
+                if began == DONE {
+                    break;
+                }
+                // Members spread over every batch of the backfill.
+                let member = format!("m{}", (i * 7 + w * 667) % 2000);
+                let sql = match (i + w) % 5 {
+                    0 => PREVIOUS_MARK_ALL_READ,
+                    1 => PREVIOUS_ARCHIVE,
+                    2 => PREVIOUS_DELETE,
+                    _ => PREVIOUS_INSERT,
+                };
+                let q = if sql == PREVIOUS_INSERT {
+                    sqlx::query(sql).bind(Uuid::now_v7()).bind(&member)
+                } else {
+                    sqlx::query(sql).bind(&member)
+                };
+                q.execute(&pool)
+                    .await
+                    .unwrap_or_else(|e| panic!("the previous release's statement {i} failed: {e}"));
+                if began == MIGRATING && phase.load(Ordering::SeqCst) == MIGRATING {
+                    during.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let migrator = pool(&db.url, 1).await;
+    phase.store(MIGRATING, Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(120), MIGRATOR.run(&migrator))
+        .await
+        .expect("the migrations finish")
+        .unwrap();
+    // A little more of the previous release against the filled-in counters.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    phase.store(DONE, Ordering::SeqCst);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let during = during.load(Ordering::SeqCst);
+    assert!(
+        during >= 10,
+        "the previous release wrote during the migrations (only {during} writes)"
+    );
+
+    let wrong = unread_mismatches(&db.pool).await;
+    assert!(wrong.is_empty(), "counters that differ from count(*): {wrong:?}");
+    let counted: i64 = sqlx::query_scalar("select count(*) from member_unread where count > 0")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(
+        counted >= 100,
+        "the populated members with unread notifications (one in twenty) have counters ({counted})"
+    );
+}
+
+/// Members whose counter differs from a count(*) of their unread notifications.
+async fn unread_mismatches(pool: &PgPool) -> Vec<(String, i64, i64)> {
+    sqlx::query_as(
+        "with truth as (
+             select member_id, count(*) as c from notification
+             where read_at is null and archived_at is null group by member_id
+         )
+         select member_id, coalesce(t.c, 0), coalesce(u.count, 0)
+         from truth t full join member_unread u using (member_id)
+         where coalesce(t.c, 0) <> coalesce(u.count, 0)
+         order by member_id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
 }
 
 /// A step that needs an exclusive lock on a table something else holds gives up after

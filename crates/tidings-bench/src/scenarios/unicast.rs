@@ -1,7 +1,9 @@
 //! `unicast`: members connected, notifications at a fixed rate to random members,
 //! through the api (`--path durable`) or straight to the stream (`--path edge`).
 //! Every notification must reach its member once, in stream order, under the SSE id the
-//! publisher was given; the report is publish→receive latency and CPU per process:
+//! publisher was given, and every badge count (`unread`) a member's stream shows must be
+//! right: never above what was sent to the member so far, never below one shown
+//! before (nothing is read during the run), and at the end exactly what was sent; the report is publish→receive latency and CPU per process:
 //! the api's, nats-server's and Postgres' (the whole server: backends, WAL writer,
 //! checkpointer) per notification sent, each read over the measured window, the last
 //! two only where they are found on this machine (`servers.rs`), else "unknown".
@@ -91,12 +93,23 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
         conns.push(conn);
     }
     let seen: Arc<Vec<Mutex<Seen>>> = Arc::new((0..args.members).map(|_| Mutex::new(Vec::new())).collect());
+    // The unread counts each stream showed, in order.
+    let badges: Arc<Vec<Mutex<Vec<u64>>>> = Arc::new((0..args.members).map(|_| Mutex::new(Vec::new())).collect());
     let run_start = crate::measure::now_nanos();
     let mut readers = Vec::new();
     for (i, mut conn) in conns.into_iter().enumerate() {
-        let seen = seen.clone();
+        let (seen, badges) = (seen.clone(), badges.clone());
         readers.push(tokio::spawn(async move {
             while let Ok(Some(e)) = conn.next().await {
+                if e.event == "unread" {
+                    let data: serde_json::Value = serde_json::from_str(&e.data).unwrap_or_default();
+                    // A count that does not parse is wrong: u64::MAX is above any sent.
+                    badges[i]
+                        .lock()
+                        .await
+                        .push(data["unreadCount"].as_u64().unwrap_or(u64::MAX));
+                    continue;
+                }
                 if e.event != "notification" {
                     continue;
                 }
@@ -168,6 +181,29 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // And every badge its final count (a fetch may answer a moment after the last
+    // notification). Only the durable path's counts are known: the edge path's
+    // notifications are in no inbox.
+    let check_badges = matches!(args.path, Path::Durable);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    if check_badges {
+        loop {
+            let sent = expected.lock().await;
+            let mut settled = true;
+            for (member, cell) in badges.iter().enumerate() {
+                let want = sent.get(&member).map_or(0, Vec::len) as u64;
+                if cell.lock().await.last().copied().unwrap_or(0) != want {
+                    settled = false;
+                    break;
+                }
+            }
+            drop(sent);
+            if settled || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let cpu_after = (
         cpu(cluster.api.pid()),
         cluster.edges.iter().map(|e| cpu(e.pid())).sum::<Duration>(),
@@ -195,6 +231,15 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
     let mut by_second: Vec<Vec<Duration>> = Vec::new();
     let (mut lost, mut duplicated, mut disordered, mut unexpected, mut wrong_id) =
         (0usize, 0usize, 0usize, 0usize, 0usize);
+    let (mut badges_shown, mut badges_wrong) = (0usize, 0usize);
+    for (member, cell) in badges.iter().enumerate() {
+        let shown = cell.lock().await;
+        let want = expected.get(&member).map_or(0, Vec::len) as u64;
+        badges_shown += shown.len();
+        if check_badges {
+            badges_wrong += badge_errors(&shown, want);
+        }
+    }
     for (member, cell) in seen.iter().enumerate() {
         let got = cell.lock().await;
         let want: HashMap<&String, &String> = expected
@@ -230,7 +275,7 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
                 .unwrap_or_else(|| "-".into())
         })
         .collect();
-    let ok = lost == 0 && duplicated == 0 && disordered == 0 && unexpected == 0 && wrong_id == 0;
+    let ok = lost == 0 && duplicated == 0 && disordered == 0 && unexpected == 0 && wrong_id == 0 && badges_wrong == 0;
     let path = match args.path {
         Path::Durable => "durable",
         Path::Edge => "edge",
@@ -248,7 +293,7 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
     let per_send = PerSend::of(total, api_cpu, nats_cpu, postgres_cpu);
     let seconds = |d: Option<Duration>| d.map_or_else(|| "unknown".to_owned(), |d| format!("{:.2}", d.as_secs_f64()));
     let report = format!(
-        "unicast ({path} path, {} routing over {} edges): {total} notifications to {} members at {}/s ({send_seconds:.2} s)\n  latency {}\n  at the socket {}\n  p99 (ms) by second sent: {}\n  lost {lost}, duplicated {duplicated}, out of order {disordered}, unexpected {unexpected}, wrong id {wrong_id}\n  CPU s: api {:.2}, nats-server {}, Postgres {}, edges {:.2}, load generator {:.2}\n  {}\n  (nats-server {}; Postgres {})\n{}\n{}",
+        "unicast ({path} path, {} routing over {} edges): {total} notifications to {} members at {}/s ({send_seconds:.2} s)\n  latency {}\n  at the socket {}\n  p99 (ms) by second sent: {}\n  lost {lost}, duplicated {duplicated}, out of order {disordered}, unexpected {unexpected}, wrong id {wrong_id}, badges wrong {badges_wrong} of {badges_shown}\n  CPU s: api {:.2}, nats-server {}, Postgres {}, edges {:.2}, load generator {:.2}\n  {}\n  (nats-server {}; Postgres {})\n{}\n{}",
         args.routing.name(),
         edges.len(),
         args.members,
@@ -275,7 +320,8 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
             "edge_cpu_us_per_notification": fan_in.edge_cpu_us, "edge_receipts_per_notification": fan_in.receipts,
             "nats_received_bytes_per_notification": fan_in.nats_bytes,
             "latency": percentiles.map(|p| p.json()), "latency_at_socket": arrival.map(|p| p.json()), "lost": lost, "duplicated": duplicated,
-            "out_of_order": disordered, "unexpected": unexpected, "wrong_id": wrong_id, "api_cpu_s": api_cpu.as_secs_f64(),
+            "out_of_order": disordered, "unexpected": unexpected, "wrong_id": wrong_id,
+            "badges_shown": badges_shown, "badges_wrong": badges_wrong, "api_cpu_s": api_cpu.as_secs_f64(),
             "nats_cpu_s": nats_cpu.map(|d| d.as_secs_f64()), "postgres_cpu_s": postgres_cpu.map(|d| d.as_secs_f64()),
             "edge_cpu_s": edge_cpu.as_secs_f64(), "generator_cpu_s": own_cpu.as_secs_f64(),
             "api_cpu_us_per_send": per_send.api, "nats_cpu_us_per_send": per_send.nats,
@@ -287,6 +333,16 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
         bail!("{report}\nverification failed");
     }
     Ok(report)
+}
+
+/// How many of the counts a member's stream showed, in order, were wrong when `sent`
+/// notifications went to the member and none was read: one above `sent`, one below a
+/// count shown before it, and a last one other than `sent` (or none at all).
+fn badge_errors(shown: &[u64], sent: u64) -> usize {
+    let above = shown.iter().filter(|&&c| c > sent).count();
+    let backwards = shown.windows(2).filter(|w| w[1] < w[0]).count();
+    let last = usize::from(shown.last() != Some(&sent));
+    above + backwards + last
 }
 
 /// What one edge reports and has used, read before and after the measured window.
@@ -449,6 +505,17 @@ fn found(server: &Result<Server, String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn badges_may_only_climb_to_what_was_sent() {
+        assert_eq!(badge_errors(&[0, 1, 2, 3], 3), 0);
+        assert_eq!(badge_errors(&[0, 2, 2, 3], 3), 0, "a count shown twice is not wrong");
+        assert_eq!(badge_errors(&[0, 2, 1, 3], 3), 1, "an older count after a newer one");
+        assert_eq!(badge_errors(&[0, 4, 3], 3), 2, "above what was sent, then back");
+        assert_eq!(badge_errors(&[0, 1, 2], 3), 1, "not the final count");
+        assert_eq!(badge_errors(&[], 0), 1, "no badge at all");
+        assert_eq!(badge_errors(&[0], 0), 0);
+    }
 
     #[test]
     fn cpu_per_send_and_its_sums() {

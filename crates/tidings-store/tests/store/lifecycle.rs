@@ -1,6 +1,7 @@
 //! Archive, delete and retention against a real Postgres.
 
 use chrono::{TimeDelta, Utc};
+use tidings_domain::UnreadCount;
 use tidings_store::{Archive, Archived, Changed, Selection, Store};
 use tidings_testkit::{TestDb, eventually};
 use uuid::Uuid;
@@ -38,7 +39,7 @@ async fn archived_notifications_leave_the_default_list_and_the_unread_count() {
         done,
         Archive::Done(Changed {
             changed: 1,
-            unread_count: 5
+            unread: UnreadCount { count: 5, version: 7 }
         })
     );
     assert!(!listed(&store, Archived::Exclude, false).await.contains(&ids[5]));
@@ -55,7 +56,7 @@ async fn archived_notifications_leave_the_default_list_and_the_unread_count() {
         again,
         Archive::Done(Changed {
             changed: 0,
-            unread_count: 5
+            unread: UnreadCount { count: 5, version: 7 }
         })
     );
     assert_eq!(
@@ -88,13 +89,16 @@ async fn archived_notifications_leave_the_default_list_and_the_unread_count() {
         done,
         Archive::Done(Changed {
             changed: 3,
-            unread_count: 2
+            unread: UnreadCount { count: 2, version: 10 }
         })
     );
     assert_eq!(listed(&store, Archived::Exclude, false).await, [ids[4], ids[3]]);
     assert_eq!(
         store.unread_counts(&[m.clone(), member("other")]).await.unwrap(),
-        [2, 1]
+        [
+            UnreadCount { count: 2, version: 10 },
+            UnreadCount { count: 1, version: 1 }
+        ]
     );
     // Reading an archived notification keeps it out of the count either way.
     store.mark_read(&m, &Selection::UpTo(ids[5])).await.unwrap();
@@ -117,7 +121,7 @@ async fn deleted_notifications_are_gone_and_retries_and_foreign_ids_change_nothi
         done,
         Changed {
             changed: 1,
-            unread_count: 5
+            unread: UnreadCount { count: 5, version: 7 }
         }
     );
     let again = store.delete(&m, &Selection::Ids(vec![ids[0]])).await.unwrap();
@@ -125,7 +129,7 @@ async fn deleted_notifications_are_gone_and_retries_and_foreign_ids_change_nothi
         again,
         Changed {
             changed: 0,
-            unread_count: 5
+            unread: UnreadCount { count: 5, version: 7 }
         },
         "a retry succeeds"
     );
@@ -140,7 +144,7 @@ async fn deleted_notifications_are_gone_and_retries_and_foreign_ids_change_nothi
         done,
         Changed {
             changed: 3,
-            unread_count: 2
+            unread: UnreadCount { count: 2, version: 10 }
         }
     );
     assert_eq!(listed(&store, Archived::Include, false).await, [ids[5], ids[4]]);

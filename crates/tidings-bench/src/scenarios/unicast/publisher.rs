@@ -82,6 +82,7 @@ impl Publisher {
                     msg_id: Some(id.to_string()),
                     event: None,
                     traceparent: None,
+                    unread: None,
                     // The payload a Send of the same notification carries, but for
                     // the data's spacing (a Send's is Postgres' jsonb rendering).
                     payload: tidings_api::payload::notification(
