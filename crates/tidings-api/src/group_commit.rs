@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tidings_domain::StreamEpoch;
-use tidings_store::{HELD_IDLE, Held, NewSend, NotificationKey, SendOutcome};
+use tidings_store::{Held, NewSend, NotificationKey, SendOutcome};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 use tracing::Span;
@@ -102,20 +102,8 @@ async fn write(state: ApiState, jobs: Arc<Mutex<mpsc::Receiver<Job>>>, recorder:
     loop {
         let batch = {
             // Idle for a while: the connection goes back to the pool until work comes.
-            let mut jobs = match tokio::time::timeout(HELD_IDLE, jobs.lock()).await {
-                Ok(jobs) => jobs,
-                Err(_) => {
-                    db.release();
-                    jobs.lock().await
-                }
-            };
-            let first = match tokio::time::timeout(HELD_IDLE, jobs.recv()).await {
-                Ok(first) => first,
-                Err(_) => {
-                    db.release();
-                    jobs.recv().await
-                }
-            };
+            let mut jobs = db.wait_for(jobs.lock()).await;
+            let first = db.wait_for(jobs.recv()).await;
             let Some(first) = first else { return };
             let mut rows = first.send.members.len();
             let mut batch = vec![first];
@@ -209,13 +197,7 @@ async fn write_batch(state: &ApiState, db: &mut Held, batch: Vec<Job>, recorder:
 async fn record(state: ApiState, mut published: mpsc::Receiver<ToRecord>) {
     let mut db = state.store.held();
     loop {
-        let first = match tokio::time::timeout(HELD_IDLE, published.recv()).await {
-            Ok(first) => first,
-            Err(_) => {
-                db.release();
-                published.recv().await
-            }
-        };
+        let first = db.wait_for(published.recv()).await;
         let Some(first) = first else { return };
         let mut batches = vec![first];
         while batches.len() < RECORDING {

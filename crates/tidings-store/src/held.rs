@@ -6,12 +6,13 @@
 //! that runs one statement per batch, that doubled the round trips to Postgres and,
 //! at 1,000 unary Sends/s, took about a tenth of the api's CPU (BENCHMARKS.md, issue
 //! 20). A [`Held`] connection goes back to the pool when its worker runs out of work
-//! ([`Held::release`]; the api's workers do after [`IDLE`] without any, so an idle api
+//! ([`Held::release`], or [`Held::wait_for`] after [`IDLE`] without any, so an idle api
 //! holds none), when it sat unused for [`IDLE`] before a statement (the pool then tests
 //! it), when it has been held for [`AT_MOST`] (so the pool's own limits still apply now
 //! and then), and after any failed statement (a broken connection is closed by the
 //! pool's test; a rolled-back transaction is finished).
 
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
@@ -78,6 +79,21 @@ impl Held {
             self.conn = None;
         }
         result
+    }
+
+    /// Waits for a worker's next piece of work (`next`: a queue's `recv`, a lock),
+    /// handing the connection back to the pool if none comes within [`IDLE`], so an
+    /// idle worker holds no connection. `next` is polled to the end either way: the
+    /// release does not cancel it.
+    pub async fn wait_for<T>(&mut self, next: impl Future<Output = T>) -> T {
+        let mut next = pin!(next);
+        match tokio::time::timeout(IDLE, next.as_mut()).await {
+            Ok(item) => item,
+            Err(_) => {
+                self.release();
+                next.await
+            }
+        }
     }
 
     /// Hands the connection back to the pool, for a worker about to wait for work: a

@@ -345,12 +345,14 @@ const MAX_KEY_RACES: usize = 3;
 /// carries the same bytes whichever path publishes it. The rendering is computed once
 /// per send and travels once, however many members the send has.
 ///
-/// It also moves the members' unread counters (`member_unread`) itself, in member
-/// order, and returns each row's count: a member's k-th row (in id order) carries
-/// their count before the statement plus k, at their version plus k. It tells the
-/// insert trigger (migration 000500) so in `tidings.unread_counted`, and the trigger
-/// leaves these rows to it. A member without a counter row has no unread notification
-/// (migration 000600 filled the table in), so the row it creates starts from 0.
+/// It also moves the members' unread counters (`member_unread`) itself, one upsert in
+/// member order, and returns each member's counter after it: a member's k-th row of n
+/// (in id order) carries count - n + k, at version - n + k, worked out here rather than
+/// by a window over the inserted rows. It sets `tidings.unread_counted` for the rest of
+/// the transaction before the insert produces a row, so the insert trigger's WHEN
+/// clause (migration 000700) skips these rows without calling a function. A member
+/// without a counter row has no unread notification (migration 000600 filled the table
+/// in), so the row it creates starts from 0.
 async fn insert_rows(
     conn: &mut PgConnection,
     sends: &[(&NewSend, &[Uuid])],
@@ -377,7 +379,7 @@ async fn insert_rows(
         }
     }
     let grace_ms = i64::try_from(relay_grace.as_millis()).unwrap_or(i64::MAX);
-    let inserted: Vec<(Uuid, Option<String>, i64, i64)> = sqlx::query_as(
+    let mut inserted: Vec<(Uuid, String, Option<String>, i64, i64)> = sqlx::query_as(
         "with t as (
              select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                                   $7::timestamptz[], $8::text[], $9::text[], $10::text[], $12::bool[])
@@ -386,7 +388,8 @@ async fn insert_rows(
          ),
          ins as (
              insert into notification (id, member_id, type, content, data, group_id, created_at, producer, idempotency_key)
-             select id, member_id, type, content, data::jsonb, group_id, created_at, producer, idempotency_key from t
+             select id, member_id, type, content, data::jsonb, group_id, created_at, producer, idempotency_key
+             from t cross join (select set_config('tidings.unread_counted', 'on', true)) as told
              on conflict (producer, idempotency_key, member_id) where idempotency_key is not null do nothing
              returning member_id, id, data
          ),
@@ -395,23 +398,15 @@ async fn insert_rows(
              select ins.member_id, ins.id, now() + $11 * interval '1 millisecond', t.traceparent
              from ins join t using (member_id, id)
          ),
-         added as (
-             select member_id, count(*) as n from ins
-             cross join (select set_config('tidings.unread_counted', 'on', true)) as told
-             group by member_id
-         ),
          counted as (
              insert into member_unread as u (member_id, count, version)
-             select member_id, n, n from added order by member_id
+             select member_id, count(*), count(*) from ins group by member_id order by member_id
              on conflict (member_id) do update
                  set count = u.count + excluded.count, version = u.version + excluded.version
              returning member_id, count, version
          )
-         select ins.id, case when t.render then ins.data::text end,
-                c.count - a.n + k.k, c.version - a.n + k.k
+         select ins.id, ins.member_id, case when t.render then ins.data::text end, c.count, c.version
          from ins join t using (member_id, id)
-         join (select id, row_number() over (partition by member_id order by id) as k from ins) k using (id)
-         join added a using (member_id)
          join counted c using (member_id)",
     )
     .bind(&cols.id)
@@ -428,18 +423,24 @@ async fn insert_rows(
     .bind(&cols.render)
     .fetch_all(conn)
     .await?;
+    // Each row carries its member's counter after the statement; the member's k-th row
+    // of n (in id order) gets the count before plus k: count - n + k.
+    inserted.sort_unstable_by(|a, b| (&a.1, a.0).cmp(&(&b.1, b.0)));
     let mut out = Inserted::default();
-    for (id, data, count, version) in inserted {
-        out.ids.insert(id);
-        out.unread.insert(
-            id,
-            UnreadCount {
-                count: count.unsigned_abs(),
-                version: version.unsigned_abs(),
-            },
-        );
-        if let Some(data) = data {
-            out.data.insert(id, data);
+    for member_rows in inserted.chunk_by_mut(|a, b| a.1 == b.1) {
+        let n = i64::try_from(member_rows.len()).unwrap_or(i64::MAX);
+        for (k, (id, _, data, count, version)) in (1..).zip(member_rows) {
+            out.ids.insert(*id);
+            out.unread.insert(
+                *id,
+                UnreadCount {
+                    count: (*count - n + k).unsigned_abs(),
+                    version: (*version - n + k).unsigned_abs(),
+                },
+            );
+            if let Some(data) = data.take() {
+                out.data.insert(*id, data);
+            }
         }
     }
     Ok(out)

@@ -39,3 +39,29 @@ async fn a_held_connection_stays_out_of_the_pool_until_a_statement_fails() {
     assert!(!held.is_holding());
     assert_eq!(store.unread_count(&member("m")).await.unwrap(), 3);
 }
+
+#[tokio::test]
+async fn a_worker_waiting_for_work_hands_its_connection_back_after_idle() {
+    let db = TestDb::new().await;
+    let store = Store::from_pool(PgPoolOptions::new().max_connections(1).connect(&db.url).await.unwrap());
+    let mut held = store.held();
+    held.insert_sends(&[send(&["m"], None)], NOW).await.unwrap();
+
+    // Work that is there at once: the connection stays.
+    assert_eq!(held.wait_for(async { 7 }).await, 7);
+    assert!(held.is_holding());
+
+    // Work that comes only after the idle time: the connection went back meanwhile, and
+    // the work still arrives.
+    tokio::time::pause();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let later = async move {
+        tokio::time::sleep(tidings_store::HELD_IDLE * 2).await;
+        tx.send(8).unwrap();
+    };
+    let (got, ()) = tokio::join!(held.wait_for(rx), later);
+    assert_eq!(got.unwrap(), 8);
+    assert!(!held.is_holding());
+    tokio::time::resume();
+    assert_eq!(store.unread_count(&member("m")).await.unwrap(), 1);
+}
