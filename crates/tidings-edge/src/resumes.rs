@@ -10,7 +10,9 @@
 //! whole range once is cheaper, this node reads it in one pass into a *window*: every
 //! stream message of the range, by subject, in memory. Waiting resumes, and those that
 //! come while the window lives, are answered from it; a resume past its end extends it
-//! by the missing tail (when that pays too). The window goes after [`WINDOW_IDLE`]
+//! by the missing tail (when that pays too). Resumes woken by one event queue one by
+//! one: the server yields while they keep coming (at most [`GATHER_YIELDS`] times)
+//! before it chooses. The window goes after [`WINDOW_IDLE`]
 //! without resumes. A pass that fails hands its resumes back to the one-by-one path,
 //! which has its own fallback (a consumer).
 //!
@@ -36,6 +38,8 @@ pub(crate) const REPLAY_CONCURRENCY: usize = 64;
 const PASS_RATIO: u64 = 32;
 /// Most resumes taken from the queue at once.
 const MAX_TAKEN: usize = 4096;
+/// Most times the server yields to let resumes woken together queue before it reads.
+const GATHER_YIELDS: usize = 16;
 /// Most messages a window holds (each costs ~200 bytes besides its payload).
 const MAX_WINDOW_MESSAGES: u64 = 250_000;
 /// Most payload bytes a window holds.
@@ -136,10 +140,16 @@ impl Server {
                 }
             };
             let mut waiting = vec![first];
-            while waiting.len() < MAX_TAKEN {
-                match jobs.try_recv() {
-                    Ok(job) => waiting.push(job),
-                    Err(_) => break,
+            take_queued(&mut jobs, &mut waiting);
+            // Resumes woken by one event (a NATS reconnect, one extent read answering
+            // many) are all runnable now but queue one by one: yield while they keep
+            // coming, so they are read together rather than the first ones alone.
+            for _ in 0..GATHER_YIELDS {
+                let before = waiting.len();
+                tokio::task::yield_now().await;
+                take_queued(&mut jobs, &mut waiting);
+                if waiting.len() == before || waiting.len() >= MAX_TAKEN {
+                    break;
                 }
             }
             let rest = self.answer_from_window(waiting).await;
@@ -294,6 +304,16 @@ impl Window {
         let mut events: Vec<BusEvent> = runs.into_iter().flatten().cloned().collect();
         events.sort_by_key(|e| e.seq);
         Replay::Events(events)
+    }
+}
+
+/// Moves the queued resumes into `waiting`, up to [`MAX_TAKEN`].
+fn take_queued(jobs: &mut mpsc::Receiver<Job>, waiting: &mut Vec<Job>) {
+    while waiting.len() < MAX_TAKEN {
+        match jobs.try_recv() {
+            Ok(job) => waiting.push(job),
+            Err(_) => break,
+        }
     }
 }
 
