@@ -53,12 +53,12 @@ async fn keying_by_member_migrates_a_populated_database_while_the_previous_relea
     tokio::time::sleep(Duration::from_millis(100)).await;
     let migrator = pool(&db.url, 1).await;
     phase.store(MIGRATING, Ordering::SeqCst);
-    tokio::time::timeout(Duration::from_secs(120), MIGRATOR.run(&migrator))
+    let restarts = tokio::time::timeout(Duration::from_secs(120), migrate_restarting(&migrator))
         .await
-        .expect("the migrations finish")
-        .unwrap();
+        .expect("the migrations finish");
     phase.store(DONE, Ordering::SeqCst);
     let written = writer.await.unwrap();
+    assert!(restarts < RESTARTS, "the migrations needed {restarts} restarts");
     let during = during.load(Ordering::SeqCst);
     assert!(
         during >= 10,
@@ -91,7 +91,7 @@ async fn keying_by_member_migrates_a_populated_database_while_the_previous_relea
         "the pending entries are kept"
     );
     assert_eq!(inbox(&db.pool, "m7").await, before, "the inbox reads the same");
-    let wrong = unread_mismatches(&db.pool).await;
+    let wrong = db.unread_mismatches().await;
     assert!(wrong.is_empty(), "counters that differ from count(*): {wrong:?}");
 
     // The keys a table distributed by member needs.
@@ -241,7 +241,7 @@ async fn the_unread_counters_are_filled_in_exactly_while_the_previous_release_wr
         "the previous release wrote during the migrations (only {during} writes)"
     );
 
-    let wrong = unread_mismatches(&db.pool).await;
+    let wrong = db.unread_mismatches().await;
     assert!(wrong.is_empty(), "counters that differ from count(*): {wrong:?}");
     let counted: i64 = sqlx::query_scalar("select count(*) from member_unread where count > 0")
         .fetch_one(&db.pool)
@@ -251,23 +251,6 @@ async fn the_unread_counters_are_filled_in_exactly_while_the_previous_release_wr
         counted >= 100,
         "the populated members with unread notifications (one in twenty) have counters ({counted})"
     );
-}
-
-/// Members whose counter differs from a count(*) of their unread notifications.
-async fn unread_mismatches(pool: &PgPool) -> Vec<(String, i64, i64)> {
-    sqlx::query_as(
-        "with truth as (
-             select member_id, count(*) as c from notification
-             where read_at is null and archived_at is null group by member_id
-         )
-         select member_id, coalesce(t.c, 0), coalesce(u.count, 0)
-         from truth t full join member_unread u using (member_id)
-         where coalesce(t.c, 0) <> coalesce(u.count, 0)
-         order by member_id",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap()
 }
 
 /// A step that needs an exclusive lock on a table something else holds gives up after
@@ -347,17 +330,14 @@ async fn previous_release(pool: PgPool, phase: Arc<AtomicU8>, during: Arc<Atomic
             break;
         }
         let member = format!("m{}", i % 2000);
-        let id: Uuid = sqlx::query_scalar(PREVIOUS_INSERT)
-            .bind(Uuid::now_v7())
-            .bind(&member)
-            .fetch_one(&pool)
+        let id = Uuid::now_v7();
+        let send = || sqlx::query(PREVIOUS_INSERT).bind(id).bind(&member).execute(&pool);
+        again_after_deadlock(send)
             .await
             .unwrap_or_else(|e| panic!("the previous release's Send {i} failed: {e}"));
         if i % 2 == 0 {
-            sqlx::query(PREVIOUS_RECORD)
-                .bind(id)
-                .bind(1_000_000 + i)
-                .execute(&pool)
+            let record = || sqlx::query(PREVIOUS_RECORD).bind(id).bind(1_000_000 + i).execute(&pool);
+            again_after_deadlock(record)
                 .await
                 .unwrap_or_else(|e| panic!("the previous release's record {i} failed: {e}"));
         }
@@ -372,6 +352,46 @@ async fn previous_release(pool: PgPool, phase: Arc<AtomicU8>, during: Arc<Atomic
         }
     }
     written
+}
+
+/// How many times a test lets the migrations start over.
+const RESTARTS: u32 = 3;
+
+/// Runs the migrations as a replica does, starting over (as its restart would) when
+/// Postgres broke a deadlock with the previous release's statements by aborting the
+/// migration's; returns how many times it started over. Step 5 locks the outbox, then
+/// the notifications, and the previous release's Send the other way round: Postgres
+/// aborts one of the two, and whichever it is, tries again (deploy/README.md).
+async fn migrate_restarting(migrator: &PgPool) -> u32 {
+    for restarts in 0..RESTARTS {
+        match MIGRATOR.run(migrator).await {
+            Ok(()) => return restarts,
+            Err(sqlx::migrate::MigrateError::ExecuteMigration(e, _) | sqlx::migrate::MigrateError::Execute(e))
+                if deadlocked(&e) => {}
+            Err(e) => panic!("the migrations failed: {e}"),
+        }
+    }
+    panic!("the migrations deadlocked {RESTARTS} times")
+}
+
+/// A statement of the previous release, tried again when Postgres aborted it to break
+/// a deadlock with the migration (nothing of it was stored; its caller retries).
+async fn again_after_deadlock<F, Fut, T>(mut statement: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut tries = 0;
+    loop {
+        match statement().await {
+            Err(e) if deadlocked(&e) && tries < RESTARTS => tries += 1,
+            result => return result,
+        }
+    }
+}
+
+fn deadlocked(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("40P01"))
 }
 
 async fn inbox(pool: &PgPool, member: &str) -> Vec<Uuid> {

@@ -76,6 +76,24 @@ impl TestDb {
         .await
     }
 
+    /// Members whose maintained unread counter (`member_unread`) differs from a
+    /// `count(*)` of their unread, unarchived notifications: `(member, counted, kept)`.
+    pub async fn unread_mismatches(&self) -> Vec<(String, i64, i64)> {
+        sqlx::query_as(
+            "with truth as (
+                 select member_id, count(*) as c from notification
+                 where read_at is null and archived_at is null group by member_id
+             )
+             select member_id, coalesce(t.c, 0), coalesce(u.count, 0)
+             from truth t full join member_unread u using (member_id)
+             where coalesce(t.c, 0) <> coalesce(u.count, 0)
+             order by member_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap_or_else(|e| panic!("comparing unread counters with count(*): {e}"))
+    }
+
     /// The store over this database's pool.
     pub fn store(&self) -> Store {
         Store::from_pool(self.pool.clone())

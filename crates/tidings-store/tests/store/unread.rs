@@ -12,23 +12,6 @@ use uuid::Uuid;
 
 use super::{NOW, member, rows, send};
 
-/// Members whose counter differs from count(*), with both figures; empty when exact.
-pub(crate) async fn mismatches(pool: &sqlx::PgPool) -> Vec<(String, i64, i64)> {
-    sqlx::query_as(
-        "with truth as (
-             select member_id, count(*) as c from notification
-             where read_at is null and archived_at is null group by member_id
-         )
-         select member_id, coalesce(t.c, 0), coalesce(u.count, 0)
-         from truth t full join member_unread u using (member_id)
-         where coalesce(t.c, 0) <> coalesce(u.count, 0)
-         order by member_id",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap()
-}
-
 async fn version(db: &TestDb, m: &str) -> i64 {
     sqlx::query_scalar("select version from member_unread where member_id = $1")
         .bind(m)
@@ -59,7 +42,7 @@ async fn the_counter_follows_sends_reads_archives_deletes_and_retention() {
     sends(&store, &["m", "other"], 5).await;
     assert_eq!(store.unread_count(&m).await.unwrap(), 10);
     assert_eq!(version(&db, "m").await, 10, "one version per unit the count moved");
-    assert!(mismatches(&db.pool).await.is_empty());
+    assert!(db.unread_mismatches().await.is_empty());
 
     let mine: Vec<Uuid> = store
         .list(&m, None, 50, false, tidings_store::Archived::Exclude)
@@ -116,7 +99,7 @@ async fn the_counter_follows_sends_reads_archives_deletes_and_retention() {
         Some(6)
     );
     assert_eq!(version(&db, "m").await, 14);
-    assert!(mismatches(&db.pool).await.is_empty());
+    assert!(db.unread_mismatches().await.is_empty());
 
     // Archiving an unread one lowers the count; archiving a read one does not.
     store
@@ -127,7 +110,7 @@ async fn the_counter_follows_sends_reads_archives_deletes_and_retention() {
     // Deleting a read one changes nothing; an unread one lowers the count.
     store.delete(&m, &Selection::Ids(vec![mine[1], mine[4]])).await.unwrap();
     assert_eq!(store.unread_count(&m).await.unwrap(), 4);
-    assert!(mismatches(&db.pool).await.is_empty());
+    assert!(db.unread_mismatches().await.is_empty());
 
     // Mark all read.
     assert_eq!(
@@ -162,9 +145,9 @@ async fn the_counter_follows_sends_reads_archives_deletes_and_retention() {
     run.release().await;
     assert!(gone.deleted >= 10, "{gone:?}");
     assert!(
-        mismatches(&db.pool).await.is_empty(),
+        db.unread_mismatches().await.is_empty(),
         "{:?}",
-        mismatches(&db.pool).await
+        db.unread_mismatches().await
     );
     assert_eq!(store.unread_count(&member("other")).await.unwrap(), 0);
 }
@@ -194,7 +177,7 @@ async fn a_mark_all_read_of_thousands_moves_the_counter_once() {
         Some(0)
     );
     assert_eq!(version(&db, "m").await, 4_000);
-    assert!(mismatches(&db.pool).await.is_empty());
+    assert!(db.unread_mismatches().await.is_empty());
 }
 
 /// Writers that touch overlapping sets of members at once (multi-member sends, mark
@@ -257,9 +240,9 @@ async fn concurrent_writers_keep_every_counter_exact() {
             .unwrap();
     }
     assert!(
-        mismatches(&db.pool).await.is_empty(),
+        db.unread_mismatches().await.is_empty(),
         "{:?}",
-        mismatches(&db.pool).await
+        db.unread_mismatches().await
     );
     let total: i64 = sqlx::query_scalar("select sum(count)::bigint from member_unread")
         .fetch_one(&db.pool)
@@ -296,7 +279,7 @@ async fn each_fresh_row_carries_its_members_count_and_version() {
         ]
     );
     assert!(
-        mismatches(&db.pool).await.is_empty(),
+        db.unread_mismatches().await.is_empty(),
         "the trigger did not count them twice"
     );
 
