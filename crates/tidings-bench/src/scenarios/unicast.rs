@@ -139,6 +139,8 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
     let publisher = Publisher::new(args.path, cluster).await?;
     let total = (f64::from(args.rate) * args.duration.as_secs_f64()).round() as usize;
     let expected: Arc<Mutex<HashMap<usize, Vec<Sent>>>> = Arc::default();
+    // How long each Send (or direct publish) took to answer: what a producer waits.
+    let answers: Arc<Mutex<Vec<Duration>>> = Arc::default();
     let server_cpu = || Servers {
         nats: nats.as_ref().ok().map(Server::cpu),
         postgres: postgres.as_ref().ok().map(Server::cpu),
@@ -158,9 +160,12 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
         ticker.tick().await;
         let member = rand::rng().random_range(0..args.members);
         let (publisher, expected, name) = (publisher.clone(), expected.clone(), members[member].clone());
+        let answers = answers.clone();
         sends.push(tokio::spawn(async move {
             let data_json = serde_json::json!({ "t": crate::measure::now_nanos().to_string(), "n": n }).to_string();
+            let asked = Instant::now();
             let sent = publisher.send(name, data_json).await?;
+            answers.lock().await.push(asked.elapsed());
             expected.lock().await.entry(member).or_default().push(sent);
             Ok::<_, anyhow::Error>(())
         }));
@@ -266,6 +271,7 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
     }
     let percentiles = Percentiles::of(&mut latencies);
     let arrival = Percentiles::of(&mut arrivals);
+    let answered = Percentiles::of(&mut answers.lock().await);
     // Where the tail comes from: a steady p99, or a few bad seconds.
     let p99_by_second: Vec<String> = by_second
         .iter_mut()
@@ -293,13 +299,14 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
     let per_send = PerSend::of(total, api_cpu, nats_cpu, postgres_cpu);
     let seconds = |d: Option<Duration>| d.map_or_else(|| "unknown".to_owned(), |d| format!("{:.2}", d.as_secs_f64()));
     let report = format!(
-        "unicast ({path} path, {} routing over {} edges): {total} notifications to {} members at {}/s ({send_seconds:.2} s)\n  latency {}\n  at the socket {}\n  p99 (ms) by second sent: {}\n  lost {lost}, duplicated {duplicated}, out of order {disordered}, unexpected {unexpected}, wrong id {wrong_id}, badges wrong {badges_wrong} of {badges_shown}\n  CPU s: api {:.2}, nats-server {}, Postgres {}, edges {:.2}, load generator {:.2}\n  {}\n  (nats-server {}; Postgres {})\n{}\n{}",
+        "unicast ({path} path, {} routing over {} edges): {total} notifications to {} members at {}/s ({send_seconds:.2} s)\n  latency {}\n  at the socket {}\n  answered {}\n  p99 (ms) by second sent: {}\n  lost {lost}, duplicated {duplicated}, out of order {disordered}, unexpected {unexpected}, wrong id {wrong_id}, badges wrong {badges_wrong} of {badges_shown}\n  CPU s: api {:.2}, nats-server {}, Postgres {}, edges {:.2}, load generator {:.2}\n  {}\n  (nats-server {}; Postgres {})\n{}\n{}",
         args.routing.name(),
         edges.len(),
         args.members,
         args.rate,
         percentiles.map(|p| p.row()).unwrap_or_default(),
         arrival.map(|p| p.row()).unwrap_or_default(),
+        answered.map(|p| p.row()).unwrap_or_default(),
         p99_by_second.join(" "),
         api_cpu.as_secs_f64(),
         seconds(nats_cpu),
@@ -319,7 +326,8 @@ pub(crate) async fn run(cluster: &Cluster, args: Args) -> anyhow::Result<String>
             "edges": per_edge.iter().map(EdgeUse::json).collect::<Vec<_>>(),
             "edge_cpu_us_per_notification": fan_in.edge_cpu_us, "edge_receipts_per_notification": fan_in.receipts,
             "nats_received_bytes_per_notification": fan_in.nats_bytes,
-            "latency": percentiles.map(|p| p.json()), "latency_at_socket": arrival.map(|p| p.json()), "lost": lost, "duplicated": duplicated,
+            "latency": percentiles.map(|p| p.json()), "latency_at_socket": arrival.map(|p| p.json()),
+            "answered": answered.map(|p| p.json()), "lost": lost, "duplicated": duplicated,
             "out_of_order": disordered, "unexpected": unexpected, "wrong_id": wrong_id,
             "badges_shown": badges_shown, "badges_wrong": badges_wrong, "api_cpu_s": api_cpu.as_secs_f64(),
             "nats_cpu_s": nats_cpu.map(|d| d.as_secs_f64()), "postgres_cpu_s": postgres_cpu.map(|d| d.as_secs_f64()),
