@@ -17,24 +17,38 @@ const NONE: [u64; 0] = [];
 
 /// Publishes `(subject, event)` pairs in order through the roles' own publish path;
 /// returns their sequences.
+///
+/// A stream just created on a cluster may not have its subjects' interest on every
+/// server yet, and a publish there gets no responders (async-nats calls it
+/// `StreamNotFound`): nothing was stored, and the batch is sent again, for at most 5 s.
 async fn publish(bus: &Bus, messages: &[(&str, Option<&str>)]) -> Vec<u64> {
-    let outgoing = messages
-        .iter()
-        .enumerate()
-        .map(|(i, (subject, event))| Outgoing {
-            subject: (*subject).to_owned(),
-            msg_id: None,
-            event: event.map(str::to_owned),
-            traceparent: None,
-            unread: None,
-            payload: format!("{{\"n\":{i}}}").into(),
-        })
-        .collect();
-    bus.publish_all(outgoing, Duration::from_secs(5))
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().seq)
-        .collect()
+    let outgoing = || {
+        messages
+            .iter()
+            .enumerate()
+            .map(|(i, (subject, event))| Outgoing {
+                subject: (*subject).to_owned(),
+                msg_id: None,
+                event: event.map(str::to_owned),
+                traceparent: None,
+                unread: None,
+                payload: format!("{{\"n\":{i}}}").into(),
+            })
+            .collect()
+    };
+    let unanswered = |r: &Result<_, async_nats::jetstream::context::PublishError>| {
+        r.as_ref()
+            .is_err_and(|e| e.kind() == async_nats::jetstream::context::PublishErrorKind::StreamNotFound)
+    };
+    let mut results = bus.publish_all(outgoing(), Duration::from_secs(5)).await;
+    for _ in 0..50 {
+        if results.is_empty() || !results.iter().all(unanswered) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        results = bus.publish_all(outgoing(), Duration::from_secs(5)).await;
+    }
+    results.into_iter().map(|r| r.unwrap().seq).collect()
 }
 
 fn range(subjects: Vec<String>, from: u64, until: Option<u64>, complete_to: Option<u64>) -> ReplayRange {
