@@ -12,7 +12,8 @@
 //! are on their way to the edges, and the writer hands the batch to one recorder and
 //! takes the next. The recorder records the sequences of every batch handed to it
 //! meanwhile in one statement, then answers their Sends (an answer still means the
-//! sequence is recorded, as for SendStream).
+//! sequence is recorded, as for SendStream; the record's commit does not wait for the
+//! WAL flush, see `tidings_store`'s `record_published`).
 //!
 //! Lifecycle: the writers and the recorder run on the role's task tracker. They stop
 //! when the last [`GroupCommit`] handle is dropped (the gRPC service goes away at

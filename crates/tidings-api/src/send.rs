@@ -11,7 +11,9 @@
 //!   relay is woken, and the answer carries no event id yet. A committed notification
 //!   is never lost.
 //! - Record the sequences JetStream acknowledged. Bookkeeping: if it fails, the relay
-//!   re-publishes, and `Nats-Msg-Id` makes JetStream answer with the same sequence.
+//!   re-publishes, and `Nats-Msg-Id` makes JetStream answer with the same sequence;
+//!   so it commits without waiting for the WAL flush (a crash that loses it is a
+//!   record that failed).
 
 use std::collections::HashMap;
 use std::time::Instant;

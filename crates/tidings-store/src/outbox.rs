@@ -135,7 +135,16 @@ impl Store {
 }
 
 /// Sets `stream_seq`/`stream_epoch` on published rows and deletes their outbox entries,
-/// in one statement.
+/// in one statement, committed without waiting for the WAL flush.
+///
+/// The record is bookkeeping of what JetStream already holds, so its commit need not
+/// be durable at once (`synchronous_commit = off`, for this statement's transaction
+/// alone; the rows' insert stays synchronous): should Postgres crash before the WAL
+/// writer flushed it (within ~3 × `wal_writer_delay`), the row is unrecorded again and
+/// the relay publishes it again, which JetStream answers with the same sequence
+/// (`Nats-Msg-Id`), or finds it in the stream past the duplicate window — what a
+/// record that failed gets. A flush per record cost ~2 ms of each Send's answer and
+/// one fsync per Send beside the insert's (BENCHMARKS.md, session 13).
 pub(crate) async fn record_published(
     conn: &mut PgConnection,
     published: &[(NotificationKey, u64)],
@@ -150,7 +159,8 @@ pub(crate) async fn record_published(
         .map(|(_, s)| i64::try_from(*s).unwrap_or(i64::MAX))
         .collect();
     sqlx::query(
-        "with p as (select * from unnest($1::text[], $2::uuid[], $3::bigint[]) as t(member_id, id, seq)),
+        "with no_flush as materialized (select set_config('synchronous_commit', 'off', true)),
+              p as (select t.* from unnest($1::text[], $2::uuid[], $3::bigint[]) as t(member_id, id, seq), no_flush),
               u as (update notification n set stream_seq = p.seq, stream_epoch = $4
                     from p where n.member_id = p.member_id and n.id = p.id)
          delete from outbox o using p where o.member_id = p.member_id and o.notification_id = p.id",

@@ -65,3 +65,34 @@ async fn a_worker_waiting_for_work_hands_its_connection_back_after_idle() {
     tokio::time::resume();
     assert_eq!(store.unread_count(&member("m")).await.unwrap(), 1);
 }
+
+/// Recording a sequence commits without waiting for the WAL flush, for its own
+/// transaction only: the same connection's next insert is durable before it answers
+/// again (`synchronous_commit` back to the server's setting).
+#[tokio::test]
+async fn a_records_unflushed_commit_never_reaches_the_next_insert() {
+    let db = TestDb::new().await;
+    let store = Store::from_pool(PgPoolOptions::new().max_connections(1).connect(&db.url).await.unwrap());
+    let setting = async || -> String {
+        sqlx::query_scalar("show synchronous_commit")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    };
+    let server = setting().await;
+    assert_ne!(server, "off", "the test database commits durably to begin with");
+
+    let mut held = store.held();
+    let out = held.insert_sends(&[send(&["m"], None)], NOW).await.unwrap();
+    let tidings_store::SendOutcome::Stored { rows, .. } = &out[0] else {
+        panic!("{out:?}")
+    };
+    held.record_published(&[(rows[0].key(), 7)], 1).await.unwrap();
+    held.release();
+    assert_eq!(setting().await, server, "on the one connection, after the record");
+    let recorded: Option<i64> = sqlx::query_scalar("select stream_seq from notification")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(recorded, Some(7));
+}
