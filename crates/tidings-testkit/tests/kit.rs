@@ -176,7 +176,20 @@ async fn a_three_node_cluster_elects_a_stream_leader_and_survives_losing_it() {
     assert_eq!(state.replicas.len(), 2, "R3: a leader and two followers");
 
     let subject = ns.bus.subjects().member(&MemberId::parse("m").unwrap());
-    js.publish(subject.clone(), "one".into()).await.unwrap().await.unwrap();
+    // Nor may the subject's interest have reached this client's server yet: a publish
+    // nobody answered (async-nats: `StreamNotFound`) stored nothing and is sent again.
+    let first = eventually("the first publish to be answered", || {
+        let (js, subject) = (js.clone(), subject.clone());
+        async move {
+            match js.publish(subject, "one".into()).await.unwrap().await {
+                Ok(ack) => Some(ack),
+                Err(e) if e.kind() == async_nats::jetstream::context::PublishErrorKind::StreamNotFound => None,
+                Err(e) => panic!("the first publish failed: {e}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(first.sequence, 1);
 
     cluster.node_mut(&leader).kill();
     let new_leader = eventually("a new stream leader", || {
