@@ -24,7 +24,7 @@ use crate::resumes::{REPLAY_CONCURRENCY, Resumes};
 use crate::state::{EdgeState, Lifecycle, Limits};
 use crate::topics::{PublicTopics, TopicModes};
 use crate::unread::Unread;
-use crate::{openapi, routes, sweep};
+use crate::{openapi, routes, sse, sweep};
 
 /// The HS256 secret `tidings dev` uses when none is configured. Public, so never for
 /// anything but a laptop.
@@ -150,7 +150,7 @@ impl EdgeApp {
             replays,
             resumes,
             limits: Limits {
-                retry: o.retry,
+                retry: sse::retry(o.retry),
                 heartbeat: o.heartbeat,
                 replay_limit: o.replay_limit,
                 queue_capacity: o.connection_queue as usize,

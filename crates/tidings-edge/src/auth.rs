@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use tidings_bus::Tickets;
 use tidings_domain::{ConfigError, MemberId, Topic};
 
+use crate::hs256::{self, Hs256};
+
 /// The cookie a browser may carry its token in.
 pub const COOKIE: &str = "tidings_token";
 
@@ -66,6 +68,9 @@ pub struct Verifier {
     validation: Validation,
     /// Set when tokens can also be minted here (HS256): `tidings token`, dev mode.
     signer: Option<EncodingKey>,
+    /// HS256 tokens are checked by `hs256.rs`, not by jsonwebtoken (same verdicts, a
+    /// fraction of the work).
+    hs256: Option<Hs256>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -82,6 +87,7 @@ impl Verifier {
             key: DecodingKey::from_secret(secret),
             validation: validation(Algorithm::HS256),
             signer: Some(EncodingKey::from_secret(secret)),
+            hs256: Hs256::new(secret),
         }
     }
 
@@ -106,18 +112,37 @@ impl Verifier {
             key,
             validation: validation(algorithm),
             signer: None,
+            hs256: None,
         })
     }
 
     /// Verifies a token: signature, algorithm, `exp` (no leeway), `nbf` when present
     /// (with `NBF_LEEWAY` for clock skew), and a valid member id.
     pub fn verify(&self, token: &str) -> Result<Subscriber, AuthError> {
+        let claims = match &self.hs256 {
+            Some(hs256) => match hs256.verify(token, now_secs(), NBF_LEEWAY.as_secs()) {
+                Ok(c) => Claims {
+                    sub: c.sub,
+                    exp: c.exp,
+                    topics: c.topics,
+                },
+                Err(hs256::Refused::Invalid(why)) => return Err(AuthError::Invalid(why)),
+                Err(hs256::Refused::NotYetValid) => return Err(AuthError::NotYetValid),
+            },
+            None => self.verify_by_library(token)?,
+        };
+        subscriber(claims)
+    }
+
+    /// jsonwebtoken's check: the public-key algorithms, and the reference the HS256
+    /// check is compared with.
+    fn verify_by_library(&self, token: &str) -> Result<Claims, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
             jsonwebtoken::errors::ErrorKind::ImmatureSignature => AuthError::NotYetValid,
             other => AuthError::Invalid(format!("{other:?}").to_lowercase()),
         })?;
-        subscriber(data.claims)
+        Ok(data.claims)
     }
 
     /// Signs a token for `claims`, usually [`Claims`]; tests sign hand-made claim sets
@@ -168,16 +193,20 @@ fn validation(algorithm: Algorithm) -> Validation {
     v
 }
 
-/// Where a request's credential came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Credential {
-    Token(String),
-    Ticket(String),
+/// Where a request's credential came from (borrowed from the request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Credential<'a> {
+    Token(&'a str),
+    Ticket(&'a str),
 }
 
 /// Finds the credential: `Authorization: Bearer`, then the cookie, then `access_token`,
 /// then `ticket`.
-pub(crate) fn credential(headers: &HeaderMap, access_token: Option<&str>, ticket: Option<&str>) -> Option<Credential> {
+pub(crate) fn credential<'a>(
+    headers: &'a HeaderMap,
+    access_token: Option<&'a str>,
+    ticket: Option<&'a str>,
+) -> Option<Credential<'a>> {
     let bearer = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -195,12 +224,8 @@ pub(crate) fn credential(headers: &HeaderMap, access_token: Option<&str>, ticket
         .or(cookie)
         .or(access_token)
         .filter(|t| !t.is_empty())
-        .map(|t| Credential::Token(t.to_owned()))
-        .or_else(|| {
-            ticket
-                .filter(|t| !t.is_empty())
-                .map(|t| Credential::Ticket(t.to_owned()))
-        })
+        .map(Credential::Token)
+        .or_else(|| ticket.filter(|t| !t.is_empty()).map(Credential::Ticket))
 }
 
 /// Authenticates a request from its token (header, cookie, `access_token`) or its
@@ -214,10 +239,12 @@ pub(crate) async fn authenticate(
 ) -> Result<Subscriber, AuthError> {
     match credential(headers, access_token, ticket) {
         None => Err(AuthError::Missing),
-        Some(Credential::Token(token)) => verifier.verify(&token),
+        Some(Credential::Token(token)) => verifier.verify(token),
         Some(Credential::Ticket(id)) => {
-            let value = tickets
-                .redeem(&id)
+            // Boxed: the redemption's future (a NATS round trip, ~6 KB) would otherwise
+            // sit inside every request's future, tokens and tickets alike, and be
+            // allocated and copied with each.
+            let value = Box::pin(tickets.redeem(id))
                 .await
                 .map_err(|e| AuthError::TicketsUnavailable(e.to_string()))?
                 .ok_or(AuthError::BadTicket)?;
@@ -225,6 +252,11 @@ pub(crate) async fn authenticate(
             subscriber(claims)
         }
     }
+}
+
+/// Seconds since the Unix epoch, now.
+fn now_secs() -> u64 {
+    expiry_in(Duration::ZERO)
 }
 
 /// Seconds since the Unix epoch, `ttl` from now (saturating: a huge `ttl` gives
@@ -327,6 +359,130 @@ mod tests {
         assert_eq!(v.verify(&expired), Err(AuthError::Expired));
     }
 
+    /// A token from raw parts: `header` and `claims` as JSON text, signed with HS256
+    /// under `key` (any bytes), or with the given signature text.
+    fn forged(header: &str, claims: &str, key: &[u8]) -> String {
+        use base64::Engine as _;
+        use hmac::Mac as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let signed = format!("{}.{}", b64.encode(header), b64.encode(claims));
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+        mac.update(signed.as_bytes());
+        format!("{signed}.{}", b64.encode(mac.finalize().into_bytes()))
+    }
+
+    /// The edge's own HS256 check accepts exactly what jsonwebtoken accepts, with the
+    /// same claims, and refuses for the same kind of reason.
+    #[test]
+    fn the_hs256_check_gives_jsonwebtokens_verdicts() {
+        let v = Verifier::hs256(SECRET);
+        let now = expiry_in(Duration::ZERO);
+        let hs = r#"{"alg":"HS256","typ":"JWT"}"#;
+        let good = format!(r#"{{"sub":"ann","exp":{}}}"#, now + 600);
+        let signed = |claims: serde_json::Value| v.sign(&claims).unwrap();
+        let other_alg = |algorithm| {
+            jsonwebtoken::encode(
+                &Header::new(algorithm),
+                &claims("ann", Duration::from_secs(60)),
+                &EncodingKey::from_secret(SECRET),
+            )
+            .unwrap()
+        };
+        let valid = v.sign(&claims("ann", Duration::from_secs(60))).unwrap();
+        let (head, rest) = valid.split_once('.').unwrap();
+        let (payload, signature) = rest.split_once('.').unwrap();
+        let tokens = vec![
+            valid.clone(),
+            forged(hs, &good, SECRET),
+            forged(r#"{"alg":"HS256"}"#, &good, SECRET),
+            forged(r#"{"typ":"JWT","alg":"HS256","kid":"k1","x":[1]}"#, &good, SECRET),
+            forged(
+                hs,
+                &format!(
+                    r#"{{"sub":"ann","exp":{},"topics":["a","b"],"iat":1,"extra":{{"x":1}}}}"#,
+                    now + 600
+                ),
+                SECRET,
+            ),
+            forged(
+                hs,
+                &format!(r#"{{"sub":"ann","exp":{},"topics":null}}"#, now + 600),
+                SECRET,
+            ),
+            forged(hs, &good, b"another-secret-another-secret-12"),
+            forged(r#"{"alg":"none"}"#, &good, SECRET),
+            forged(r#"{"alg":"HS384"}"#, &good, SECRET),
+            forged(r#"{"alg":"hs256"}"#, &good, SECRET),
+            forged(r#"{"typ":"JWT"}"#, &good, SECRET),
+            forged(r#"["HS256"]"#, &good, SECRET),
+            forged("not json", &good, SECRET),
+            forged(hs, "not json", SECRET),
+            forged(hs, &format!(r#"["ann",{}]"#, now + 600), SECRET),
+            forged(hs, &format!(r#" {{"sub":"ann","exp":{}}}"#, now + 600), SECRET),
+            forged(hs, r#"{"sub":"ann"}"#, SECRET),
+            forged(hs, &format!(r#"{{"exp":{}}}"#, now + 600), SECRET),
+            forged(hs, &format!(r#"{{"sub":"ann","exp":"{}"}}"#, now + 600), SECRET),
+            forged(hs, &format!(r#"{{"sub":"ann","exp":{}.5}}"#, now + 600), SECRET),
+            forged(hs, &format!(r#"{{"sub":7,"exp":{}}}"#, now + 600), SECRET),
+            forged(
+                hs,
+                &format!(r#"{{"sub":"ann","exp":{},"topics":"a"}}"#, now + 600),
+                SECRET,
+            ),
+            forged(hs, &format!(r#"{{"sub":"ann","exp":{}}}"#, now - 5), SECRET),
+            forged(hs, &format!(r#"{{"sub":"ann","exp":{}}}"#, now - 600), SECRET),
+            forged(
+                hs,
+                &format!(r#"{{"sub":"ann","exp":{},"nbf":{}}}"#, now + 7200, now + 3600),
+                SECRET,
+            ),
+            forged(
+                hs,
+                &format!(r#"{{"sub":"ann","exp":{},"nbf":{}}}"#, now + 7200, now + 5),
+                SECRET,
+            ),
+            forged(
+                hs,
+                &format!(r#"{{"sub":"ann","exp":{},"nbf":{}}}"#, now + 7200, now - 60),
+                SECRET,
+            ),
+            forged(
+                hs,
+                &format!(r#"{{"sub":"ann","exp":{},"nbf":"soon"}}"#, now + 7200),
+                SECRET,
+            ),
+            forged(hs, &format!(r#"{{"sub":"","exp":{}}}"#, now + 600), SECRET),
+            signed(serde_json::json!({ "sub": "ann", "exp": u64::MAX })),
+            other_alg(Algorithm::HS384),
+            other_alg(Algorithm::HS512),
+            format!("{head}.{payload}x.{signature}"),
+            format!("{head}.{payload}.{signature}x"),
+            format!("{head}.{payload}.{signature}="),
+            format!("{head}.{payload}.{}", &signature[1..]),
+            format!("{head}.{payload}."),
+            format!("{head}.{payload}"),
+            format!("{head}.{payload}.{signature}.{signature}"),
+            format!("{head}=.{payload}.{signature}"),
+            format!(" {valid}"),
+            format!("{head}.{payload}.{}", "A".repeat(400)),
+            String::new(),
+            "...".into(),
+        ];
+        for token in &tokens {
+            let ours = v.verify(token);
+            let library = v.verify_by_library(token).and_then(subscriber);
+            match (&ours, &library) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{token}"),
+                (Err(AuthError::Invalid(_)), Err(AuthError::Invalid(_))) => {}
+                (a, b) => assert_eq!(a, b, "{token}"),
+            }
+        }
+        assert!(
+            tokens.iter().filter(|t| v.verify(t).is_ok()).count() >= 8,
+            "the corpus holds good tokens"
+        );
+    }
+
     #[test]
     fn asymmetric_keys_are_recognised_from_the_pem() {
         let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys");
@@ -366,22 +522,16 @@ mod tests {
     fn credentials_are_found_in_order() {
         let mut h = HeaderMap::new();
         h.insert("cookie", "a=b; tidings_token=from-cookie".parse().unwrap());
-        assert_eq!(
-            credential(&h, Some("q"), None),
-            Some(Credential::Token("from-cookie".into()))
-        );
+        assert_eq!(credential(&h, Some("q"), None), Some(Credential::Token("from-cookie")));
         h.insert("authorization", "Bearer from-header".parse().unwrap());
-        assert_eq!(
-            credential(&h, Some("q"), None),
-            Some(Credential::Token("from-header".into()))
-        );
+        assert_eq!(credential(&h, Some("q"), None), Some(Credential::Token("from-header")));
         assert_eq!(
             credential(&HeaderMap::new(), Some("q"), Some("t")),
-            Some(Credential::Token("q".into()))
+            Some(Credential::Token("q"))
         );
         assert_eq!(
             credential(&HeaderMap::new(), None, Some("t")),
-            Some(Credential::Ticket("t".into()))
+            Some(Credential::Ticket("t"))
         );
         assert_eq!(credential(&HeaderMap::new(), Some(""), None), None);
     }

@@ -234,6 +234,8 @@ struct Subscriptions {
     /// When interests were subscribed, while that is recent ([`PROPAGATION`]); the
     /// subscription to every partition under [`Interest::Partition`]s' own key `None`.
     added: std::collections::HashMap<Option<Interest>, tokio::time::Instant>,
+    /// When `added` last dropped its old entries.
+    pruned_at: tokio::time::Instant,
     /// Subscriptions sent but not confirmed (the confirmation failed): the next
     /// confirmation covers them too.
     unconfirmed: Vec<Interest>,
@@ -256,6 +258,7 @@ impl Subscriptions {
             all_members: None,
             sequences,
             added: std::collections::HashMap::new(),
+            pruned_at: tokio::time::Instant::now(),
             unconfirmed: Vec::new(),
             accounting: Accounting::default(),
         }
@@ -264,7 +267,13 @@ impl Subscriptions {
     /// Records that `interest` (`None`: every partition) was just subscribed.
     fn added(&mut self, interest: Option<Interest>) {
         let now = tokio::time::Instant::now();
-        self.added.retain(|_, at| now.duration_since(*at) < PROPAGATION);
+        // Old entries go once per window, not at every insert: a node taking its
+        // partitions one by one (a reconnect storm after a restart) would otherwise
+        // walk the whole map a thousand times over. `taken` ignores old entries.
+        if now.duration_since(self.pruned_at) >= PROPAGATION {
+            self.added.retain(|_, at| now.duration_since(*at) < PROPAGATION);
+            self.pruned_at = now;
+        }
         self.added.insert(interest, now);
     }
 

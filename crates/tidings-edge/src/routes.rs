@@ -6,16 +6,15 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use tidings_domain::{LastEventId, Topic};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use crate::affinity;
 use crate::auth::{self, AuthError, Claims, Credential};
@@ -25,6 +24,7 @@ use crate::error::{EdgeError, ErrorBody};
 use crate::hub::{Conn, Inbox, Refused};
 use crate::kill_switch::KillSwitch;
 use crate::state::EdgeState;
+use crate::stream_query::StreamQuery;
 use crate::{inbox, sse};
 
 /// Most topics one stream may join.
@@ -61,27 +61,6 @@ pub(crate) fn router(state: Arc<EdgeState>, cors_origins: &[String], demo: bool)
                 "last-event-id".parse().expect("valid"),
             ]),
     )
-}
-
-/// `GET /v1/stream`'s query parameters.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct StreamQuery {
-    /// The subscriber token, for clients that cannot set a header (prefer `ticket`: a
-    /// URL is logged).
-    access_token: Option<String>,
-    /// A single-use ticket from `POST /v1/stream/ticket`.
-    ticket: Option<String>,
-    /// Comma-separated topics to join (at most 32); a stream of public topics only
-    /// needs no credential.
-    topics: Option<String>,
-    /// Where to resume, for clients that cannot send the `Last-Event-ID` header.
-    #[serde(rename = "lastEventId")]
-    last_event_id: Option<String>,
-    /// The routing key the last `connected` event (or ticket) gave, for a load
-    /// balancer to hash on (it wins over the `tidings_affinity` cookie). Never
-    /// trusted: the credential decides the member, and a wrong key is served anyway.
-    affinity: Option<String>,
 }
 
 /// `POST /v1/stream/ticket`'s answer.
@@ -128,11 +107,11 @@ async fn stream(
     State(state): State<Arc<EdgeState>>,
     kill: Option<Extension<Arc<KillSwitch>>>,
     headers: HeaderMap,
-    query: Result<Query<StreamQuery>, QueryRejection>,
+    uri: Uri,
 ) -> Response {
-    let opened = match query {
-        Ok(Query(query)) => open_stream(state.clone(), &headers, query, kill.map(|Extension(k)| k)).await,
-        Err(rejection) => Err(rejection.into()),
+    let opened = match StreamQuery::parse(uri.query()) {
+        Ok(query) => open_stream(state.clone(), &headers, query, kill.map(|Extension(k)| k)).await,
+        Err(e) => Err(e),
     };
     match opened {
         Ok(response) => response,
@@ -252,7 +231,7 @@ async fn open_stream(
     // the metrics count every stream and every close by reason.
     tracing::debug!(connection = conn.id, member = conn.who(), resume = ?resume, "stream opened");
     conn.delivery()
-        .push_control(sse::retry(state.limits.retry), None, state.clock.now());
+        .push_control(state.limits.retry.clone(), None, state.clock.now());
     let body = SseBody::new(conn.clone(), state.clone());
     match registered.live_at {
         // Queued before the response goes: the head, `retry:` and `connected` leave in
@@ -325,7 +304,7 @@ async fn ticket(State(state): State<Arc<EdgeState>>, headers: HeaderMap) -> Resu
         Some(Credential::Token(token)) => token,
         _ => return Err(AuthError::Missing.into()),
     };
-    let subscriber = state.verifier.verify(&token)?;
+    let subscriber = state.verifier.verify(token)?;
     let claims = Claims {
         sub: subscriber.member.to_string(),
         exp: subscriber

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tidings_bus::{Bus, Tickets};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -56,8 +57,8 @@ pub(crate) struct EdgeState {
 /// The node's configured bounds and timings.
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
-    /// The `retry:` a stream announces first.
-    pub(crate) retry: Duration,
+    /// The `retry:` frame every stream starts with, written once (`sse::retry`).
+    pub(crate) retry: Bytes,
     /// Comment heartbeats go to streams quiet this long.
     pub(crate) heartbeat: Duration,
     /// Most events one resume replays; beyond it the client gets `reset`.
