@@ -462,6 +462,19 @@ impl Hub {
             .contains_key(member)
     }
 
+    /// The connections of each of `members` on this node, with the index of their
+    /// member, in `members`' order (taken under one lock, used outside it).
+    pub(crate) fn tabs_of(&self, members: &[MemberId]) -> Vec<(usize, Arc<Conn>)> {
+        let s = self.state.lock().expect("invariant: never poisoned");
+        let mut tabs = Vec::new();
+        for (i, member) in members.iter().enumerate() {
+            if let Some(conns) = s.members.get(member) {
+                tabs.extend(conns.iter().map(|conn| (i, conn.clone())));
+            }
+        }
+        tabs
+    }
+
     /// The member's connections on this node (taken under the lock, used outside it).
     pub(crate) fn tabs(&self, member: &MemberId) -> Vec<Arc<Conn>> {
         let s = self.state.lock().expect("invariant: never poisoned");

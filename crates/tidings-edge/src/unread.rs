@@ -19,6 +19,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
 use prometheus::IntCounter;
 use tidings_domain::{MemberId, UnreadCount};
 use tokio::sync::mpsc;
@@ -102,6 +103,12 @@ async fn run(
     let (done_tx, mut done) = mpsc::channel::<Vec<MemberId>>(CONCURRENCY);
     // When the members waiting are due for a call: LINGER after the first of them.
     let mut deadline: Option<tokio::time::Instant> = None;
+    // One timer for the task's life, moved only when the deadline does: a timer made
+    // and dropped at each request cost a connect storm two trips to the timer wheel
+    // per stream.
+    let linger = tokio::time::sleep(LINGER);
+    tokio::pin!(linger);
+    let mut armed: Option<tokio::time::Instant> = None;
     loop {
         let due = deadline.is_some_and(|d| tokio::time::Instant::now() >= d) || waiting.len() >= BATCH;
         while due && calls < CONCURRENCY && !waiting.is_empty() {
@@ -121,11 +128,22 @@ async fn run(
             tracker.spawn(async move {
                 match api.unread_counts(&batch).await {
                     Ok(counts) => {
-                        for (member, (count, version)) in batch.iter().zip(counts) {
-                            let versioned = version.map(|version| UnreadCount { count, version });
-                            let shown = hub.unread(member, &sse::unread(count), versioned, clock.now());
-                            fetched.inc_by(shown as u64);
+                        // The batch's connections under one lock of the hub, each
+                        // member's frame made once.
+                        let (tabs, now) = (hub.tabs_of(&batch), clock.now());
+                        let mut frame: Option<(usize, Bytes, Option<UnreadCount>)> = None;
+                        for (i, conn) in &tabs {
+                            let (_, frame, versioned) = match frame.as_ref() {
+                                Some(made) if made.0 == *i => made,
+                                _ => {
+                                    let (count, version) = counts[*i];
+                                    let versioned = version.map(|version| UnreadCount { count, version });
+                                    frame.insert((*i, sse::unread(count), versioned))
+                                }
+                            };
+                            conn.delivery().push_unread(frame.clone(), *versioned, now);
                         }
+                        fetched.inc_by(tabs.len() as u64);
                     }
                     Err(e) => tracing::debug!(members = batch.len(), error = %e, "unread counts unavailable"),
                 }
@@ -138,21 +156,27 @@ async fn run(
             // What is left waits for a call to finish, and goes with the next one.
             deadline = Some(tokio::time::Instant::now());
         }
-        let linger = async {
-            match deadline {
-                Some(d) if calls < CONCURRENCY => tokio::time::sleep_until(d).await,
-                _ => std::future::pending().await,
+        let wanted = deadline.filter(|_| calls < CONCURRENCY);
+        if wanted != armed {
+            if let Some(at) = wanted {
+                linger.as_mut().reset(at);
             }
-        };
+            armed = wanted;
+        }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = linger => {}
+            () = &mut linger, if armed.is_some() => armed = None,
             Some(member) = requests.recv() => {
-                if in_flight.contains(&member) {
-                    dirty.insert(member);
-                } else if queued.insert(member.clone()) {
-                    waiting.push_back(member);
-                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
+                // Everything asked for meanwhile, in one wake-up.
+                let mut next = Some(member);
+                while let Some(member) = next {
+                    if in_flight.contains(&member) {
+                        dirty.insert(member);
+                    } else if queued.insert(member.clone()) {
+                        waiting.push_back(member);
+                        deadline.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
+                    }
+                    next = requests.try_recv().ok();
                 }
             }
             Some(batch) = done.recv() => {
