@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use bytes::{BufMut as _, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use tidings_bus::{BusEvent, EventKind, UNREAD_EVENT};
 use tidings_domain::{EventId, StreamEpoch};
@@ -36,14 +36,7 @@ A `retry:` field comes first and `: heartbeat` comments keep the connection open
 /// break inside the data would otherwise end the field).
 pub(crate) fn event(id: Option<&str>, name: &str, data: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(data.len() + name.len() + 48);
-    if let Some(id) = id {
-        out.put_slice(b"id: ");
-        out.put_slice(id.as_bytes());
-        out.put_u8(b'\n');
-    }
-    out.put_slice(b"event: ");
-    out.put_slice(name.as_bytes());
-    out.put_u8(b'\n');
+    put_head(&mut out, id, name);
     for line in data.split(|b| *b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         out.put_slice(b"data: ");
@@ -52,6 +45,18 @@ pub(crate) fn event(id: Option<&str>, name: &str, data: &[u8]) -> Bytes {
     }
     out.put_u8(b'\n');
     out.freeze()
+}
+
+/// An event's `id:` (if any) and `event:` lines.
+fn put_head(out: &mut impl BufMut, id: Option<&str>, name: &str) {
+    if let Some(id) = id {
+        out.put_slice(b"id: ");
+        out.put_slice(id.as_bytes());
+        out.put_u8(b'\n');
+    }
+    out.put_slice(b"event: ");
+    out.put_slice(name.as_bytes());
+    out.put_u8(b'\n');
 }
 
 /// The frame of a stored event, with its id; `None` for an unread-count change, which
@@ -141,21 +146,15 @@ pub(crate) struct Unread {
     pub(crate) unread_count: u64,
 }
 
-/// One of Tidings' own events, its data as JSON, written straight into the frame: one
-/// allocation, and no search for line breaks, since compact JSON has none (a string's
-/// are escaped). A test checks it against [`event`].
+/// One of Tidings' own events, its data as JSON, written straight into the frame: no
+/// buffer in between, and no search for line breaks, since compact JSON has none (a
+/// string's are escaped). A test checks it against [`event`].
 fn ours(id: Option<&str>, name: &str, data: &impl Serialize) -> Bytes {
     // A `Vec`, not a `BytesMut`: serde_json writes it in many small pieces, and a
     // `Vec`'s writes cost a fraction of a `BytesMut`'s through `bytes::buf::Writer`.
     let mut out = Vec::with_capacity(id.map_or(0, str::len) + name.len() + 128);
-    if let Some(id) = id {
-        out.extend_from_slice(b"id: ");
-        out.extend_from_slice(id.as_bytes());
-        out.push(b'\n');
-    }
-    out.extend_from_slice(b"event: ");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\ndata: ");
+    put_head(&mut out, id, name);
+    out.extend_from_slice(b"data: ");
     // These structs hold strings and numbers only: serializing cannot fail.
     let _ = serde_json::to_writer(&mut out, data);
     out.extend_from_slice(b"\n\n");
